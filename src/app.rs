@@ -1,0 +1,152 @@
+//! Assembles the running program from a `Config`: the database (locked,
+//! migrated), the writer and sender threads, and the Rocket instance.
+
+use crate::config::{Config, Mode};
+use crate::db::{self, Db, ReadPool, Writer};
+use crate::routes;
+use crate::sender::{Sandbox, Sender};
+use crate::state::AppState;
+use crate::whatsapp::{GraphClient, Transport};
+use rocket::figment::Figment;
+use rocket::{Build, Rocket};
+use std::fs::File;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Everything that must be stopped, in order, after Rocket has shut down.
+pub struct Services {
+    pub sender: Sender,
+    pub db: Db,
+    writer_thread: JoinHandle<()>,
+    send_bound: Duration,
+    _lock: File,
+}
+
+impl Services {
+    /// Stops claiming, lets in-flight sends finish (bounded by one HTTP
+    /// timeout plus a margin), then drains and stops the writer.
+    pub fn shutdown(self) {
+        let left = self.sender.stop(self.send_bound);
+        if left > 0 {
+            log::warn!("shutdown: {left} send(s) still in flight after {:?}; they will be retried after the next start", self.send_bound);
+        }
+        self.db.writer.close();
+        let _ = self.writer_thread.join();
+        log::info!("shutdown complete");
+    }
+}
+
+/// Opens (creating if needed), locks and migrates the database.
+pub fn open_database(config: &Config) -> Result<(rusqlite::Connection, File), String> {
+    let path = &config.database_path;
+    db::prepare_path(path).map_err(|e| format!("DATABASE_PATH {}: {e}", path.display()))?;
+    let lock = lock_file(path)?;
+    let mut conn =
+        db::open_writer(path).map_err(|e| format!("DATABASE_PATH {}: {e}", path.display()))?;
+    let applied = db::migrate(&mut conn).map_err(|e| format!("migrations failed: {e}"))?;
+    if applied > 0 {
+        log::info!("applied {applied} migration(s) to {}", path.display());
+    }
+    Ok((conn, lock))
+}
+
+/// One serving process per database: the in-memory claim of the sender is
+/// only exclusive if no second process sends from the same outbox.
+fn lock_file(path: &std::path::Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| {
+            format!(
+                "cannot create lock file {}: {e}",
+                lock_path.to_string_lossy()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(format!(
+            "another orderlink process is already serving {} (lock file {} is held)",
+            path.display(),
+            lock_path.to_string_lossy()
+        )),
+    }
+}
+
+pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Services), String> {
+    let config = Arc::new(config);
+    let (conn, lock) = open_database(&config)?;
+    let (writer, writer_thread) = Writer::start(conn);
+    let db = Db {
+        writer,
+        reads: ReadPool::new(&config.database_path),
+    };
+    let transport: Box<dyn Transport> = match &config.mode {
+        Mode::Sandbox => Box::new(Sandbox),
+        Mode::Live {
+            token,
+            phone_number_id,
+        } => Box::new(GraphClient::new(
+            &config.api_base,
+            phone_number_id,
+            token,
+            config.timeout,
+            config.send_workers,
+        )),
+    };
+    let sender = Sender::start(db.clone(), config.clone(), transport);
+    let services = Services {
+        sender: sender.clone(),
+        db: db.clone(),
+        writer_thread,
+        send_bound: config.timeout + Duration::from_secs(2),
+        _lock: lock,
+    };
+    let rocket = rocket::custom(figment)
+        .manage(AppState { config, db, sender })
+        .mount("/", routes::routes())
+        .register("/", routes::catchers())
+        .attach(routes::request_log::RequestLog);
+    Ok((rocket, services))
+}
+
+/// Rocket's figment (Rocket.toml, ROCKET_*), with the body limits the spec
+/// promises unless the operator set them.
+pub fn figment() -> Figment {
+    use rocket::data::{Limits, ToByteUnit};
+    let limits = Limits::default()
+        .limit("json", 64.kibibytes())
+        .limit("bytes", 64.kibibytes())
+        .limit("string", 64.kibibytes());
+    Figment::from(rocket::Config::figment()).join(("limits", limits))
+}
+
+pub fn announce(config: &Config) {
+    if config.is_sandbox() {
+        log::warn!("SANDBOX MODE: WHATSAPP_TOKEN is not set, so no message leaves this machine; each is logged and recorded as sent with a sandbox- id");
+        if config.business_number_is_placeholder {
+            log::warn!(
+                "sandbox: WHATSAPP_BUSINESS_NUMBER_E164 is not set; links use the placeholder number {}",
+                crate::config::SANDBOX_BUSINESS_NUMBER
+            );
+        }
+        if config.webhook_secret.is_none() {
+            log::warn!("sandbox: PAYMENT_WEBHOOK_SECRET is not set; unsigned payment webhooks are accepted");
+        }
+    } else {
+        log::info!("live mode: sending through {}", config.api_base);
+        if config.invite_template.is_none() {
+            log::warn!("WHATSAPP_INVITE_TEMPLATE is not set: customers who have not written to the shop in 24 hours will not get the link (WhatsApp error 131047)");
+        }
+    }
+    if config.admin_token.is_none() {
+        log::info!("ADMIN_TOKEN is not set: the admin API is disabled (404)");
+    }
+    log::info!("database: {}", config.database_path.display());
+}

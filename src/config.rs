@@ -1,0 +1,360 @@
+//! One `Config`, read from the environment (after `.env`) once at start and
+//! validated before anything else happens; passed around as managed state.
+
+use crate::domain::Region;
+use crate::signature::WebhookSecret;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const SANDBOX_BUSINESS_NUMBER: &str = "15550100000";
+
+#[derive(Clone)]
+pub enum Mode {
+    /// No `WHATSAPP_TOKEN`: messages are recorded and logged, never sent.
+    Sandbox,
+    Live {
+        token: String,
+        phone_number_id: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub api_base: String,
+    pub business_number: String,
+    pub business_number_is_placeholder: bool,
+    pub app_base_url: String,
+    pub webhook_secret: Option<WebhookSecret>,
+    pub database_path: PathBuf,
+    pub template_name: String,
+    pub template_lang: String,
+    pub confirmation_note: String,
+    pub token_ttl: Duration,
+    pub send_workers: usize,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub timeout: Duration,
+    pub invite_template: Option<String>,
+    pub default_region: Option<Region>,
+    pub verify_token: Option<String>,
+    pub app_secret: Option<Vec<u8>>,
+    pub elder_reply_text: Option<String>,
+    pub admin_token: Option<String>,
+    pub max_mps: u32,
+}
+
+impl std::fmt::Debug for Config {
+    /// Secrets are never printed, not even by `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("sandbox", &self.is_sandbox())
+            .field("api_base", &self.api_base)
+            .field("database_path", &self.database_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the values come from; a map in tests, the process environment in
+/// the binary.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<const N: usize> Source for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+/// Every problem found, one line each, each naming its variable.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+struct Reader<'a> {
+    source: &'a dyn Source,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// Empty counts as unset, so `ADMIN_TOKEN=` in a `.env` disables admin.
+    fn opt(&self, name: &str) -> Option<String> {
+        self.source
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn text(&self, name: &str, default: &str) -> String {
+        self.opt(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        name: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> T {
+        match self.opt(name) {
+            None => default,
+            Some(raw) => match raw.parse::<T>() {
+                Ok(v) if v >= min && v <= max => v,
+                _ => {
+                    self.errors.push(format!(
+                        "{name} must be a whole number from {min} to {max}, got `{raw}`"
+                    ));
+                    default
+                }
+            },
+        }
+    }
+
+    fn fail(&mut self, line: String) {
+        self.errors.push(line);
+    }
+}
+
+fn is_digits(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > "https://".len()
+        && !s.contains(char::is_whitespace)
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigErrors> {
+        Config::from_source(&Environment)
+    }
+
+    pub fn from_source(source: &dyn Source) -> Result<Config, ConfigErrors> {
+        let mut r = Reader {
+            source,
+            errors: Vec::new(),
+        };
+        let live_token = r.opt("WHATSAPP_TOKEN");
+        let live = live_token.is_some();
+        let need = |r: &mut Reader, name: &str| -> Option<String> {
+            let v = r.opt(name);
+            if v.is_none() && live {
+                r.fail(format!(
+                    "{name} is required in live mode (WHATSAPP_TOKEN is set)"
+                ));
+            }
+            v
+        };
+
+        let phone_number_id = need(&mut r, "WHATSAPP_PHONE_NUMBER_ID");
+        if let Some(id) = &phone_number_id {
+            if !is_digits(id, 1, 32) {
+                r.fail(
+                    "WHATSAPP_PHONE_NUMBER_ID must be the numeric id from Meta's API Setup page"
+                        .into(),
+                );
+            }
+        }
+        let business = need(&mut r, "WHATSAPP_BUSINESS_NUMBER_E164");
+        if let Some(b) = &business {
+            if !is_digits(b, 6, 15) {
+                r.fail("WHATSAPP_BUSINESS_NUMBER_E164 must be digits only, with country code and no + (e.g. 919876543210)".into());
+            }
+        }
+        let secret = need(&mut r, "PAYMENT_WEBHOOK_SECRET");
+        let webhook_secret = secret.and_then(|s| match WebhookSecret::parse(&s) {
+            Ok(secret) => Some(secret),
+            Err(why) => {
+                r.fail(format!("PAYMENT_WEBHOOK_SECRET {why} (whsec_…)"));
+                None
+            }
+        });
+        let app_secret = need(&mut r, "WHATSAPP_APP_SECRET").map(String::into_bytes);
+
+        let api_base = r.text("WHATSAPP_API_BASE", "https://graph.facebook.com/v21.0");
+        if !is_http_url(&api_base) {
+            r.fail("WHATSAPP_API_BASE must be an http(s) URL".into());
+        }
+        let app_base_url = r.text("APP_BASE_URL", "http://localhost:8000");
+        if !is_http_url(&app_base_url) {
+            r.fail("APP_BASE_URL must be an http(s) URL such as https://shop.example".into());
+        }
+        let template_name = r.text("WHATSAPP_TEMPLATE_NAME", "order_confirmed");
+        let template_lang = r.text("WHATSAPP_TEMPLATE_LANG", "en");
+        let invite_template = r.opt("WHATSAPP_INVITE_TEMPLATE");
+        for (name, value) in [
+            ("WHATSAPP_TEMPLATE_NAME", Some(&template_name)),
+            ("WHATSAPP_INVITE_TEMPLATE", invite_template.as_ref()),
+        ] {
+            if let Some(v) = value {
+                if !v
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    r.fail(format!(
+                        "{name} must be a template name: lowercase letters, digits and _"
+                    ));
+                }
+            }
+        }
+        if !template_lang
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'_')
+        {
+            r.fail("WHATSAPP_TEMPLATE_LANG must be a language code such as en or en_US".into());
+        }
+        let default_region = r.opt("PHONE_DEFAULT_REGION").and_then(|code| {
+            Region::parse(&code)
+                .map_err(|why| r.fail(format!("PHONE_DEFAULT_REGION: {why}")))
+                .ok()
+        });
+
+        let ttl_days: u64 = r.number("TOKEN_TTL_DAYS", 90, 0, 3650);
+        let send_workers: usize = r.number("SEND_WORKERS", 4, 1, 256);
+        let max_attempts: u32 = r.number("WHATSAPP_MAX_ATTEMPTS", 8, 1, 100);
+        let retry_base_ms: u64 = r.number("WHATSAPP_RETRY_BASE_MS", 1000, 1, 3_600_000);
+        let timeout_ms: u64 = r.number("WHATSAPP_TIMEOUT_MS", 10_000, 1, 600_000);
+        let max_mps: u32 = r.number("WHATSAPP_MAX_MPS", 80, 1, 1_000_000);
+
+        let config = Config {
+            mode: match (live_token, phone_number_id) {
+                (Some(token), Some(phone_number_id)) => Mode::Live {
+                    token,
+                    phone_number_id,
+                },
+                _ => Mode::Sandbox,
+            },
+            api_base: api_base.trim_end_matches('/').to_owned(),
+            business_number_is_placeholder: business.is_none(),
+            business_number: business.unwrap_or_else(|| SANDBOX_BUSINESS_NUMBER.to_owned()),
+            app_base_url: app_base_url.trim_end_matches('/').to_owned(),
+            webhook_secret,
+            database_path: PathBuf::from(r.text("DATABASE_PATH", "data/orderlink.db")),
+            template_name,
+            template_lang,
+            confirmation_note: r.text("CONFIRMATION_NOTE", "Thank you for shopping with us!"),
+            token_ttl: Duration::from_secs(ttl_days * 86_400),
+            send_workers,
+            max_attempts,
+            retry_base: Duration::from_millis(retry_base_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            invite_template,
+            default_region,
+            verify_token: r.opt("WHATSAPP_VERIFY_TOKEN"),
+            app_secret,
+            elder_reply_text: r.opt("ELDER_REPLY_TEXT"),
+            admin_token: r.opt("ADMIN_TOKEN"),
+            max_mps,
+        };
+        if r.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(r.errors))
+        }
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self.mode, Mode::Sandbox)
+    }
+
+    /// Every secret value, so the log filter can blank them wherever they
+    /// might appear.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Mode::Live { token, .. } = &self.mode {
+            out.push(token.clone());
+        }
+        if let Some(s) = &self.app_secret {
+            out.push(String::from_utf8_lossy(s).into_owned());
+        }
+        if let Some(s) = &self.admin_token {
+            out.push(s.clone());
+        }
+        if let Some(s) = &self.verify_token {
+            out.push(s.clone());
+        }
+        out.retain(|s| s.len() >= 4);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_configuration_at_all_is_sandbox_mode() {
+        let c = Config::from_source(&[]).unwrap();
+        assert!(c.is_sandbox());
+        assert_eq!(c.business_number, SANDBOX_BUSINESS_NUMBER);
+        assert!(c.business_number_is_placeholder);
+        assert_eq!(c.database_path, PathBuf::from("data/orderlink.db"));
+        assert_eq!(c.send_workers, 4);
+        assert_eq!(c.max_mps, 80);
+        assert!(c.webhook_secret.is_none());
+    }
+
+    #[test]
+    fn live_mode_names_each_missing_variable() {
+        let err = Config::from_source(&[("WHATSAPP_TOKEN", "EAAG")]).unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "WHATSAPP_PHONE_NUMBER_ID",
+            "WHATSAPP_BUSINESS_NUMBER_E164",
+            "PAYMENT_WEBHOOK_SECRET",
+            "WHATSAPP_APP_SECRET",
+        ] {
+            assert!(text.contains(name), "{name} not named in {text}");
+        }
+        assert!(!text.contains("EAAG"));
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        let err = Config::from_source(&[
+            ("WHATSAPP_TOKEN", "EAAG"),
+            ("WHATSAPP_PHONE_NUMBER_ID", "1065"),
+            ("WHATSAPP_BUSINESS_NUMBER_E164", "+91 98765"),
+            ("PAYMENT_WEBHOOK_SECRET", "whsec_%%%"),
+            ("WHATSAPP_APP_SECRET", "s3cret"),
+            ("SEND_WORKERS", "zero"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn complete_live_configuration_loads() {
+        let c = Config::from_source(&[
+            ("WHATSAPP_TOKEN", "EAAG"),
+            ("WHATSAPP_PHONE_NUMBER_ID", "1065"),
+            ("WHATSAPP_BUSINESS_NUMBER_E164", "919876543210"),
+            (
+                "PAYMENT_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+            ("WHATSAPP_APP_SECRET", "s3cret"),
+            ("ADMIN_TOKEN", ""),
+        ])
+        .unwrap();
+        assert!(!c.is_sandbox());
+        assert!(c.admin_token.is_none());
+    }
+}

@@ -1,0 +1,413 @@
+//! SQLite access. One writer thread owns the only write connection and
+//! commits whatever requests are waiting in one transaction (group commit),
+//! so a burst of webhooks shares one fsync while each request is answered
+//! only after its own rows are on disk. Reads use a small pool of read-only
+//! connections; WAL lets them run beside the writer. Nothing here runs on
+//! Rocket's async executor.
+
+use rocket::tokio::sync::oneshot;
+use rusqlite::{Connection, OpenFlags};
+use std::fs;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// How long a connection waits for a lock held by another connection (the
+/// backup command, a second reader) before giving up with SQLITE_BUSY.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bound of requests folded into one transaction; keeps a commit's
+/// latency bounded when the queue is long.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug)]
+pub enum DbError {
+    Sql(rusqlite::Error),
+    /// The batch's COMMIT failed: nothing of this request is on disk.
+    Commit(rusqlite::Error),
+    Panicked,
+    /// The writer has stopped (shutdown).
+    Closed,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Sql(e) => write!(f, "database error: {e}"),
+            DbError::Commit(e) => write!(f, "commit failed: {e}"),
+            DbError::Panicked => f.write_str("database job panicked"),
+            DbError::Closed => f.write_str("database writer is closed"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(e)
+    }
+}
+
+/// Creates the folder (owner-only) and the file (owner-read/write) before
+/// SQLite does, so the database never exists with looser permissions.
+/// SQLite gives its -wal and -shm files the main file's permissions.
+pub fn prepare_path(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+    }
+    if !path.exists() {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+    }
+    Ok(())
+}
+
+/// WAL, FULL sync (a commit is on disk before it returns: the durability the
+/// webhook's 200 promises, even across a power cut), a busy timeout, and
+/// foreign keys.
+pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Applies the embedded migrations; returns how many were applied now.
+pub fn migrate(conn: &mut Connection) -> Result<usize, refinery::Error> {
+    let report = embedded::migrations::runner().run(conn)?;
+    Ok(report.applied_migrations().len())
+}
+
+/// Names of migrations embedded in this binary that the database lacks.
+pub fn pending_migrations(conn: &mut Connection) -> Result<Vec<String>, refinery::Error> {
+    let runner = embedded::migrations::runner();
+    let applied = runner.get_applied_migrations(conn)?;
+    Ok(runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
+        .map(|m| m.to_string())
+        .collect())
+}
+
+type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection) -> (Writer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .expect("spawn the database writer");
+        (
+            Writer {
+                tx: Arc::new(Mutex::new(Some(tx))),
+            },
+            handle,
+        )
+    }
+
+    /// Queues `work`; it runs inside a savepoint of the next batch, and its
+    /// result is delivered once that batch is committed (or has failed).
+    /// An `Err` from `work` rolls back only its own savepoint.
+    pub fn submit<R, F>(&self, work: F) -> oneshot::Receiver<Result<R, DbError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = run_in_savepoint(conn, work);
+            Box::new(move |committed: Result<(), DbError>| {
+                let outcome = match (result, committed) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(e),
+                    (Ok(v), Ok(())) => Ok(v),
+                };
+                let _ = done_tx.send(outcome);
+            })
+        });
+        // A job refused by a closed writer is dropped with its reply
+        // channel, which the receiver sees as `Closed`.
+        if let Some(tx) = self.tx.lock().expect("writer handle lock").as_ref() {
+            let _ = tx.send(job);
+        }
+        done_rx
+    }
+
+    /// For async handlers: waits without blocking the executor.
+    pub async fn run<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit(work).await.unwrap_or(Err(DbError::Closed))
+    }
+
+    /// For worker threads (never call from async code).
+    pub fn run_blocking<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit(work)
+            .blocking_recv()
+            .unwrap_or(Err(DbError::Closed))
+    }
+
+    /// Fire and forget: the write joins the next batch; nobody waits on its
+    /// fsync (used for the click log, which must not slow a redirect).
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: FnOnce(&Connection) -> Result<(), DbError> + Send + 'static,
+    {
+        drop(self.submit(work));
+    }
+
+    /// Stops accepting work; the thread drains what is queued and exits.
+    pub fn close(&self) {
+        self.tx.lock().expect("writer handle lock").take();
+    }
+}
+
+fn run_in_savepoint<R, F>(conn: &Connection, work: F) -> Result<R, DbError>
+where
+    F: FnOnce(&Connection) -> Result<R, DbError>,
+{
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+        Ok(r) => r,
+        Err(_) => Err(DbError::Panicked),
+    };
+    match &result {
+        Ok(_) => conn.execute_batch("RELEASE job")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
+    }
+    result
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        log::error!("database: cannot start a write transaction: {e}");
+        for job in batch {
+            // Nothing runs: each caller learns the write did not happen.
+            let respond = fail_job(job);
+            respond(Err(DbError::Commit(clone_error(&e))));
+        }
+        return;
+    }
+    let responders: Vec<_> = batch.into_iter().map(|job| job(conn)).collect();
+    let committed = conn.execute_batch("COMMIT");
+    if let Err(e) = &committed {
+        log::error!(
+            "database: commit of {} request(s) failed: {e}",
+            responders.len()
+        );
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for respond in responders {
+        respond(match &committed {
+            Ok(()) => Ok(()),
+            Err(e) => Err(DbError::Commit(clone_error(e))),
+        });
+    }
+}
+
+/// A job that could not run still owns its reply channel; run it against a
+/// closure that reports the failure without touching the database.
+fn fail_job(job: Job) -> Box<dyn FnOnce(Result<(), DbError>) + Send> {
+    // Running the job would execute SQL outside a transaction; instead open
+    // an in-memory connection so the job's savepoint work is discarded.
+    match Connection::open_in_memory() {
+        Ok(scratch) => job(&scratch),
+        Err(_) => Box::new(|_| {}),
+    }
+}
+
+fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+/// A few read-only connections, handed out one at a time.
+#[derive(Clone)]
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path) -> ReadPool {
+        ReadPool {
+            path: path.to_owned(),
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `work` on a pooled connection in the calling (blocking) thread.
+    pub fn with<R>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let conn = self.idle.lock().expect("read pool lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let result = work(&conn);
+        let mut idle = self.idle.lock().expect("read pool lock");
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// For async handlers: runs on Tokio's blocking pool.
+    pub async fn read<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        let pool = self.clone();
+        match rocket::tokio::task::spawn_blocking(move || pool.with(work)).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Panicked),
+        }
+    }
+}
+
+/// Both halves, as the rest of the program sees the database.
+#[derive(Clone)]
+pub struct Db {
+    pub writer: Writer,
+    pub reads: ReadPool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db() -> (tempfile::TempDir, Connection, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        prepare_path(&path).unwrap();
+        let conn = open_writer(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (k VARCHAR(10) PRIMARY KEY)")
+            .unwrap();
+        (dir, conn, path)
+    }
+
+    #[test]
+    fn a_failing_job_rolls_back_only_itself() {
+        let (_dir, conn, path) = temp_db();
+        let (writer, handle) = Writer::start(conn);
+        let a = writer.submit(|c| Ok(c.execute("INSERT INTO t VALUES ('a')", [])?));
+        let b = writer.submit(|c| {
+            c.execute("INSERT INTO t VALUES ('b')", [])?;
+            c.execute("INSERT INTO t VALUES ('a')", [])?; // conflicts
+            Ok(())
+        });
+        assert_eq!(a.blocking_recv().unwrap().unwrap(), 1);
+        assert!(b.blocking_recv().unwrap().is_err());
+        writer.close();
+        handle.join().unwrap();
+        let reads = ReadPool::new(&path);
+        let keys: Vec<String> = reads
+            .with(|c| {
+                let mut s = c.prepare("SELECT k FROM t ORDER BY k")?;
+                let rows = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .unwrap();
+        assert_eq!(keys, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_panicking_job_is_reported_and_the_writer_survives() {
+        let (_dir, conn, _path) = temp_db();
+        let (writer, handle) = Writer::start(conn);
+        let bad: Result<(), DbError> = writer.run_blocking(|_| panic!("boom"));
+        assert!(matches!(bad, Err(DbError::Panicked)));
+        let good = writer.run_blocking(|c| Ok(c.execute("INSERT INTO t VALUES ('x')", [])?));
+        assert_eq!(good.unwrap(), 1);
+        writer.close();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn database_files_are_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/o.db");
+        prepare_path(&path).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn migrations_apply_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut conn = open_writer(&path).unwrap();
+        assert!(migrate(&mut conn).unwrap() >= 1);
+        assert_eq!(migrate(&mut conn).unwrap(), 0);
+        assert!(pending_migrations(&mut conn).unwrap().is_empty());
+    }
+}

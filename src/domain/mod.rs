@@ -1,0 +1,16 @@
+//! Types that can only hold valid values; everything past the HTTP edge
+//! works with these instead of raw strings.
+
+mod money;
+mod note;
+mod order_id;
+mod payment_event;
+mod phone;
+mod token;
+
+pub use money::Money;
+pub use note::Note;
+pub use order_id::OrderId;
+pub use payment_event::{EventError, EventKind, Payment, PaymentEvent, PAYMENT_SUCCEEDED};
+pub use phone::{mask_digits, PhoneE164, Region};
+pub use token::{mask_token, InviteToken};

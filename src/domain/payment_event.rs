@@ -1,0 +1,210 @@
+//! The payment gateway's event, parsed straight from the raw body into types
+//! that can only hold valid values: a `PaymentEvent` that exists is one the
+//! webhook may act on.
+
+use super::{Money, Note, OrderId, PhoneE164, Region};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub const PAYMENT_SUCCEEDED: &str = "payment_succeeded";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentEvent {
+    pub event_id: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    PaymentSucceeded(Payment),
+    /// Recorded for idempotency, otherwise ignored.
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payment {
+    pub order_id: OrderId,
+    pub payment_id: String,
+    pub user_id: Option<String>,
+    pub amount: Money,
+    /// An unusable phone is not a bad event: the order is still paid, the
+    /// customer just cannot be messaged.
+    pub phone: Result<PhoneE164, String>,
+    pub note: Option<Note>,
+}
+
+/// Why a body was refused. `Malformed` is not JSON at all (400); `Invalid`
+/// is JSON that does not describe a usable event (422).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventError {
+    Malformed(String),
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawPayment {
+    order_id: String,
+    payment_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    amount: i64,
+    currency: String,
+    #[serde(default)]
+    customer_phone: Option<Value>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+const MAX_TEXT_ID: usize = 255;
+
+fn short_text(field: &str, value: &str) -> Result<(), EventError> {
+    if value.is_empty() || value.len() > MAX_TEXT_ID || value.chars().any(char::is_control) {
+        return Err(EventError::Invalid(format!(
+            "{field} must be 1 to {MAX_TEXT_ID} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+impl PaymentEvent {
+    pub fn parse(body: &[u8], region: Option<Region>) -> Result<PaymentEvent, EventError> {
+        let raw: RawEvent = serde_json::from_slice(body).map_err(classify)?;
+        short_text("id", &raw.id)?;
+        short_text("type", &raw.kind)?;
+        if raw.kind != PAYMENT_SUCCEEDED {
+            return Ok(PaymentEvent {
+                event_id: raw.id,
+                kind: EventKind::Other(raw.kind),
+            });
+        }
+        let data = raw
+            .data
+            .ok_or_else(|| EventError::Invalid("data is missing".into()))?;
+        let data: RawPayment =
+            serde_json::from_value(data).map_err(|e| EventError::Invalid(format!("data: {e}")))?;
+        let order_id = OrderId::parse(&data.order_id).map_err(EventError::Invalid)?;
+        short_text("data.payment_id", &data.payment_id)?;
+        if let Some(user_id) = &data.user_id {
+            short_text("data.user_id", user_id)?;
+        }
+        let amount = Money::new(data.amount, &data.currency)
+            .map_err(|e| EventError::Invalid(format!("data: {e}")))?;
+        let phone = match &data.customer_phone {
+            Some(Value::String(raw)) => PhoneE164::parse(raw, region),
+            Some(Value::Null) | None => Err("customer_phone is missing".into()),
+            Some(_) => Err("customer_phone is not a string".into()),
+        };
+        let note = data.note.as_deref().and_then(Note::clean);
+        Ok(PaymentEvent {
+            event_id: raw.id,
+            kind: EventKind::PaymentSucceeded(Payment {
+                order_id,
+                payment_id: data.payment_id,
+                user_id: data.user_id,
+                amount,
+                phone,
+                note,
+            }),
+        })
+    }
+}
+
+fn classify(e: serde_json::Error) -> EventError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            EventError::Malformed(format!("body is not valid JSON: {e}"))
+        }
+        Category::Data => EventError::Invalid(format!("{e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"id":"evt_01JD7X2K9","type":"payment_succeeded","created_at":"2026-11-26T10:00:00Z","data":{"order_id":"ORD-1042","payment_id":"pay_9XyZ31","user_id":"user_77","amount":49900,"currency":"INR","customer_phone":"+91 98765 43210","note":"Arrives by Friday"}}"#;
+
+    fn payment(body: &str) -> Payment {
+        match PaymentEvent::parse(body.as_bytes(), None).unwrap().kind {
+            EventKind::PaymentSucceeded(p) => p,
+            other => panic!("not a payment: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_spec_sample_parses() {
+        let p = payment(SAMPLE);
+        assert_eq!(p.order_id.as_str(), "ORD-1042");
+        assert_eq!(p.amount.display(), "INR 499.00");
+        assert_eq!(p.phone.unwrap().digits(), "919876543210");
+        assert_eq!(p.note.unwrap().as_str(), "Arrives by Friday");
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_and_shape_errors_invalid() {
+        assert!(matches!(
+            PaymentEvent::parse(b"{", None),
+            Err(EventError::Malformed(_))
+        ));
+        assert!(matches!(
+            PaymentEvent::parse(b"", None),
+            Err(EventError::Malformed(_))
+        ));
+        assert!(matches!(
+            PaymentEvent::parse(b"[]", None),
+            Err(EventError::Invalid(_))
+        ));
+        for bad in [
+            SAMPLE.replace("49900", "499.5"),
+            SAMPLE.replace("49900", "-1"),
+            SAMPLE.replace("49900", "\"49900\""),
+            SAMPLE.replace("\"INR\"", "\"RUP\""),
+            SAMPLE.replace("ORD-1042", "ORD 1042"),
+            SAMPLE.replace("\"order_id\":\"ORD-1042\",", ""),
+            SAMPLE.replace("\"id\":\"evt_01JD7X2K9\",", ""),
+            SAMPLE.replace("pay_9XyZ31", ""),
+        ] {
+            assert!(
+                matches!(
+                    PaymentEvent::parse(bad.as_bytes(), None),
+                    Err(EventError::Invalid(_))
+                ),
+                "accepted {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_phone_still_parses_the_payment() {
+        let p = payment(&SAMPLE.replace("+91 98765 43210", "12"));
+        assert!(p.phone.is_err());
+        let p = payment(&SAMPLE.replace("\"customer_phone\":\"+91 98765 43210\",", ""));
+        assert!(p.phone.is_err());
+    }
+
+    #[test]
+    fn other_types_need_no_data() {
+        let e = PaymentEvent::parse(br#"{"id":"evt_2","type":"payment_failed"}"#, None).unwrap();
+        assert_eq!(e.kind, EventKind::Other("payment_failed".into()));
+    }
+
+    #[test]
+    fn blank_notes_are_absent() {
+        assert!(payment(&SAMPLE.replace("Arrives by Friday", " \\n\\t "))
+            .note
+            .is_none());
+        assert!(payment(&SAMPLE.replace("\"Arrives by Friday\"", "null"))
+            .note
+            .is_none());
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of the HTTP layer. Each variant documents its status;
+//! every answer is `{"error":{"code":…,"message":…}}` and one log line.
+//! Causes of 5xx are logged, never shown to the client.
+
+use rocket::http::{ContentType, Status};
+use rocket::response::{self, Responder, Response};
+use rocket::Request;
+use std::io::Cursor;
+
+#[derive(Debug)]
+pub enum AppError {
+    /// 400: the body is not JSON at all.
+    MalformedJson(String),
+    /// 401: a webhook signature is missing, stale or wrong.
+    InvalidSignature(&'static str),
+    /// 401: a missing or wrong admin bearer token.
+    Unauthorized,
+    /// 404: nothing here.
+    NotFound(String),
+    /// 413: the body is over the route's limit.
+    PayloadTooLarge(u64),
+    /// 422: JSON that does not describe a usable request.
+    InvalidPayload(String),
+    /// 503: the database cannot take the write now (disk full, locked,
+    /// read-only); the gateway should retry. Nothing was written.
+    Unavailable(String),
+    /// 500: a bug.
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> Status {
+        match self {
+            AppError::MalformedJson(_) => Status::BadRequest,
+            AppError::InvalidSignature(_) | AppError::Unauthorized => Status::Unauthorized,
+            AppError::NotFound(_) => Status::NotFound,
+            AppError::PayloadTooLarge(_) => Status::PayloadTooLarge,
+            AppError::InvalidPayload(_) => Status::UnprocessableEntity,
+            AppError::Unavailable(_) => Status::ServiceUnavailable,
+            AppError::Internal(_) => Status::InternalServerError,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::MalformedJson(_) => "malformed_json",
+            AppError::InvalidSignature(_) => "invalid_signature",
+            AppError::Unauthorized => "unauthorized",
+            AppError::NotFound(_) => "not_found",
+            AppError::PayloadTooLarge(_) => "payload_too_large",
+            AppError::InvalidPayload(_) => "invalid_payload",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client may read.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::MalformedJson(m) | AppError::InvalidPayload(m) | AppError::NotFound(m) => {
+                m.clone()
+            }
+            AppError::InvalidSignature(m) => (*m).to_owned(),
+            AppError::Unauthorized => "a valid Authorization: Bearer token is required".into(),
+            AppError::PayloadTooLarge(limit) => format!("body is larger than {limit} bytes"),
+            AppError::Unavailable(_) => {
+                "the database cannot take writes right now; retry later".into()
+            }
+            AppError::Internal(_) => "internal error".into(),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for AppError {
+    fn from(e: crate::db::DbError) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+pub fn json_error(status: Status, code: &str, message: &str) -> Response<'static> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    Response::build()
+        .status(status)
+        .header(ContentType::JSON)
+        .sized_body(body.len(), Cursor::new(body))
+        .finalize()
+}
+
+impl<'r> Responder<'r, 'static> for AppError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let status = self.status();
+        let path = req.uri().path();
+        match &self {
+            AppError::Unavailable(cause) | AppError::Internal(cause) => {
+                log::error!("{} {path}: {} ({cause})", req.method(), status.code)
+            }
+            other => log::warn!(
+                "{} {path}: {} {}",
+                req.method(),
+                status.code,
+                other.public_message()
+            ),
+        }
+        Ok(json_error(status, self.code(), &self.public_message()))
+    }
+}

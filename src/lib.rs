@@ -1,0 +1,18 @@
+//! orderlink: a paid order becomes a WhatsApp confirmation and a forwardable
+//! link that brings an elder's chat back to the order.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod links;
+pub mod logging;
+pub mod outbox;
+pub mod payments;
+pub mod routes;
+pub mod sender;
+pub mod signature;
+pub mod state;
+pub mod whatsapp;

@@ -1,0 +1,184 @@
+//! What a payment event does to the database, as one unit of work: claim the
+//! idempotency key, upsert the order, create the token and queue both
+//! messages. It runs inside one savepoint of the writer's batch, so either
+//! all of it reaches the disk or none of it does.
+
+use crate::db::DbError;
+use crate::domain::{EventKind, InviteToken, OrderId, Payment, PaymentEvent};
+use crate::links;
+use crate::outbox;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// What the webhook answers; each variant is one row of SPEC §4's table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Processed {
+        order_id: String,
+        token: String,
+    },
+    SkippedInvalidPhone {
+        order_id: String,
+    },
+    Duplicate {
+        order_id: Option<String>,
+        token: Option<String>,
+    },
+    AlreadyConfirmed {
+        order_id: String,
+        token: Option<String>,
+    },
+    Ignored,
+}
+
+pub struct Context {
+    pub now_ms: i64,
+    pub token_ttl_ms: i64,
+}
+
+pub fn record(
+    conn: &Connection,
+    key: &str,
+    event: &PaymentEvent,
+    ctx: &Context,
+) -> Result<Outcome, DbError> {
+    let (event_type, order_id) = match &event.kind {
+        EventKind::PaymentSucceeded(p) => ("payment_succeeded", Some(p.order_id.as_str())),
+        EventKind::Other(kind) => (kind.as_str(), None),
+    };
+    let claimed = conn
+        .prepare_cached(
+            "INSERT INTO webhook_events (idempotency_key, event_id, event_type, order_id, processed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )?
+        .execute(params![key, event.event_id, event_type, order_id, ctx.now_ms])?;
+    if claimed == 0 {
+        let order_id: Option<String> = conn
+            .prepare_cached("SELECT order_id FROM webhook_events WHERE idempotency_key = ?1")?
+            .query_row([key], |r| r.get(0))?;
+        let token = match &order_id {
+            Some(id) => token_of(conn, id)?,
+            None => None,
+        };
+        return Ok(Outcome::Duplicate { order_id, token });
+    }
+    match &event.kind {
+        EventKind::Other(_) => Ok(Outcome::Ignored),
+        EventKind::PaymentSucceeded(payment) => record_payment(conn, payment, ctx),
+    }
+}
+
+fn record_payment(conn: &Connection, p: &Payment, ctx: &Context) -> Result<Outcome, DbError> {
+    let order_id = p.order_id.as_str();
+    let phone = p.phone.as_ref().ok().map(|ph| ph.digits().to_owned());
+    conn.prepare_cached(
+        "INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164, total_amount,
+                             currency, note, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'PAID', ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (id) DO UPDATE SET
+             user_id = excluded.user_id,
+             payment_id = excluded.payment_id,
+             status = 'PAID',
+             customer_phone_e164 = COALESCE(excluded.customer_phone_e164, orders.customer_phone_e164),
+             total_amount = excluded.total_amount,
+             currency = excluded.currency,
+             note = excluded.note,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        order_id,
+        p.user_id,
+        p.payment_id,
+        phone,
+        p.amount.minor_units(),
+        p.amount.currency_code(),
+        p.note.as_ref().map(|n| n.as_str()),
+        ctx.now_ms,
+    ])?;
+
+    let already_queued: bool = conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'")?
+        .query_row([order_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if already_queued {
+        return Ok(Outcome::AlreadyConfirmed {
+            order_id: order_id.to_owned(),
+            token: token_of(conn, order_id)?,
+        });
+    }
+    let Some(phone) = phone else {
+        return Ok(Outcome::SkippedInvalidPhone {
+            order_id: order_id.to_owned(),
+        });
+    };
+
+    // An order that was paid earlier with an unusable phone may already
+    // hold a token; reuse it so one order never has two live links.
+    let token = match token_of(conn, order_id)? {
+        Some(t) => t,
+        None => {
+            let token = InviteToken::generate().as_string();
+            conn.prepare_cached(
+                "INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                outbox::new_id(),
+                order_id,
+                token,
+                ctx.now_ms.saturating_add(ctx.token_ttl_ms),
+                ctx.now_ms
+            ])?;
+            token
+        }
+    };
+    outbox::enqueue(
+        conn,
+        order_id,
+        outbox::CONFIRMATION,
+        "",
+        &phone,
+        outbox::QUEUED,
+        "template",
+        ctx.now_ms,
+    )?;
+    outbox::enqueue(
+        conn,
+        order_id,
+        outbox::LINK,
+        "",
+        &phone,
+        outbox::WAITING,
+        outbox::VARIANT_TEXT,
+        ctx.now_ms,
+    )?;
+    Ok(Outcome::Processed {
+        order_id: order_id.to_owned(),
+        token,
+    })
+}
+
+pub fn token_of(conn: &Connection, order_id: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT token FROM whatsapp_tokens WHERE order_id = ?1 ORDER BY created_at LIMIT 1",
+        )?
+        .query_row([order_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The invite URL and wa.me link for a stored token.
+pub fn links_for(
+    app_base_url: &str,
+    business_number: &str,
+    order_id: &str,
+    token: &str,
+) -> Option<(String, String)> {
+    let order = OrderId::parse(order_id).ok()?;
+    let token = InviteToken::parse(token)?;
+    Some((
+        links::invite_url(app_base_url, &token),
+        links::wa_me_link(business_number, &order, &token),
+    ))
+}

@@ -1,0 +1,193 @@
+//! `GET /w/invite/{token}`: the link the elder taps. Only ever redirects to
+//! the business's own wa.me address. The click is logged without making the
+//! redirect wait for a disk write.
+
+use crate::db::DbError;
+use crate::domain::{InviteToken, OrderId};
+use crate::error::AppError;
+use crate::links;
+use crate::outbox::new_id;
+use crate::sender::now_ms;
+use crate::state::AppState;
+use rocket::http::{ContentType, Header, Status};
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::response::{self, Responder, Response};
+use rocket::{get, routes, State};
+use rusqlite::{params, OptionalExtension};
+use std::io::Cursor;
+
+pub fn routes() -> Vec<rocket::Route> {
+    routes![invite]
+}
+
+const NOT_FOUND_PAGE: &str = include_str!("../../static/invite_not_found.html");
+const EXPIRED_PAGE: &str = include_str!("../../static/invite_expired.html");
+
+/// Link-preview fetchers: WhatsApp itself fetches the link when it is
+/// forwarded, so these clicks are not people.
+const PREVIEW_AGENTS: [&str; 10] = [
+    "whatsapp/",
+    "facebookexternalhit",
+    "facebookcatalog",
+    "facebot",
+    "telegrambot",
+    "twitterbot",
+    "slackbot",
+    "discordbot",
+    "linkedinbot",
+    "skypeuripreview",
+];
+
+pub fn is_preview_fetcher(user_agent: &str) -> bool {
+    let ua = user_agent.to_ascii_lowercase();
+    PREVIEW_AGENTS.iter().any(|p| ua.contains(p))
+}
+
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn html(status: Status, body: String) -> Response<'static> {
+    Response::build()
+        .status(status)
+        .header(ContentType::HTML)
+        .header(Header::new("Cache-Control", "no-store"))
+        .sized_body(body.len(), Cursor::new(body))
+        .finalize()
+}
+
+pub fn not_found_page() -> Response<'static> {
+    html(Status::NotFound, NOT_FOUND_PAGE.to_owned())
+}
+
+fn expired_page(business_number: &str) -> Response<'static> {
+    let chat = escape_html(&links::wa_me_chat(business_number));
+    html(Status::Gone, EXPIRED_PAGE.replace("{{chat_link}}", &chat))
+}
+
+pub struct UserAgent(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for UserAgent {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(UserAgent(
+            req.headers()
+                .get_one("User-Agent")
+                .map(|s| s.chars().take(512).collect()),
+        ))
+    }
+}
+
+pub enum InviteAnswer {
+    Redirect(String),
+    Page(Response<'static>),
+    Error(AppError),
+}
+
+impl<'r> Responder<'r, 'static> for InviteAnswer {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        match self {
+            InviteAnswer::Redirect(location) => Ok(Response::build()
+                .status(Status::Found)
+                .header(Header::new("Location", location))
+                .header(Header::new("Cache-Control", "no-store"))
+                .finalize()),
+            InviteAnswer::Page(page) => Ok(page),
+            InviteAnswer::Error(e) => e.respond_to(req),
+        }
+    }
+}
+
+struct Found {
+    token_id: String,
+    order_id: String,
+    expires_at: i64,
+}
+
+#[get("/w/invite/<token>")]
+async fn invite(token: &str, user_agent: UserAgent, state: &State<AppState>) -> InviteAnswer {
+    let Some(token) = InviteToken::parse(token) else {
+        return InviteAnswer::Page(not_found_page());
+    };
+    let stored = token.as_string();
+    let found = state
+        .db
+        .reads
+        .read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = ?1",
+                )?
+                .query_row([&stored], |r| {
+                    Ok(Found {
+                        token_id: r.get(0)?,
+                        order_id: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                })
+                .optional()?;
+            Ok::<_, DbError>(row)
+        })
+        .await;
+    let found = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return InviteAnswer::Page(not_found_page()),
+        Err(e) => return InviteAnswer::Error(AppError::Unavailable(e.to_string())),
+    };
+    let now = now_ms();
+    let business = &state.config.business_number;
+    if found.expires_at <= now {
+        return InviteAnswer::Page(expired_page(business));
+    }
+    let Ok(order) = OrderId::parse(&found.order_id) else {
+        return InviteAnswer::Page(not_found_page());
+    };
+    let preview = user_agent.0.as_deref().is_some_and(is_preview_fetcher);
+    let ua = user_agent.0;
+    let (token_id, order_id) = (found.token_id, found.order_id);
+    state.db.writer.spawn(move |c| {
+        c.prepare_cached(
+            "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![new_id(), token_id, order_id, now, ua, preview])?;
+        Ok(())
+    });
+    InviteAnswer::Redirect(links::wa_me_link(business, &order, &token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_fetchers_are_recognised() {
+        assert!(is_preview_fetcher("WhatsApp/2.23.20.0 A"));
+        assert!(is_preview_fetcher(
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
+        ));
+        assert!(!is_preview_fetcher(
+            "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"
+        ));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,600 @@
+//! The sender: `SEND_WORKERS` blocking threads that take due messages from
+//! the outbox, send them, and record each outcome durably.
+//!
+//! Claiming happens in memory: one process owns the database (the serve
+//! command holds an exclusive lock file), and a message id stays in the
+//! `claimed` set from the moment a worker takes it until its outcome is
+//! committed, so two workers can never send the same row. No transaction
+//! is ever open across an HTTP call.
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::domain::{mask_digits, mask_token, InviteToken, Money, OrderId};
+use crate::links;
+use crate::outbox::{self, Due};
+use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
+use rand::Rng;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Longest a worker sleeps before looking at the queue again, so a row made
+/// due by the clock (a backoff running out) is never waited on for long.
+const MAX_IDLE: Duration = Duration::from_millis(500);
+const REFILL: usize = 256;
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+const PAUSE_FIRST: Duration = Duration::from_secs(15);
+const PAUSE_MAX: Duration = Duration::from_secs(300);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct State {
+    ready: VecDeque<Due>,
+    /// Ids that are in `ready` or being sent.
+    claimed: HashSet<String>,
+    refilling: bool,
+    stopping: bool,
+    /// Bumped by `wake`; lets a worker that found nothing notice that work
+    /// arrived while it was looking.
+    generation: u64,
+    /// Set while a configuration fault (bad token, missing template) holds
+    /// all sending.
+    paused_until: Option<Instant>,
+    pause_len: Duration,
+    in_flight: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    db: Db,
+    config: Arc<Config>,
+    transport: Box<dyn Transport>,
+    pacer: Pacer,
+}
+
+/// Spaces sends evenly so that no one-second window holds more than
+/// `WHATSAPP_MAX_MPS` of them, across all workers.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(max_per_second: u32) -> Pacer {
+        // Rounded up, so N evenly spaced sends never fit in one second plus
+        // the first.
+        let nanos = 1_000_000_000u64.div_ceil(u64::from(max_per_second.max(1)));
+        Pacer {
+            interval: Duration::from_nanos(nanos),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Reserves the next free slot and returns when it starts.
+    fn reserve(&self) -> Instant {
+        let mut next = self.next.lock().expect("pacer lock");
+        let now = Instant::now();
+        let slot = if *next > now { *next } else { now };
+        *next = slot + self.interval;
+        slot
+    }
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    handles: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Sender {
+    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                claimed: HashSet::new(),
+                refilling: false,
+                stopping: false,
+                generation: 0,
+                paused_until: None,
+                pause_len: PAUSE_FIRST,
+                in_flight: 0,
+            }),
+            changed: Condvar::new(),
+            pacer: Pacer::new(config.max_mps),
+            db,
+            transport,
+            config: config.clone(),
+        });
+        let handles = (0..config.send_workers)
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("sender-{i}"))
+                    .spawn(move || worker(&shared))
+                    .expect("spawn a sender thread")
+            })
+            .collect();
+        Sender {
+            shared,
+            handles: Arc::new(Mutex::new(handles)),
+        }
+    }
+
+    /// New or newly due messages exist; look now rather than at the next tick.
+    pub fn wake(&self) {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        state.generation += 1;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// Stops taking new messages, lets in-flight sends finish (each is
+    /// bounded by the HTTP timeout) and waits up to `bound` for the workers.
+    /// Returns how many sends were still in flight when the bound ran out.
+    pub fn stop(&self, bound: Duration) -> usize {
+        {
+            let mut state = self.shared.state.lock().expect("sender lock");
+            state.stopping = true;
+            state.ready.clear();
+        }
+        self.shared.changed.notify_all();
+        let deadline = Instant::now() + bound;
+        let mut state = self.shared.state.lock().expect("sender lock");
+        while state.in_flight > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return state.in_flight;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .expect("sender lock")
+                .0;
+        }
+        drop(state);
+        for handle in self.handles.lock().expect("handles lock").drain(..) {
+            let _ = handle.join();
+        }
+        0
+    }
+}
+
+fn worker(shared: &Shared) {
+    while let Some(job) = next_job(shared) {
+        process(shared, &job);
+        let mut state = shared.state.lock().expect("sender lock");
+        state.claimed.remove(&job.id);
+        state.in_flight -= 1;
+        drop(state);
+        shared.changed.notify_all();
+    }
+}
+
+/// Blocks until a message is due (claiming it) or the sender stops.
+fn next_job(shared: &Shared) -> Option<Due> {
+    let mut state = shared.state.lock().expect("sender lock");
+    loop {
+        if state.stopping {
+            return None;
+        }
+        if let Some(until) = state.paused_until {
+            let now = Instant::now();
+            if until > now {
+                state = shared
+                    .changed
+                    .wait_timeout(state, until - now)
+                    .expect("sender lock")
+                    .0;
+                continue;
+            }
+        }
+        if let Some(job) = state.ready.pop_front() {
+            state.in_flight += 1;
+            return Some(job);
+        }
+        if state.refilling {
+            state = shared
+                .changed
+                .wait_timeout(state, MAX_IDLE)
+                .expect("sender lock")
+                .0;
+            continue;
+        }
+        state.refilling = true;
+        let generation = state.generation;
+        drop(state);
+        let found = shared.db.reads.with(|conn| {
+            let now = now_ms();
+            let rows = outbox::due(conn, now, REFILL)?;
+            let next = if rows.is_empty() {
+                outbox::next_due_at(conn)?
+            } else {
+                None
+            };
+            Ok((rows, next, now))
+        });
+        state = shared.state.lock().expect("sender lock");
+        state.refilling = false;
+        let (rows, next_due, now) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                log::error!("sender: cannot read the outbox: {e}");
+                (Vec::new(), None, now_ms())
+            }
+        };
+        let mut added = 0;
+        for row in rows {
+            if state.claimed.insert(row.id.clone()) {
+                state.ready.push_back(row);
+                added += 1;
+            }
+        }
+        if added > 0 {
+            shared.changed.notify_all();
+            continue;
+        }
+        if state.generation != generation {
+            continue;
+        }
+        let wait = next_due
+            .map(
+                |at| Duration::from_millis((at - now).clamp(1, MAX_IDLE.as_millis() as i64) as u64),
+            )
+            .unwrap_or(MAX_IDLE);
+        state = shared
+            .changed
+            .wait_timeout(state, wait)
+            .expect("sender lock")
+            .0;
+    }
+}
+
+/// Builds the message a row stands for, from the order as stored now (so a
+/// corrected template name applies to messages still queued).
+fn render(config: &Config, job: &Due) -> Result<Message, String> {
+    let order = OrderId::parse(&job.order_id).map_err(|e| format!("stored order id: {e}"))?;
+    let message = match job.kind.as_str() {
+        outbox::CONFIRMATION => {
+            let amount = Money::new(job.total_amount, &job.currency)?;
+            let note = job
+                .note
+                .clone()
+                .unwrap_or_else(|| config.confirmation_note.clone());
+            let params = [order.as_str().to_owned(), amount.display(), note];
+            Message::template(
+                &job.recipient,
+                &config.template_name,
+                &config.template_lang,
+                &params,
+            )
+        }
+        outbox::LINK => {
+            let token = job
+                .token
+                .as_deref()
+                .and_then(InviteToken::parse)
+                .ok_or("the order has no invite token")?;
+            let link = links::wa_me_link(&config.business_number, &order, &token);
+            match (job.variant.as_str(), &config.invite_template) {
+                (outbox::VARIANT_TEMPLATE, Some(name)) => {
+                    Message::template(&job.recipient, name, &config.template_lang, &[link])
+                }
+                _ => Message::text(&job.recipient, &links::link_message_body(&link)),
+            }
+        }
+        outbox::ELDER_REPLY => {
+            let text = config
+                .elder_reply_text
+                .as_deref()
+                .ok_or("ELDER_REPLY_TEXT is no longer set")?
+                .replace("{order_id}", order.as_str());
+            Message::text(&job.recipient, &text)
+        }
+        other => return Err(format!("unknown message kind {other}")),
+    };
+    Ok(message.with_callback(order.as_str()))
+}
+
+fn process(shared: &Shared, job: &Due) {
+    let config = &shared.config;
+    let attempts = job.attempts + 1;
+    let message = match render(config, job) {
+        Ok(m) => m,
+        Err(why) => {
+            record(
+                shared,
+                job,
+                Record::Dead(format!("cannot build the message: {why}"), attempts),
+            );
+            return;
+        }
+    };
+    let slot = shared.pacer.reserve();
+    let wait = slot.saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
+    }
+    let outcome = shared.transport.send(&message);
+    let what = format!(
+        "{} for order {} to {}",
+        job.kind,
+        job.order_id,
+        mask_digits(&job.recipient)
+    );
+    let next = match outcome {
+        SendOutcome::Accepted { message_id } => {
+            log::info!("sent {what} (attempt {attempts}): {message_id}");
+            resume_after_fault(shared);
+            let variant = if message.is_template() && job.kind == outbox::LINK {
+                outbox::VARIANT_TEMPLATE
+            } else {
+                job.variant.as_str()
+            };
+            Record::Sent(message_id, variant.to_owned(), attempts)
+        }
+        SendOutcome::Rejected {
+            code: Some(OUTSIDE_WINDOW),
+            reason,
+        } if job.kind == outbox::LINK && job.variant == outbox::VARIANT_TEXT => {
+            if config.invite_template.is_some() {
+                log::info!("{what}: outside the 24-hour window (131047), sending it as the invite template");
+                Record::Retry {
+                    attempts,
+                    variant: outbox::VARIANT_TEMPLATE.into(),
+                    delay: Duration::ZERO,
+                    error: reason,
+                }
+            } else {
+                let why = format!(
+                    "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
+                );
+                log::warn!("dead-lettered {what}: {why}");
+                Record::Dead(why, attempts)
+            }
+        }
+        SendOutcome::Rejected { reason, .. } => {
+            log::warn!("dead-lettered {what}: {reason}");
+            Record::Dead(reason, attempts)
+        }
+        SendOutcome::Transient {
+            reason,
+            retry_after,
+            code,
+        } => {
+            if attempts >= config.max_attempts {
+                log::warn!("dead-lettered {what} after {attempts} attempts: {reason}");
+                Record::Dead(
+                    format!("{reason} (gave up after {attempts} attempts)"),
+                    attempts,
+                )
+            } else {
+                let mut delay = backoff(config.retry_base, attempts);
+                if code == Some(PAIR_RATE_LIMIT) {
+                    // Only this recipient is throttled; the row's own delay
+                    // keeps everyone else's messages flowing.
+                    delay = delay.max(Duration::from_secs(1));
+                }
+                if let Some(after) = retry_after {
+                    delay = delay.max(after);
+                }
+                log::info!(
+                    "retrying {what} in {} ms (attempt {attempts}): {reason}",
+                    delay.as_millis()
+                );
+                Record::Retry {
+                    attempts,
+                    variant: job.variant.clone(),
+                    delay,
+                    error: reason,
+                }
+            }
+        }
+        SendOutcome::ConfigFault { code, reason } => {
+            let pause = pause_for_fault(shared, code, &reason);
+            // Not the message's fault: the attempt is not counted.
+            Record::Retry {
+                attempts: job.attempts,
+                variant: job.variant.clone(),
+                delay: pause,
+                error: reason,
+            }
+        }
+    };
+    record(shared, job, next);
+}
+
+/// Exponential backoff with jitter: the n-th retry waits between half and
+/// all of `base · 2^(n-1)`.
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    let full = base.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
+    let factor = rand::thread_rng().gen_range(0.5..=1.0);
+    full.mul_f64(factor)
+}
+
+fn pause_for_fault(shared: &Shared, code: i64, reason: &str) -> Duration {
+    let mut state = shared.state.lock().expect("sender lock");
+    let now = Instant::now();
+    if state.paused_until.is_some_and(|until| until > now) {
+        return state.pause_len;
+    }
+    let first = state.paused_until.is_none();
+    let pause = if first {
+        PAUSE_FIRST
+    } else {
+        (state.pause_len * 2).min(PAUSE_MAX)
+    };
+    state.pause_len = pause;
+    state.paused_until = Some(now + pause);
+    if first {
+        log::error!(
+            "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept; sending is retried every few minutes."
+        );
+    } else {
+        log::warn!(
+            "sending still paused: configuration fault {code} persists; next try in {} s",
+            pause.as_secs()
+        );
+    }
+    pause
+}
+
+fn resume_after_fault(shared: &Shared) {
+    let mut state = shared.state.lock().expect("sender lock");
+    if state.paused_until.take().is_some() {
+        state.pause_len = PAUSE_FIRST;
+        log::warn!("sending resumed: WhatsApp accepted a message again");
+    }
+}
+
+enum Record {
+    Sent(String, String, u32),
+    Retry {
+        attempts: u32,
+        variant: String,
+        delay: Duration,
+        error: String,
+    },
+    Dead(String, u32),
+}
+
+/// Writes the outcome durably; keeps trying while the database refuses
+/// (a full disk), because losing a "sent" would mean a second copy.
+fn record(shared: &Shared, job: &Due, outcome: Record) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let id = job.id.clone();
+        let now = now_ms();
+        let result = match &outcome {
+            Record::Sent(message_id, variant, attempts) => {
+                let (message_id, variant, attempts) =
+                    (message_id.clone(), variant.clone(), *attempts);
+                shared.db.writer.run_blocking(move |c| {
+                    outbox::mark_sent(c, &id, &message_id, &variant, attempts, now)
+                })
+            }
+            Record::Retry {
+                attempts,
+                variant,
+                delay,
+                error,
+            } => {
+                let (attempts, variant, error) = (*attempts, variant.clone(), error.clone());
+                let next = now + delay.as_millis() as i64;
+                shared.db.writer.run_blocking(move |c| {
+                    outbox::mark_retry(c, &id, attempts, &variant, next, &error, now)
+                })
+            }
+            Record::Dead(error, attempts) => {
+                let (error, attempts) = (error.clone(), *attempts);
+                shared
+                    .db
+                    .writer
+                    .run_blocking(move |c| outbox::mark_dead(c, &id, attempts, &error, now))
+            }
+        };
+        match result {
+            Ok(()) => break,
+            Err(crate::db::DbError::Closed) => {
+                log::error!(
+                    "sender: database closed before the outcome of message {} was recorded",
+                    job.id
+                );
+                return;
+            }
+            Err(e) => {
+                log::error!(
+                    "sender: cannot record the outcome of message {}: {e}; retrying",
+                    job.id
+                );
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    if matches!(outcome, Record::Sent(..)) && job.kind == outbox::CONFIRMATION {
+        // The link message has just become due.
+        let mut state = shared.state.lock().expect("sender lock");
+        state.generation += 1;
+        drop(state);
+        shared.changed.notify_all();
+    }
+}
+
+/// Sandbox mode: nothing leaves the machine; each message is logged (phone
+/// and token masked) and recorded as sent with a `sandbox-` id.
+pub struct Sandbox;
+
+impl Transport for Sandbox {
+    fn send(&self, message: &Message) -> SendOutcome {
+        let id = format!("sandbox-{}", uuid::Uuid::new_v4().simple());
+        let text = mask_tokens_in(&message.describe());
+        log::info!(
+            "sandbox: {} to {} recorded as sent ({id}): {text}",
+            if message.is_template() {
+                "template"
+            } else {
+                "text"
+            },
+            mask_digits(message.recipient())
+        );
+        SendOutcome::Accepted { message_id: id }
+    }
+}
+
+/// Masks every invite token inside a text.
+pub fn mask_tokens_in(text: &str) -> String {
+    let mut out = text.to_owned();
+    for token in InviteToken::find_all(text) {
+        out = out.replace(&token.as_string(), &mask_token(&token.as_string()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_bounds() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..=6u32 {
+            let full = base * (1 << (attempt - 1));
+            for _ in 0..50 {
+                let d = backoff(base, attempt);
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+            }
+        }
+        assert!(backoff(Duration::from_secs(1), 40) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn pacer_spaces_sends_evenly() {
+        let pacer = Pacer::new(100);
+        let slots: Vec<Instant> = (0..201).map(|_| pacer.reserve()).collect();
+        // No one-second window may hold more than 100 slots.
+        for (i, start) in slots.iter().enumerate() {
+            let in_window = slots[i..]
+                .iter()
+                .take_while(|s| **s < *start + Duration::from_secs(1))
+                .count();
+            assert!(in_window <= 100, "{in_window} sends within a second");
+        }
+    }
+
+    #[test]
+    fn tokens_are_masked_in_texts() {
+        let t = InviteToken::generate().as_string();
+        let masked = mask_tokens_in(&format!("Token%3A%20{t} end"));
+        assert!(!masked.contains(&t));
+        assert!(masked.contains(&t[..8]));
+    }
+}

@@ -1,0 +1,204 @@
+//! Webhook signature checks: Standard Webhooks for the payment gateway and
+//! Meta's `X-Hub-Signature-256`. Both compare whole MACs in constant time
+//! (through `Mac::verify_slice`), never prefixes.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far `webhook-timestamp` may be from now, either way.
+pub const TOLERANCE_SECS: i64 = 5 * 60;
+
+/// A Standard Webhooks secret (`whsec_<base64>`), decoded once at start.
+#[derive(Clone)]
+pub struct WebhookSecret(Vec<u8>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(***)")
+    }
+}
+
+impl WebhookSecret {
+    pub fn parse(raw: &str) -> Result<WebhookSecret, String> {
+        let encoded = raw.strip_prefix("whsec_").unwrap_or(raw);
+        let key = BASE64
+            .decode(encoded.trim())
+            .map_err(|_| "must be whsec_ followed by base64".to_string())?;
+        if key.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(WebhookSecret(key))
+    }
+
+    /// `v1,<base64>` for the given message; used by tests and tooling.
+    pub fn sign(&self, id: &str, timestamp: &str, body: &[u8]) -> String {
+        let tag = self.mac(id, timestamp, body).finalize().into_bytes();
+        format!("v1,{}", BASE64.encode(tag))
+    }
+
+    fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    }
+
+    /// Valid when the timestamp is within tolerance of `now_secs` and any
+    /// `v1` entry of the space-separated list carries the right 32-byte MAC.
+    pub fn verify(
+        &self,
+        id: &str,
+        timestamp: &str,
+        signatures: &str,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), &'static str> {
+        let ts: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| "webhook-timestamp is not a Unix time")?;
+        if (now_secs - ts).abs() > TOLERANCE_SECS {
+            return Err("webhook-timestamp is more than 5 minutes from now");
+        }
+        let mac = self.mac(id, timestamp, body);
+        let matched = signatures
+            .split(' ')
+            .filter_map(|entry| entry.strip_prefix("v1,"))
+            .filter_map(|b64| BASE64.decode(b64).ok())
+            .filter(|tag| tag.len() == 32)
+            .any(|tag| mac.clone().verify_slice(&tag).is_ok());
+        if matched {
+            Ok(())
+        } else {
+            Err("webhook-signature does not match")
+        }
+    }
+}
+
+/// Meta's `X-Hub-Signature-256: sha256=<hex>` over the raw body.
+pub fn verify_meta(app_secret: &[u8], header: &str, body: &[u8]) -> bool {
+    let Some(hex_tag) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(tag) = hex::decode(hex_tag) else {
+        return false;
+    };
+    if tag.len() != 32 {
+        return false;
+    }
+    let mut mac = HmacSha256::new_from_slice(app_secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    mac.verify_slice(&tag).is_ok()
+}
+
+/// `sha256=<hex>` for a body; used by tests and tooling.
+pub fn sign_meta(app_secret: &[u8], body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(app_secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Vector {
+        secret: &'static str,
+        id: &'static str,
+        ts: &'static str,
+        body: &'static str,
+        sig: &'static str,
+    }
+
+    const VECTORS: [Vector; 2] = [
+        Vector {
+            secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            id: "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            ts: "1649367553",
+            body: r#"{"email":"test@example.com","username":"test_user"}"#,
+            sig: "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+        },
+        Vector {
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            ts: "1614265330",
+            body: r#"{"test": 2432232314}"#,
+            sig: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        },
+    ];
+
+    fn check(v: &Vector, sig: &str) -> Result<(), &'static str> {
+        let secret = WebhookSecret::parse(v.secret).unwrap();
+        let now: i64 = v.ts.parse().unwrap();
+        secret.verify(v.id, v.ts, sig, v.body.as_bytes(), now)
+    }
+
+    #[test]
+    fn spec_vectors_verify_and_sign() {
+        for v in &VECTORS {
+            assert_eq!(check(v, v.sig), Ok(()));
+            let secret = WebhookSecret::parse(v.secret).unwrap();
+            assert_eq!(secret.sign(v.id, v.ts, v.body.as_bytes()), v.sig);
+        }
+    }
+
+    #[test]
+    fn tampered_bare_and_truncated_signatures_fail() {
+        let v = &VECTORS[1];
+        for bad in [
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=",
+            "v1,",
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJE",
+            "",
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ] {
+            assert!(check(v, bad).is_err(), "{bad:?} passed");
+        }
+    }
+
+    #[test]
+    fn one_valid_v1_entry_among_others_passes() {
+        let v = &VECTORS[1];
+        let list = format!("v2,abc v1,AAAA {} v1a,xyz", v.sig);
+        assert_eq!(check(v, &list), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused() {
+        assert!(WebhookSecret::parse("whsec_").is_err());
+        assert!(WebhookSecret::parse("").is_err());
+        assert!(WebhookSecret::parse("whsec_not base64!").is_err());
+    }
+
+    #[test]
+    fn timestamps_outside_five_minutes_fail() {
+        let v = &VECTORS[1];
+        let secret = WebhookSecret::parse(v.secret).unwrap();
+        let ts: i64 = v.ts.parse().unwrap();
+        let body = v.body.as_bytes();
+        assert!(secret.verify(v.id, v.ts, v.sig, body, ts + 300).is_ok());
+        assert!(secret.verify(v.id, v.ts, v.sig, body, ts + 301).is_err());
+        assert!(secret.verify(v.id, v.ts, v.sig, body, ts - 301).is_err());
+        assert!(secret.verify(v.id, "soon", v.sig, body, ts).is_err());
+    }
+
+    #[test]
+    fn meta_signatures_round_trip_and_reject_tampering() {
+        let body = br#"{"object":"whatsapp_business_account"}"#;
+        let header = sign_meta(b"app-secret", body);
+        assert!(verify_meta(b"app-secret", &header, body));
+        assert!(!verify_meta(b"other", &header, body));
+        assert!(!verify_meta(b"app-secret", &header, b"{}"));
+        assert!(!verify_meta(b"app-secret", "sha256=", body));
+        assert!(!verify_meta(b"app-secret", &header[..20], body));
+        assert!(!verify_meta(b"app-secret", "", body));
+    }
+}

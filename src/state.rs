@@ -1,0 +1,13 @@
+//! What every route can reach, managed by Rocket: the configuration, the
+//! database and a handle to nudge the sender.
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::sender::Sender;
+use std::sync::Arc;
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub sender: Sender,
+}

@@ -1,0 +1,435 @@
+//! The Graph API client: builds the exact message JSON of SPEC §5, posts it
+//! with ureq (on the sender's blocking threads only), and classifies the
+//! answer into what the sender should do next.
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// Graph error codes that mean "try again later" whatever the HTTP status.
+pub const TRANSIENT_CODES: [i64; 8] = [2, 4, 80007, 130429, 131000, 131016, 131056, 131057];
+/// Pair rate limit: too many messages to one recipient.
+pub const PAIR_RATE_LIMIT: i64 = 131056;
+/// Re-engagement: free-form text outside the 24-hour window.
+pub const OUTSIDE_WINDOW: i64 = 131047;
+/// Faults of our configuration, not of the message: retrying every queued
+/// message against them would only burn the queue into the dead letters.
+pub const CONFIG_FAULT_CODES: [i64; 3] = [190, 132001, 131031];
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Message {
+    messaging_product: &'static str,
+    recipient_type: &'static str,
+    to: String,
+    #[serde(flatten)]
+    content: Content,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    biz_opaque_callback_data: Option<String>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Content {
+    Template { template: Template },
+    Text { text: Text },
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+struct Template {
+    name: String,
+    language: Language,
+    components: Vec<Component>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+struct Language {
+    code: String,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+struct Component {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    parameters: Vec<Parameter>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+struct Parameter {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: String,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+struct Text {
+    preview_url: bool,
+    body: String,
+}
+
+impl Message {
+    /// A template message with one body component of text parameters.
+    pub fn template(to: &str, name: &str, language: &str, params: &[String]) -> Message {
+        Message {
+            messaging_product: "whatsapp",
+            recipient_type: "individual",
+            to: to.to_owned(),
+            content: Content::Template {
+                template: Template {
+                    name: name.to_owned(),
+                    language: Language {
+                        code: language.to_owned(),
+                    },
+                    components: vec![Component {
+                        kind: "body",
+                        parameters: params
+                            .iter()
+                            .map(|p| Parameter {
+                                kind: "text",
+                                text: p.clone(),
+                            })
+                            .collect(),
+                    }],
+                },
+            },
+            biz_opaque_callback_data: None,
+        }
+    }
+
+    /// A free-form text with link previews on.
+    pub fn text(to: &str, body: &str) -> Message {
+        Message {
+            messaging_product: "whatsapp",
+            recipient_type: "individual",
+            to: to.to_owned(),
+            content: Content::Text {
+                text: Text {
+                    preview_url: true,
+                    body: body.to_owned(),
+                },
+            },
+            biz_opaque_callback_data: None,
+        }
+    }
+
+    /// Carries the order id so Meta's status webhooks can be traced to it.
+    pub fn with_callback(mut self, data: &str) -> Message {
+        self.biz_opaque_callback_data = Some(data.to_owned());
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("messages always serialise")
+    }
+
+    pub fn recipient(&self) -> &str {
+        &self.to
+    }
+
+    pub fn is_template(&self) -> bool {
+        matches!(self.content, Content::Template { .. })
+    }
+
+    /// A one-line description for logs: what, to whom (masked), with which
+    /// parameters or text (tokens are masked by the logger).
+    pub fn describe(&self) -> String {
+        match &self.content {
+            Content::Template { template } => format!(
+                "template {} ({}) [{}]",
+                template.name,
+                template.language.code,
+                template.components[0]
+                    .parameters
+                    .iter()
+                    .map(|p| p.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+            Content::Text { text } => format!("text \"{}\"", text.body),
+        }
+    }
+}
+
+/// What one send attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendOutcome {
+    Accepted {
+        message_id: String,
+    },
+    /// Worth another attempt; `retry_after` from the header, when sent.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+        code: Option<i64>,
+    },
+    /// This message will never be accepted as it is.
+    Rejected {
+        code: Option<i64>,
+        reason: String,
+    },
+    /// Our credentials or templates are wrong; no message can succeed.
+    ConfigFault {
+        code: i64,
+        reason: String,
+    },
+}
+
+/// Something that delivers messages: Meta's Graph API, or the sandbox.
+pub trait Transport: Send + Sync {
+    fn send(&self, message: &Message) -> SendOutcome;
+}
+
+pub struct GraphClient {
+    agent: ureq::Agent,
+    url: String,
+    auth: String,
+}
+
+impl GraphClient {
+    pub fn new(
+        api_base: &str,
+        phone_number_id: &str,
+        token: &str,
+        timeout: Duration,
+        pool: usize,
+    ) -> GraphClient {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .max_idle_connections(pool.max(1) * 2)
+            .max_idle_connections_per_host(pool.max(1))
+            .build();
+        GraphClient {
+            agent,
+            url: format!(
+                "{}/{}/messages",
+                api_base.trim_end_matches('/'),
+                phone_number_id
+            ),
+            auth: format!("Bearer {token}"),
+        }
+    }
+
+    /// The helper the merchant's team asked for: a template with text
+    /// parameters, tagged with the order id.
+    pub fn send_template(
+        &self,
+        to: &str,
+        template_name: &str,
+        language: &str,
+        params: &[String],
+        order_id: &str,
+    ) -> SendOutcome {
+        self.send(&Message::template(to, template_name, language, params).with_callback(order_id))
+    }
+
+    /// The helper the merchant's team asked for: a free-form text.
+    pub fn send_text(&self, to: &str, text: &str, order_id: &str) -> SendOutcome {
+        self.send(&Message::text(to, text).with_callback(order_id))
+    }
+}
+
+impl Transport for GraphClient {
+    fn send(&self, message: &Message) -> SendOutcome {
+        let result = self
+            .agent
+            .post(&self.url)
+            .set("Authorization", &self.auth)
+            .set("Content-Type", "application/json")
+            .send_string(&message.to_json());
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                let body = read_body(response);
+                classify(status, None, &body)
+            }
+            Err(ureq::Error::Status(status, response)) => {
+                let retry_after = response
+                    .header("Retry-After")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body = read_body(response);
+                classify(status, retry_after, &body)
+            }
+            Err(ureq::Error::Transport(t)) => SendOutcome::Transient {
+                reason: format!("transport: {}", t.kind()),
+                retry_after: None,
+                code: None,
+            },
+        }
+    }
+}
+
+fn read_body(response: ureq::Response) -> String {
+    use std::io::Read;
+    let mut body = String::new();
+    let _ = response
+        .into_reader()
+        .take(64 * 1024)
+        .read_to_string(&mut body);
+    body
+}
+
+/// Maps an HTTP answer to an outcome, following SPEC §5's retry rules.
+pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> SendOutcome {
+    let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let error = json.as_ref().and_then(|j| j.get("error"));
+    let code = error.and_then(|e| e.get("code")).and_then(|c| c.as_i64());
+    let message = error
+        .and_then(|e| {
+            let msg = e.get("message").and_then(|m| m.as_str());
+            let detail = e
+                .get("error_data")
+                .and_then(|d| d.get("details"))
+                .and_then(|m| m.as_str());
+            msg.map(|m| match detail {
+                Some(d) => format!("{m} ({d})"),
+                None => m.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let reason = match code {
+        Some(c) => format!("HTTP {status}, Graph error {c}: {message}"),
+        None => format!("HTTP {status}: {message}"),
+    };
+
+    if (200..300).contains(&status) {
+        let id = json
+            .as_ref()
+            .and_then(|j| j.get("messages"))
+            .and_then(|m| m.get(0))
+            .and_then(|m| m.get("id"))
+            .and_then(|i| i.as_str());
+        // A 2xx means Meta took the message; resending could duplicate it,
+        // so even a body we cannot read counts as accepted.
+        return SendOutcome::Accepted {
+            message_id: id.unwrap_or("unknown").to_owned(),
+        };
+    }
+    if let Some(c) = code {
+        if TRANSIENT_CODES.contains(&c) {
+            return SendOutcome::Transient {
+                reason,
+                retry_after,
+                code,
+            };
+        }
+        if CONFIG_FAULT_CODES.contains(&c) {
+            return SendOutcome::ConfigFault { code: c, reason };
+        }
+    }
+    if status == 429 || status >= 500 {
+        return SendOutcome::Transient {
+            reason,
+            retry_after,
+            code,
+        };
+    }
+    if status == 401 {
+        return SendOutcome::ConfigFault {
+            code: code.unwrap_or(190),
+            reason,
+        };
+    }
+    SendOutcome::Rejected { code, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_json_is_exactly_the_spec_example() {
+        let params = ["ORD-1042", "INR 499.00", "Arrives by Friday"].map(String::from);
+        let m = Message::template("919876543210", "order_confirmed", "en", &params)
+            .with_callback("ORD-1042");
+        assert_eq!(
+            m.to_json(),
+            r#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"919876543210","type":"template","template":{"name":"order_confirmed","language":{"code":"en"},"components":[{"type":"body","parameters":[{"type":"text","text":"ORD-1042"},{"type":"text","text":"INR 499.00"},{"type":"text","text":"Arrives by Friday"}]}]},"biz_opaque_callback_data":"ORD-1042"}"#
+        );
+    }
+
+    #[test]
+    fn link_json_is_exactly_the_spec_example() {
+        let m = Message::text(
+            "919876543210",
+            "Please forward this link to your elder for direct chat: https://wa.me/1?text=x",
+        )
+        .with_callback("ORD-1042");
+        assert_eq!(
+            m.to_json(),
+            r#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"919876543210","type":"text","text":{"preview_url":true,"body":"Please forward this link to your elder for direct chat: https://wa.me/1?text=x"},"biz_opaque_callback_data":"ORD-1042"}"#
+        );
+    }
+
+    fn meta_error(code: i64) -> String {
+        format!(
+            r#"{{"error":{{"message":"m","type":"OAuthException","code":{code},"fbtrace_id":"x"}}}}"#
+        )
+    }
+
+    #[test]
+    fn accepted_answers_carry_the_message_id() {
+        let body = r#"{"messaging_product":"whatsapp","messages":[{"id":"wamid.ABC"}]}"#;
+        assert_eq!(
+            classify(200, None, body),
+            SendOutcome::Accepted {
+                message_id: "wamid.ABC".into()
+            }
+        );
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        for (status, body) in [
+            (429, String::new()),
+            (500, String::new()),
+            (503, "oops".into()),
+        ] {
+            assert!(matches!(
+                classify(status, None, &body),
+                SendOutcome::Transient { .. }
+            ));
+        }
+        for code in TRANSIENT_CODES {
+            assert!(
+                matches!(
+                    classify(400, None, &meta_error(code)),
+                    SendOutcome::Transient { .. }
+                ),
+                "{code}"
+            );
+        }
+        let r = classify(429, Some(Duration::from_secs(3)), "");
+        assert!(
+            matches!(r, SendOutcome::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn other_client_errors_fail_at_once_with_metas_code() {
+        match classify(400, None, &meta_error(100)) {
+            SendOutcome::Rejected { code, reason } => {
+                assert_eq!(code, Some(100));
+                assert!(reason.contains("100"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(400, None, &meta_error(OUTSIDE_WINDOW)),
+            SendOutcome::Rejected {
+                code: Some(131047),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn credential_and_template_faults_are_configuration_faults() {
+        assert!(matches!(
+            classify(401, None, &meta_error(190)),
+            SendOutcome::ConfigFault { code: 190, .. }
+        ));
+        assert!(matches!(
+            classify(404, None, &meta_error(132001)),
+            SendOutcome::ConfigFault { code: 132001, .. }
+        ));
+    }
+}
