@@ -17,6 +17,8 @@ pub enum AppError {
     Unauthorized,
     /// 404: nothing here.
     NotFound(String),
+    /// 409: the request conflicts with the resource's state.
+    Conflict(String),
     /// 413: the body is over the route's limit.
     PayloadTooLarge(u64),
     /// 422: JSON that does not describe a usable request.
@@ -34,6 +36,7 @@ impl AppError {
             AppError::MalformedJson(_) => Status::BadRequest,
             AppError::InvalidSignature(_) | AppError::Unauthorized => Status::Unauthorized,
             AppError::NotFound(_) => Status::NotFound,
+            AppError::Conflict(_) => Status::Conflict,
             AppError::PayloadTooLarge(_) => Status::PayloadTooLarge,
             AppError::InvalidPayload(_) => Status::UnprocessableEntity,
             AppError::Unavailable(_) => Status::ServiceUnavailable,
@@ -47,6 +50,7 @@ impl AppError {
             AppError::InvalidSignature(_) => "invalid_signature",
             AppError::Unauthorized => "unauthorized",
             AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) => "conflict",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::InvalidPayload(_) => "invalid_payload",
             AppError::Unavailable(_) => "unavailable",
@@ -57,9 +61,10 @@ impl AppError {
     /// What the client may read.
     pub fn public_message(&self) -> String {
         match self {
-            AppError::MalformedJson(m) | AppError::InvalidPayload(m) | AppError::NotFound(m) => {
-                m.clone()
-            }
+            AppError::MalformedJson(m)
+            | AppError::InvalidPayload(m)
+            | AppError::NotFound(m)
+            | AppError::Conflict(m) => m.clone(),
             AppError::InvalidSignature(m) => (*m).to_owned(),
             AppError::Unauthorized => "a valid Authorization: Bearer token is required".into(),
             AppError::PayloadTooLarge(limit) => format!("body is larger than {limit} bytes"),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod inbound;
 pub mod links;
 pub mod logging;
 pub mod outbox;

@@ -84,7 +84,8 @@ fn is_uuid_at(b: &[u8], i: usize) -> bool {
     })
 }
 
-fn mask_uuids(text: &str) -> String {
+/// Masks every UUID-shaped run (any case) to its first eight characters.
+pub fn mask_uuids(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;

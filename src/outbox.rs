@@ -129,6 +129,7 @@ pub fn mark_sent(
     if n == 0 {
         return Ok(());
     }
+    crate::inbound::apply_pending(conn, message_id, now)?;
     let (order_id, kind): (String, String) = conn
         .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::domain::{mask_digits, mask_token, InviteToken, Money, OrderId};
+use crate::domain::{mask_digits, InviteToken, Money, OrderId};
 use crate::links;
 use crate::outbox::{self, Due};
 use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
@@ -550,13 +550,9 @@ impl Transport for Sandbox {
     }
 }
 
-/// Masks every invite token inside a text.
+/// Masks every invite token inside a text, in any case.
 pub fn mask_tokens_in(text: &str) -> String {
-    let mut out = text.to_owned();
-    for token in InviteToken::find_all(text) {
-        out = out.replace(&token.as_string(), &mask_token(&token.as_string()));
-    }
-    out
+    crate::logging::mask_uuids(text)
 }
 
 #[cfg(test)]
@@ -593,8 +589,9 @@ mod tests {
     #[test]
     fn tokens_are_masked_in_texts() {
         let t = InviteToken::generate().as_string();
-        let masked = mask_tokens_in(&format!("Token%3A%20{t} end"));
+        let masked = mask_tokens_in(&format!("Token%3A%20{t} end {}", t.to_uppercase()));
         assert!(!masked.contains(&t));
+        assert!(!masked.contains(&t.to_uppercase()));
         assert!(masked.contains(&t[..8]));
     }
 }

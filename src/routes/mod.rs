@@ -1,10 +1,12 @@
 //! HTTP routes, one module each, plus the catchers that keep every error
 //! answer in the same JSON shape (and the invite pages in HTML).
 
+pub mod admin;
 pub mod health;
 pub mod invite;
 pub mod payment_webhook;
 pub mod request_log;
+pub mod whatsapp_webhook;
 
 use crate::error::json_error;
 use rocket::http::Status;
@@ -16,6 +18,8 @@ pub fn routes() -> Vec<rocket::Route> {
     all.extend(payment_webhook::routes());
     all.extend(invite::routes());
     all.extend(health::routes());
+    all.extend(whatsapp_webhook::routes());
+    all.extend(admin::routes());
     all
 }
 

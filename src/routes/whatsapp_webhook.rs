@@ -1,0 +1,175 @@
+//! Meta's webhook: the verification handshake and the deliveries of
+//! messages and statuses. A validly signed body is always answered 200
+//! (Meta re-sends anything else for days); what was not understood is
+//! logged instead.
+
+use crate::error::AppError;
+use crate::inbound::{self, Stored};
+use crate::sender::now_ms;
+use crate::signature::verify_meta;
+use crate::state::AppState;
+use rocket::data::{Data, ToByteUnit};
+use rocket::http::Status;
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::serde::json::{json, Value};
+use rocket::{get, post, routes, FromForm, State};
+use subtle::ConstantTimeEq;
+
+const BODY_LIMIT: u64 = 1024 * 1024;
+
+pub fn routes() -> Vec<rocket::Route> {
+    routes![verify, receive]
+}
+
+/// `hub.mode`, `hub.verify_token`, `hub.challenge`.
+#[derive(FromForm)]
+pub struct Hub {
+    mode: Option<String>,
+    verify_token: Option<String>,
+    challenge: Option<String>,
+}
+
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    // Hashing first makes the comparison independent of the lengths too.
+    let (ha, hb) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    ha.ct_eq(&hb).into()
+}
+
+#[get("/webhooks/whatsapp?<hub>")]
+fn verify(hub: Hub, state: &State<AppState>) -> (Status, (rocket::http::ContentType, String)) {
+    let plain = rocket::http::ContentType::Plain;
+    let expected = state.config.verify_token.as_deref();
+    let ok = hub.mode.as_deref() == Some("subscribe")
+        && matches!((expected, hub.verify_token.as_deref()), (Some(e), Some(given)) if constant_time_eq(e, given));
+    match (ok, hub.challenge) {
+        (true, Some(challenge)) => (Status::Ok, (plain, challenge)),
+        _ => {
+            log::warn!("GET /webhooks/whatsapp: verification refused (wrong or missing verify token, or WHATSAPP_VERIFY_TOKEN unset)");
+            (Status::Forbidden, (plain, "verification failed".into()))
+        }
+    }
+}
+
+pub struct HubSignature(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for HubSignature {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(HubSignature(
+            req.headers()
+                .get_one("X-Hub-Signature-256")
+                .map(str::to_owned),
+        ))
+    }
+}
+
+#[post("/webhooks/whatsapp", data = "<body>")]
+async fn receive(
+    signature: HubSignature,
+    body: Data<'_>,
+    state: &State<AppState>,
+) -> Result<Value, AppError> {
+    let body = body
+        .open(BODY_LIMIT.bytes())
+        .into_bytes()
+        .await
+        .map_err(|e| AppError::InvalidPayload(format!("cannot read the body: {e}")))?;
+    if !body.is_complete() {
+        return Err(AppError::PayloadTooLarge(BODY_LIMIT));
+    }
+    let body = body.into_inner();
+    if let Some(secret) = &state.config.app_secret {
+        match &signature.0 {
+            None => {
+                return Err(AppError::InvalidSignature(
+                    "X-Hub-Signature-256 header is required",
+                ))
+            }
+            Some(sig) if !verify_meta(secret, sig, &body) => {
+                return Err(AppError::InvalidSignature(
+                    "X-Hub-Signature-256 does not match",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let payload: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!(
+                "POST /webhooks/whatsapp: signed body is not JSON ({e}); acknowledged and dropped"
+            );
+            return Ok(json!({"status": "ignored"}));
+        }
+    };
+    let parsed = inbound::parse(&payload);
+    for what in &parsed.skipped {
+        log::info!("POST /webhooks/whatsapp: not understood: {what}");
+    }
+    let reply_configured = state.config.elder_reply_text.is_some();
+    let (messages, statuses) = (parsed.messages, parsed.statuses);
+    let counts = (messages.len(), statuses.len());
+    let now = now_ms();
+    let results = state
+        .db
+        .writer
+        .run(move |conn| {
+            let mut stored = Vec::with_capacity(messages.len());
+            for m in &messages {
+                stored.push((
+                    m.wamid.clone(),
+                    inbound::store_message(conn, m, reply_configured, now)?,
+                ));
+            }
+            for s in &statuses {
+                inbound::apply_status(conn, s, now)?;
+            }
+            if !statuses.is_empty() {
+                inbound::prune_pending(conn, now)?;
+            }
+            Ok(stored)
+        })
+        .await?;
+    let mut new_replies = false;
+    for (wamid, stored) in &results {
+        match stored {
+            Stored::Duplicate => log::info!("inbound {wamid}: duplicate delivery, ignored"),
+            Stored::Unattributed => {
+                log::info!("inbound {wamid}: stored, not attributed to an order")
+            }
+            Stored::ExpiredToken => {
+                log::info!("inbound {wamid}: carries an expired token; stored, not linked")
+            }
+            Stored::Attributed { order_id, new_link } => {
+                log::info!(
+                    "inbound {wamid}: attributed to order {order_id}{}",
+                    if *new_link {
+                        " (new contact linked)"
+                    } else {
+                        ""
+                    }
+                );
+                new_replies |= *new_link && reply_configured;
+            }
+        }
+    }
+    if new_replies {
+        state.sender.wake();
+    }
+    Ok(json!({"status": "ok", "messages": counts.0, "statuses": counts.1}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_comparison_is_exact() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "ab"));
+        assert!(!constant_time_eq("", "a"));
+    }
+}
