@@ -125,9 +125,20 @@ pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
     let mut out = rusqlite::Connection::open(dest).map_err(|e| e.to_string())?;
     {
         let backup = Backup::new(&src, &mut out).map_err(|e| e.to_string())?;
-        backup
-            .run_to_completion(256, std::time::Duration::from_millis(5), None)
-            .map_err(|e| e.to_string())?;
+        // All pages in one step, inside one read transaction: a consistent
+        // snapshot that a concurrent writer can neither block nor restart
+        // (WAL readers see the database as of their first read).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            use rusqlite::backup::StepResult;
+            match backup.step(-1).map_err(|e| e.to_string())? {
+                StepResult::Done => break,
+                _ if std::time::Instant::now() > deadline => {
+                    return Err("the database stayed locked for 60 s".into())
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
     }
     let pages: i32 = out
         .query_row("PRAGMA page_count", [], |r| r.get(0))

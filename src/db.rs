@@ -28,6 +28,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// latency bounded when the queue is long.
 const MAX_BATCH: usize = 512;
 
+/// Read connections kept open between uses.
+const MAX_IDLE_READERS: usize = 8;
+
 #[derive(Debug)]
 pub enum DbError {
     Sql(rusqlite::Error),
@@ -99,6 +102,9 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Small page cache: reads are point lookups, and memory is scarce on a
+    // small VPS (the pool may hold several of these).
+    conn.pragma_update(None, "cache_size", -512)?;
     Ok(conn)
 }
 
@@ -312,7 +318,7 @@ impl ReadPool {
         };
         let result = work(&conn);
         let mut idle = self.idle.lock().expect("read pool lock");
-        if idle.len() < 16 {
+        if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
         result

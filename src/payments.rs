@@ -182,3 +182,96 @@ pub fn links_for(
         links::wa_me_link(business_number, &order, &token),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db;
+
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = db::open_writer(&dir.path().join("p.db")).unwrap();
+        db::migrate(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    fn event(id: &str, order: &str, phone: &str, note: &str) -> PaymentEvent {
+        let body = serde_json::json!({"id": id, "type": "payment_succeeded", "data": {
+            "order_id": order, "payment_id": "pay_1", "amount": 49900, "currency": "INR",
+            "customer_phone": phone, "note": note}});
+        PaymentEvent::parse(body.to_string().as_bytes(), None).unwrap()
+    }
+
+    const CTX: Context = Context {
+        now_ms: 1_000,
+        token_ttl_ms: 10_000,
+    };
+
+    #[test]
+    fn hostile_notes_round_trip_through_the_database_intact() {
+        let (_dir, conn) = database();
+        let notes = [
+            "'; DROP TABLE orders; --",
+            "<script>alert(\"x\")</script> & \\",
+            "😀👍🏽 👨‍👩‍👧 مرحبا \u{202e}שלום\u{202c}",
+        ];
+        for (i, note) in notes.iter().enumerate() {
+            let e = event(
+                &format!("evt_{i}"),
+                &format!("ORD-{i}"),
+                "+91 98765 43210",
+                note,
+            );
+            record(&conn, &format!("k{i}"), &e, &CTX).unwrap();
+            let stored: String = conn
+                .query_row(
+                    "SELECT note FROM orders WHERE id = ?1",
+                    [format!("ORD-{i}")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stored, *note);
+        }
+        let orders: i64 = conn
+            .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(orders, 3);
+    }
+
+    #[test]
+    fn each_row_of_the_webhook_table() {
+        let (_dir, conn) = database();
+        let e = event("evt_1", "ORD-1", "+91 98765 43210", "n");
+        let first = record(&conn, "k1", &e, &CTX).unwrap();
+        let Outcome::Processed { token, .. } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            record(&conn, "k1", &e, &CTX).unwrap(),
+            Outcome::Duplicate {
+                order_id: Some("ORD-1".into()),
+                token: Some(token.clone())
+            }
+        );
+        assert_eq!(
+            record(&conn, "k2", &e, &CTX).unwrap(),
+            Outcome::AlreadyConfirmed {
+                order_id: "ORD-1".into(),
+                token: Some(token)
+            }
+        );
+        let bad_phone = event("evt_3", "ORD-2", "12", "n");
+        assert_eq!(
+            record(&conn, "k3", &bad_phone, &CTX).unwrap(),
+            Outcome::SkippedInvalidPhone {
+                order_id: "ORD-2".into()
+            }
+        );
+        let other = PaymentEvent::parse(br#"{"id":"evt_4","type":"refund"}"#, None).unwrap();
+        assert_eq!(record(&conn, "k4", &other, &CTX).unwrap(), Outcome::Ignored);
+        let messages: i64 = conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(messages, 2);
+    }
+}

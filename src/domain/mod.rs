@@ -6,6 +6,8 @@ mod note;
 mod order_id;
 mod payment_event;
 mod phone;
+#[cfg(test)]
+mod properties;
 mod token;
 
 pub use money::Money;
