@@ -24,8 +24,15 @@ use std::time::{Duration, Instant};
 const MAX_IDLE: Duration = Duration::from_millis(500);
 const REFILL: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-const PAUSE_FIRST: Duration = Duration::from_secs(15);
-const PAUSE_MAX: Duration = Duration::from_secs(300);
+/// A configuration fault pauses sending for 15 retry steps at first, then
+/// twice as long each time it persists, up to 300 steps or five minutes.
+/// (Steps of `WHATSAPP_RETRY_BASE_MS`: 15 s at the default, milliseconds in
+/// tests.)
+fn pause_bounds(base: Duration) -> (Duration, Duration) {
+    let ceiling = Duration::from_secs(300);
+    let first = base.saturating_mul(15).min(ceiling);
+    (first, base.saturating_mul(300).min(ceiling).max(first))
+}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -103,7 +110,7 @@ impl Sender {
                 stopping: false,
                 generation: 0,
                 paused_until: None,
-                pause_len: PAUSE_FIRST,
+                pause_len: pause_bounds(config.retry_base).0,
                 in_flight: 0,
             }),
             changed: Condvar::new(),
@@ -427,16 +434,18 @@ fn pause_for_fault(shared: &Shared, code: i64, reason: &str) -> Duration {
         return state.pause_len;
     }
     let first = state.paused_until.is_none();
+    let (first_pause, max_pause) = pause_bounds(shared.config.retry_base);
     let pause = if first {
-        PAUSE_FIRST
+        first_pause
     } else {
-        (state.pause_len * 2).min(PAUSE_MAX)
+        (state.pause_len * 2).min(max_pause)
     };
     state.pause_len = pause;
     state.paused_until = Some(now + pause);
     if first {
         log::error!(
-            "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept; sending is retried every few minutes."
+            "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept and sending resumes by itself once WhatsApp accepts a message again (next try in {} ms).",
+            pause.as_millis()
         );
     } else {
         log::warn!(
@@ -450,7 +459,7 @@ fn pause_for_fault(shared: &Shared, code: i64, reason: &str) -> Duration {
 fn resume_after_fault(shared: &Shared) {
     let mut state = shared.state.lock().expect("sender lock");
     if state.paused_until.take().is_some() {
-        state.pause_len = PAUSE_FIRST;
+        state.pause_len = pause_bounds(shared.config.retry_base).0;
         log::warn!("sending resumed: WhatsApp accepted a message again");
     }
 }

@@ -1,0 +1,205 @@
+//! SPEC §6: GET /w/invite/{token} — redirect, click log, 404 and 410 pages.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::*;
+
+const ORDER: &str = "ORD-1042";
+const BROWSER_UA: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+
+fn assert_html(resp: &Resp) {
+    let content_type = resp.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/html"),
+        "content-type {content_type:?}"
+    );
+}
+
+#[test]
+fn known_invite_token_redirects_to_the_wa_me_link_without_caching() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let processed = pay(&app, &payment_event(ORDER));
+
+    // Act
+    let resp = app.get_no_redirect(&format!("/w/invite/{}", processed.token));
+
+    // Assert
+    assert_eq!(resp.status, 302, "{}", resp.body);
+    assert_eq!(
+        resp.header("location"),
+        Some(processed.whatsapp_link.as_str())
+    );
+    assert_eq!(
+        resp.header("location"),
+        Some(wa_me_link(ORDER, &processed.token).as_str())
+    );
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn invite_url_from_the_webhook_answer_is_the_redirecting_route() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let processed = pay(&app, &payment_event(ORDER));
+    let path = processed
+        .invite_url
+        .strip_prefix(&app.base_url())
+        .expect("invite_url on APP_BASE_URL")
+        .to_string();
+
+    let resp = app.get_no_redirect(&path);
+
+    assert_eq!(resp.status, 302);
+    assert!(resp
+        .header("location")
+        .unwrap_or_default()
+        .starts_with("https://wa.me/919999900000?text="));
+}
+
+#[test]
+fn invite_clicks_are_logged_with_user_agent_and_preview_flag() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let processed = pay(&app, &payment_event(ORDER));
+    let path = format!("/w/invite/{}", processed.token);
+    let agents = [
+        ("WhatsApp/2.23.20.0", 1),
+        ("facebookexternalhit/1.1", 1),
+        (BROWSER_UA, 0),
+    ];
+
+    for (ua, _) in agents {
+        let resp = app.get_no_redirect_with(&path, &[("User-Agent", ua)]);
+        assert_eq!(resp.status, 302, "{ua}");
+    }
+
+    wait_until("three click rows", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM invite_clicks") == 3
+    });
+    let db = app.db();
+    for (ua, preview) in agents {
+        let (order_id, is_preview, clicked_at): (String, i64, i64) = db
+            .query_row(
+                "SELECT order_id, is_preview, clicked_at FROM invite_clicks WHERE user_agent = ?1",
+                [ua],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap_or_else(|e| panic!("no click row for {ua}: {e}"));
+        assert_eq!(order_id, ORDER);
+        assert_eq!(is_preview, preview, "is_preview for {ua}");
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (now_ms - clicked_at).abs() < 60_000,
+            "clicked_at {clicked_at} is not Unix ms now"
+        );
+    }
+    let token_id: String = db
+        .query_row(
+            "SELECT id FROM whatsapp_tokens WHERE token = ?1",
+            [&processed.token],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM invite_clicks WHERE token_id = '{token_id}'"
+        )),
+        3
+    );
+}
+
+#[test]
+fn unknown_or_malformed_invite_tokens_are_404_html_and_log_no_click() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    pay(&app, &payment_event(ORDER));
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    for token in [
+        unknown.as_str(),
+        "not-a-uuid",
+        "..%2Fetc",
+        "%2E%2E%2Fetc%2Fpasswd",
+        "1",
+    ] {
+        let resp = app.get_no_redirect(&format!("/w/invite/{token}"));
+        assert_eq!(resp.status, 404, "{token}: {}", resp.body);
+        assert_html(&resp);
+        assert!(resp.header("location").is_none(), "{token}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM invite_clicks"), 0);
+}
+
+#[test]
+fn expired_invite_token_is_410_html_with_a_plain_chat_link() {
+    // Arrange: a token whose lifetime is over.
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let processed = pay(&app, &payment_event(ORDER));
+    let past = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 1000;
+    let changed = app
+        .db_rw()
+        .execute(
+            "UPDATE whatsapp_tokens SET expires_at = ?1 WHERE token = ?2",
+            rusqlite::params![past, processed.token],
+        )
+        .expect("expire the token");
+    assert_eq!(changed, 1);
+
+    // Act
+    let resp = app.get_no_redirect(&format!("/w/invite/{}", processed.token));
+
+    // Assert
+    assert_eq!(resp.status, 410, "{}", resp.body);
+    assert_html(&resp);
+    assert!(resp.header("location").is_none());
+    assert!(
+        resp.body.contains("https://wa.me/919999900000"),
+        "no plain chat link in: {}",
+        resp.body
+    );
+    assert!(
+        !resp.body.contains(&processed.token),
+        "the expired page repeats the token"
+    );
+}
+
+#[test]
+fn every_one_of_many_concurrent_clicks_is_logged() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let processed = pay(&app, &payment_event(ORDER));
+    let path = format!("/w/invite/{}", processed.token);
+
+    std::thread::scope(|s| {
+        for i in 0..30 {
+            let (app, path) = (&app, &path);
+            s.spawn(move || {
+                let ua = format!("{BROWSER_UA} n{i}");
+                assert_eq!(
+                    app.get_no_redirect_with(path, &[("User-Agent", &ua)])
+                        .status,
+                    302
+                );
+            });
+        }
+    });
+
+    wait_until("30 click rows", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM invite_clicks") == 30
+    });
+    assert_eq!(
+        app.count("SELECT COUNT(DISTINCT user_agent) FROM invite_clicks WHERE is_preview = 0"),
+        30
+    );
+}

@@ -1,0 +1,65 @@
+//! SPEC §8: no whole token, phone number or secret in the logs.
+
+use crate::support::*;
+
+#[test]
+fn logs_hold_no_whole_token_phone_number_or_secret_after_the_whole_flow() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+
+    // Act: pay, deliver, click the invite, and a skipped phone.
+    let processed = pay(&app, &payment_event("ORD-1042"));
+    graph.wait_for_accepted("text", 1, PATIENCE);
+    let resp = app.get_no_redirect(&format!("/w/invite/{}", processed.token));
+    assert_eq!(resp.status, 302);
+    wait_until("the click row", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM invite_clicks") == 1
+    });
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        app.get_no_redirect(&format!("/w/invite/{unknown}")).status,
+        404
+    );
+    let bad_signature = app.post_webhook_with_headers(
+        &payment_event("ORD-1044").to_string(),
+        &[
+            ("webhook-id", "msg_bad"),
+            ("webhook-timestamp", "1"),
+            (
+                "webhook-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ],
+    );
+    assert_eq!(bad_signature.status, 401);
+    let skipped = payment_event_with(
+        "ORD-1043",
+        serde_json::json!({"customer_phone": "09876543210"}),
+    );
+    assert_eq!(app.post_webhook(&skipped.to_string()).status, 200);
+
+    // Assert
+    let logs = app.logs();
+    assert!(!logs.is_empty(), "the app logged nothing at RUST_LOG=info");
+    for secret in [
+        processed.token.as_str(),
+        unknown.as_str(),
+        processed.token.replace('-', "").as_str(),
+        "919876543210",
+        "9876543210",
+        "+91 98765 43210",
+        "09876543210",
+        "test-graph-token",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "test-meta-app-secret-5f2c",
+    ] {
+        let line = logs.lines().find(|l| l.contains(secret));
+        assert!(
+            line.is_none(),
+            "the log leaks {secret:?}: {}",
+            line.unwrap_or_default()
+        );
+    }
+}

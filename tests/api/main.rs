@@ -1,0 +1,11 @@
+//! Black-box tests of the `orderlink` binary: spawned as a child process on a
+//! fresh database, driven over HTTP, with a fake WhatsApp Graph API.
+
+mod delivery;
+mod invite;
+mod lifecycle;
+mod logging;
+mod payment_webhook;
+mod properties;
+mod sandbox;
+mod support;

@@ -1,0 +1,123 @@
+//! Property tests through the running binary: any valid order id yields the
+//! exact wa.me link, any invalid one is refused; any note is cleaned for Meta.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::json;
+
+use crate::support::*;
+
+const ORDER_ID_CHARS: &str = "[A-Za-z0-9_.:/-]";
+
+#[test]
+fn any_valid_order_id_yields_the_exact_encoded_wa_me_link() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    });
+    let ids = format!("{ORDER_ID_CHARS}{{1,64}}");
+
+    runner
+        .run(&ids.as_str(), |order_id| {
+            let resp = app.post_webhook(&payment_event(&order_id).to_string());
+            prop_assert_eq!(resp.status, 200, "{}: {}", order_id, resp.body);
+            let json = resp.json();
+            if json["status"] == "processed" {
+                let token = token_of(json["invite_url"].as_str().unwrap());
+                let expected = wa_me_link(&order_id, &token);
+                prop_assert_eq!(json["whatsapp_link"].as_str(), Some(expected.as_str()));
+            } else {
+                // The generator may repeat an id: then it is already confirmed.
+                prop_assert_eq!(
+                    json["status"].as_str(),
+                    Some("already_confirmed"),
+                    "{}",
+                    json
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn any_order_id_with_a_character_outside_the_alphabet_is_refused() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    });
+    let bad = (
+        "[A-Za-z0-9]{0,20}",
+        prop::sample::select(vec![
+            ' ', '#', '?', '%', '&', '+', '\'', '"', '\\', '<', 'é', '’', '\n', '\u{0}',
+        ]),
+        "[A-Za-z0-9]{0,20}",
+    )
+        .prop_map(|(a, c, b)| format!("{a}{c}{b}"));
+
+    runner
+        .run(&bad, |order_id| {
+            let resp = app.post_webhook(&payment_event(&order_id).to_string());
+            prop_assert!(
+                resp.status == 400 || resp.status == 422,
+                "{:?}: {} {}",
+                order_id,
+                resp.status,
+                resp.body
+            );
+            Ok(())
+        })
+        .unwrap();
+    assert_nothing_written(&app);
+}
+
+#[test]
+fn any_note_reaches_meta_without_newlines_tabs_or_runs_of_spaces() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        ..Config::default()
+    });
+    let n = std::sync::atomic::AtomicUsize::new(0);
+
+    runner
+        .run(&"[a-zA-Z0-9 \t\r\n!,.]{0,80}", |note| {
+            let n = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let order_id = format!("ORD-NOTE-{n}");
+            pay(
+                &app,
+                &payment_event_with(&order_id, json!({ "note": note })),
+            );
+            let all = graph.wait_for(&format!("template for {order_id}"), PATIENCE, |all| {
+                all.iter().any(|r| {
+                    r.order_id() == Some(order_id.as_str()) && r.message_type() == Some("template")
+                })
+            });
+            let template = all
+                .iter()
+                .find(|r| {
+                    r.order_id() == Some(order_id.as_str()) && r.message_type() == Some("template")
+                })
+                .unwrap();
+            let sent = template
+                .body
+                .pointer("/template/components/0/parameters/2/text")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let words: Vec<&str> = note.split_whitespace().collect();
+            let expected = if words.is_empty() {
+                "Thank you for shopping with us!".to_string()
+            } else {
+                words.join(" ")
+            };
+            prop_assert_eq!(sent, expected, "note {:?}", note);
+            Ok(())
+        })
+        .unwrap();
+}

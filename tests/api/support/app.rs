@@ -1,0 +1,494 @@
+//! Runs the real `orderlink` binary as a child process on a fresh temp
+//! directory and database, and talks to it over HTTP like the outside world.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::fake_graph::FakeGraph;
+use super::signing::{now_secs, sign};
+
+pub const GRAPH_TOKEN: &str = "test-graph-token";
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
+pub const BUSINESS_NUMBER: &str = "919999900000";
+pub const APP_SECRET: &str = "test-meta-app-secret-5f2c";
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An HTTP answer, whatever its status.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?} (status {})",
+                self.body, self.status
+            )
+        })
+    }
+
+    /// Asserts a `{"error":{"code":…,"message":…}}` body and returns the code.
+    pub fn error_code(&self) -> String {
+        let json = self.json();
+        let code = json
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no error.code in {json}"));
+        let message = json
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no error.message in {json}"));
+        assert!(!message.is_empty(), "empty error.message in {json}");
+        code.to_string()
+    }
+}
+
+fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("HTTP transport error: {e}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .flat_map(|name| {
+            response
+                .all(&name)
+                .into_iter()
+                .map(|v| (name.to_ascii_lowercase(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let body = response.into_string().unwrap_or_default();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls `condition` until it holds; panics with `what` at the deadline.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+/// Environment for one app, live mode by default.
+pub struct TestAppBuilder {
+    env: BTreeMap<String, Option<String>>,
+}
+
+impl TestAppBuilder {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), Some(value.to_string()));
+        self
+    }
+
+    pub fn without(mut self, key: &str) -> Self {
+        self.env.insert(key.to_string(), None);
+        self
+    }
+
+    /// Runs the binary (e.g. with a broken configuration) and waits for it to exit;
+    /// returns `None` if it is still running at the deadline (then it is killed), and the log.
+    pub fn run_until_exit(self, timeout: Duration) -> (Option<ExitStatus>, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("orderlink.log");
+        let log = File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlink"));
+        cmd.arg("serve")
+            .env_clear()
+            .current_dir(dir.path())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_PATH", dir.path().join("orderlink.db"))
+            .env("ROCKET_PORT", free_port().to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd.spawn().expect("orderlink binary starts");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("child status") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        let logs =
+            String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
+        (status, logs)
+    }
+
+    pub fn spawn(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut app = TestApp {
+            db_path: dir.path().join("orderlink.db"),
+            log_path: dir.path().join("orderlink.log"),
+            dir,
+            env: self.env,
+            port: 0,
+            child: None,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(15))
+                .build(),
+            no_redirect: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(15))
+                .redirects(0)
+                .build(),
+        };
+        app.start();
+        app
+    }
+}
+
+pub struct TestApp {
+    dir: TempDir,
+    pub db_path: PathBuf,
+    pub log_path: PathBuf,
+    env: BTreeMap<String, Option<String>>,
+    pub port: u16,
+    child: Option<Child>,
+    agent: ureq::Agent,
+    no_redirect: ureq::Agent,
+}
+
+impl TestApp {
+    /// Live-mode defaults pointing at `graph`.
+    pub fn builder(graph: &FakeGraph) -> TestAppBuilder {
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            ("RUST_LOG", "info"),
+            ("ROCKET_ADDRESS", "127.0.0.1"),
+            ("WHATSAPP_TOKEN", GRAPH_TOKEN),
+            ("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+            ("WHATSAPP_BUSINESS_NUMBER_E164", BUSINESS_NUMBER),
+            ("PAYMENT_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            // §9: required in live mode (the inbound webhook's signing key).
+            ("WHATSAPP_APP_SECRET", APP_SECRET),
+            ("WHATSAPP_API_BASE", graph.base_url()),
+            ("WHATSAPP_RETRY_BASE_MS", "5"),
+            ("WHATSAPP_TIMEOUT_MS", "400"),
+            ("WHATSAPP_MAX_ATTEMPTS", "4"),
+        ] {
+            env.insert(k.to_string(), Some(v.to_string()));
+        }
+        // No ROCKET_CONFIG and no Rocket.toml in the working directory: the binary
+        // must keep its promises (the 64 KiB body limit among them) on its own.
+        TestAppBuilder { env }
+    }
+
+    pub fn spawn(graph: &FakeGraph) -> TestApp {
+        TestApp::builder(graph).spawn()
+    }
+
+    fn start(&mut self) {
+        self.port = free_port();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlink"));
+        cmd.arg("serve")
+            .env_clear()
+            .current_dir(self.dir.path())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_PATH", &self.db_path)
+            .env("ROCKET_PORT", self.port.to_string())
+            .env("APP_BASE_URL", self.base_url())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        self.child = Some(cmd.spawn().expect("orderlink binary starts"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .expect("child status")
+            {
+                panic!(
+                    "orderlink exited early with {status}; log:\n{}",
+                    self.logs()
+                );
+            }
+            let healthy = self
+                .agent
+                .get(&self.url("/healthz"))
+                .timeout(Duration::from_millis(500))
+                .call()
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "orderlink did not answer /healthz 200 within 20 s; log:\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// SIGKILLs the current process (if running) and starts a new one on the same DB.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.start();
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        into_resp(self.agent.get(&self.url(path)).call())
+    }
+
+    pub fn get_no_redirect(&self, path: &str) -> Resp {
+        into_resp(self.no_redirect.get(&self.url(path)).call())
+    }
+
+    pub fn get_no_redirect_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut req = self.no_redirect.get(&self.url(path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        into_resp(req.call())
+    }
+
+    /// Posts with exactly these headers (nothing signed for you).
+    pub fn post_webhook_with_headers(&self, body: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut req = self
+            .agent
+            .post(&self.url("/webhooks/payment"))
+            .set("Content-Type", "application/json");
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        into_resp(req.send_string(body))
+    }
+
+    /// Signed with the app's secret, now, under this `webhook-id`.
+    pub fn post_webhook_with_id(&self, webhook_id: &str, body: &str) -> Resp {
+        let ts = now_secs();
+        let signature = sign(WEBHOOK_SECRET, webhook_id, ts, body);
+        self.post_webhook_with_headers(
+            body,
+            &[
+                ("webhook-id", webhook_id),
+                ("webhook-timestamp", &ts.to_string()),
+                ("webhook-signature", &signature),
+            ],
+        )
+    }
+
+    /// Signed, under a fresh `webhook-id`.
+    pub fn post_webhook(&self, body: &str) -> Resp {
+        self.post_webhook_with_id(&fresh_webhook_id(), body)
+    }
+
+    pub fn post_webhook_unsigned(&self, body: &str) -> Resp {
+        self.post_webhook_with_headers(body, &[])
+    }
+
+    /// A read-only connection to the app's database.
+    pub fn db(&self) -> Connection {
+        let conn = Connection::open_with_flags(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open db read-only");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn
+    }
+
+    /// A read-write connection, for tests that must reach past the API (e.g. expire a token).
+    pub fn db_rw(&self) -> Connection {
+        let conn = Connection::open(&self.db_path).expect("open db read-write");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// `(kind, status, attempts, last_error, graph_message_id)` for one order.
+    pub fn outbox(&self, order_id: &str) -> Vec<OutboxRow> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT kind, status, attempts, last_error, graph_message_id, variant \
+                 FROM outbox WHERE order_id = ?1 ORDER BY kind",
+            )
+            .expect("outbox query");
+        let rows = stmt
+            .query_map([order_id], |r| {
+                Ok(OutboxRow {
+                    kind: r.get(0)?,
+                    status: r.get(1)?,
+                    attempts: r.get(2)?,
+                    last_error: r.get(3)?,
+                    graph_message_id: r.get(4)?,
+                    variant: r.get(5)?,
+                })
+            })
+            .expect("outbox rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("outbox row");
+        rows
+    }
+
+    pub fn outbox_row(&self, order_id: &str, kind: &str) -> OutboxRow {
+        self.outbox(order_id)
+            .into_iter()
+            .find(|r| r.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} outbox row for {order_id}"))
+    }
+
+    /// Waits until the `kind` message of `order_id` has `status`.
+    pub fn wait_for_outbox_status(
+        &self,
+        order_id: &str,
+        kind: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> OutboxRow {
+        let what = format!("{kind} of {order_id} to become {status}");
+        let mut last = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let row = self.outbox(order_id).into_iter().find(|r| r.kind == kind);
+            if let Some(row) = &row {
+                if row.status == status {
+                    return row.clone();
+                }
+            }
+            last = row.or(last);
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last row: {last:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit status (SIGKILL after that).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub graph_message_id: Option<String>,
+    pub variant: String,
+}
+
+pub fn fresh_webhook_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
+}
