@@ -3,8 +3,10 @@
 //!
 //! Claiming happens in memory: one process owns the database (the serve
 //! command holds an exclusive lock file), and a message id stays in the
-//! `claimed` set from the moment a worker takes it until its outcome is
-//! committed, so two workers can never send the same row. No transaction
+//! `claimed` set from the moment a worker takes it until a refill that
+//! started after its outcome was committed has run (an earlier refill may
+//! read a snapshot from before that commit, still showing the row queued),
+//! so two workers can never send the same row. No transaction
 //! is ever open across an HTTP call.
 
 use crate::config::Config;
@@ -43,8 +45,12 @@ pub fn now_ms() -> i64 {
 
 struct State {
     ready: VecDeque<Due>,
-    /// Ids that are in `ready` or being sent.
+    /// Ids that are in `ready`, being sent, or done but possibly still
+    /// queued in the snapshot of a refill that is running.
     claimed: HashSet<String>,
+    /// Done ids, each with the number of refills started when it finished.
+    done: Vec<(String, u64)>,
+    refills_started: u64,
     refilling: bool,
     stopping: bool,
     /// Bumped by `wake`; lets a worker that found nothing notice that work
@@ -106,6 +112,8 @@ impl Sender {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 claimed: HashSet::new(),
+                done: Vec::new(),
+                refills_started: 0,
                 refilling: false,
                 stopping: false,
                 generation: 0,
@@ -178,7 +186,8 @@ fn worker(shared: &Shared) {
     while let Some(job) = next_job(shared) {
         process(shared, &job);
         let mut state = shared.state.lock().expect("sender lock");
-        state.claimed.remove(&job.id);
+        let seq = state.refills_started;
+        state.done.push((job.id.clone(), seq));
         state.in_flight -= 1;
         drop(state);
         shared.changed.notify_all();
@@ -216,6 +225,8 @@ fn next_job(shared: &Shared) -> Option<Due> {
             continue;
         }
         state.refilling = true;
+        state.refills_started += 1;
+        let refill = state.refills_started;
         let generation = state.generation;
         drop(state);
         let found = shared.db.reads.with(|conn| {
@@ -237,6 +248,16 @@ fn next_job(shared: &Shared) -> Option<Due> {
                 (Vec::new(), None, now_ms())
             }
         };
+        // Outcomes recorded before this refill started are in its snapshot;
+        // their ids may be claimed again (a retry that is due at once).
+        let State { done, claimed, .. } = &mut *state;
+        done.retain(|(id, finished)| {
+            let visible = *finished < refill;
+            if visible {
+                claimed.remove(id);
+            }
+            !visible
+        });
         let mut added = 0;
         for row in rows {
             if state.claimed.insert(row.id.clone()) {

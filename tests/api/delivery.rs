@@ -594,6 +594,42 @@ fn many_concurrent_orders_each_get_one_confirmation_then_one_link() {
 }
 
 #[test]
+fn thirty_two_workers_racing_through_a_backlog_never_send_a_message_twice() {
+    // Arrange: a backlog queued while nothing can be sent, then many workers
+    // draining it at full speed (refills race with recorded outcomes).
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .env("SEND_WORKERS", "32")
+        .env("WHATSAPP_MAX_MPS", "100000")
+        .spawn();
+    let orders: Vec<String> = (0..300).map(|i| format!("ORD-R{i:03}")).collect();
+    std::thread::scope(|s| {
+        for chunk in orders.chunks(30) {
+            let app = &app;
+            s.spawn(move || {
+                for order_id in chunk {
+                    pay(app, &payment_event(order_id));
+                }
+            });
+        }
+    });
+
+    // Act: wait until every link went out.
+    graph.wait_for_accepted("text", orders.len(), Duration::from_secs(60));
+
+    // Assert: exactly one of each, per order.
+    graph.assert_no_more_requests(2 * orders.len(), GRACE);
+    let mut seen = std::collections::HashSet::new();
+    for r in graph.requests() {
+        let key = (
+            r.order_id().map(str::to_owned),
+            r.message_type().map(str::to_owned),
+        );
+        assert!(seen.insert(key.clone()), "sent twice: {key:?}");
+    }
+}
+
+#[test]
 fn retry_after_on_a_503_is_honoured_too() {
     let graph = FakeGraph::start();
     graph.script([Reply::RetryAfter {
