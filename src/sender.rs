@@ -73,30 +73,63 @@ struct Shared {
 }
 
 /// Spaces sends evenly so that no one-second window holds more than
-/// `WHATSAPP_MAX_MPS` of them, across all workers.
+/// `WHATSAPP_MAX_MPS` of them, across all workers. Slots are stamped with
+/// the moment a send actually starts (after the thread woke up), and no
+/// window of `WINDOW` (a second plus a margin for the network's jitter)
+/// may hold more than the cap: a worker that woke late cannot let the next
+/// one bunch up behind it.
 struct Pacer {
     interval: Duration,
-    next: Mutex<Instant>,
+    cap: usize,
+    state: Mutex<PacerState>,
 }
+
+struct PacerState {
+    next: Instant,
+    /// Start times of the last `cap` sends (kept only for caps small enough
+    /// to hold; above that, even spacing alone is far below any bunching).
+    recent: VecDeque<Instant>,
+}
+
+const WINDOW: Duration = Duration::from_millis(1050);
+const TRACKED_CAP: usize = 10_000;
 
 impl Pacer {
     fn new(max_per_second: u32) -> Pacer {
-        // Rounded up, so N evenly spaced sends never fit in one second plus
-        // the first.
-        let nanos = 1_000_000_000u64.div_ceil(u64::from(max_per_second.max(1)));
+        let cap = max_per_second.max(1) as usize;
         Pacer {
-            interval: Duration::from_nanos(nanos),
-            next: Mutex::new(Instant::now()),
+            interval: WINDOW / cap as u32,
+            cap,
+            state: Mutex::new(PacerState {
+                next: Instant::now(),
+                recent: VecDeque::new(),
+            }),
         }
     }
 
-    /// Reserves the next free slot and returns when it starts.
-    fn reserve(&self) -> Instant {
-        let mut next = self.next.lock().expect("pacer lock");
-        let now = Instant::now();
-        let slot = if *next > now { *next } else { now };
-        *next = slot + self.interval;
-        slot
+    /// Blocks until this send may start, and records it.
+    fn wait_turn(&self) {
+        loop {
+            let mut state = self.state.lock().expect("pacer lock");
+            let now = Instant::now();
+            let mut ready_at = state.next;
+            if self.cap <= TRACKED_CAP && state.recent.len() >= self.cap {
+                ready_at = ready_at.max(state.recent[0] + WINDOW);
+            }
+            if ready_at > now {
+                drop(state);
+                std::thread::sleep(ready_at - now);
+                continue;
+            }
+            state.next = now + self.interval;
+            if self.cap <= TRACKED_CAP {
+                if state.recent.len() >= self.cap {
+                    state.recent.pop_front();
+                }
+                state.recent.push_back(now);
+            }
+            return;
+        }
     }
 }
 
@@ -345,11 +378,7 @@ fn process(shared: &Shared, job: &Due) {
             return;
         }
     };
-    let slot = shared.pacer.reserve();
-    let wait = slot.saturating_duration_since(Instant::now());
-    if !wait.is_zero() {
-        std::thread::sleep(wait);
-    }
+    shared.pacer.wait_turn();
     let outcome = shared.transport.send(&message);
     let what = format!(
         "{} for order {} to {}",
@@ -603,16 +632,31 @@ mod tests {
     }
 
     #[test]
-    fn pacer_spaces_sends_evenly() {
-        let pacer = Pacer::new(100);
-        let slots: Vec<Instant> = (0..201).map(|_| pacer.reserve()).collect();
-        // No one-second window may hold more than 100 slots.
-        for (i, start) in slots.iter().enumerate() {
-            let in_window = slots[i..]
+    fn pacer_never_lets_a_window_hold_more_than_the_cap() {
+        let pacer = Arc::new(Pacer::new(50));
+        let stamps = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (pacer, stamps) = (pacer.clone(), stamps.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        pacer.wait_turn();
+                        stamps.lock().unwrap().push(Instant::now());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut stamps = stamps.lock().unwrap().clone();
+        stamps.sort();
+        for (i, start) in stamps.iter().enumerate() {
+            let in_window = stamps[i..]
                 .iter()
                 .take_while(|s| **s < *start + Duration::from_secs(1))
                 .count();
-            assert!(in_window <= 100, "{in_window} sends within a second");
+            assert!(in_window <= 50, "{in_window} sends within a second");
         }
     }
 

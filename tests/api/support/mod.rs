@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod child;
 pub mod fake_graph;
+pub mod meta;
 pub mod signing;
 
 use std::time::Duration;

@@ -1,0 +1,390 @@
+//! Meta's side of SPEC §9 and the admin API of §10: webhook payloads in the
+//! shapes the WhatsApp Cloud API sends, signed with `X-Hub-Signature-256`
+//! like Meta signs them, and small clients for the handshake and `/admin`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::app::{Resp, TestApp, APP_SECRET, PHONE_NUMBER_ID};
+use super::fake_graph::{FakeGraph, RecordedRequest};
+use super::signing::now_secs;
+use super::{pay, payment_event, Processed, PATIENCE};
+
+/// The `wa_id` of the elder who opens the forwarded link first.
+pub const ELDER_A: &str = "919811111111";
+/// A second elder on the same link.
+pub const ELDER_B: &str = "919822222222";
+/// Someone the shop has never heard of.
+pub const STRANGER: &str = "447700900123";
+
+/// `sha256=` + hex(HMAC-SHA256(secret, raw body)), as Meta signs its webhooks.
+pub fn meta_signature(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A fresh message id in Meta's style.
+pub fn fresh_wamid() -> String {
+    format!(
+        "wamid.HBgM{}",
+        uuid::Uuid::new_v4().simple().to_string().to_uppercase()
+    )
+}
+
+/// One `entry[].changes[].value` wrapped in the `whatsapp_business_account` envelope.
+pub fn envelope(value: Value) -> Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{"field": "messages", "value": value}]
+        }]
+    })
+}
+
+fn metadata() -> Value {
+    json!({
+        "display_phone_number": "15550100000",
+        "phone_number_id": PHONE_NUMBER_ID
+    })
+}
+
+/// A `messages` change: `contacts[]` from `(wa_id, profile name)`, and the messages as given.
+pub fn inbound_payload(contacts: &[(&str, &str)], messages: Vec<Value>) -> Value {
+    let contacts: Vec<Value> = contacts
+        .iter()
+        .map(|(wa_id, name)| json!({"profile": {"name": name}, "wa_id": wa_id}))
+        .collect();
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "contacts": contacts,
+        "messages": messages
+    }))
+}
+
+/// One `messages[]` entry of any type; `content` is the type's own object.
+pub fn message_of_type(from: &str, wamid: &str, kind: &str, content: Value) -> Value {
+    let mut m = json!({
+        "from": from,
+        "id": wamid,
+        "timestamp": now_secs().to_string(),
+        "type": kind
+    });
+    m[kind] = content;
+    m
+}
+
+/// One text `messages[]` entry.
+pub fn text_message(from: &str, wamid: &str, body: &str) -> Value {
+    message_of_type(from, wamid, "text", json!({"body": body}))
+}
+
+/// A whole webhook body carrying one text from `from` (profile `name`).
+pub fn text_payload(from: &str, name: &str, wamid: &str, body: &str) -> Value {
+    inbound_payload(&[(from, name)], vec![text_message(from, wamid, body)])
+}
+
+/// One `statuses[]` entry.
+pub fn status(message_id: &str, status: &str, recipient: &str) -> Value {
+    json!({
+        "id": message_id,
+        "status": status,
+        "timestamp": now_secs().to_string(),
+        "recipient_id": recipient,
+        "conversation": {"id": "c0ffee", "origin": {"type": "utility"}},
+        "pricing": {"billable": true, "pricing_model": "CBP", "category": "utility"}
+    })
+}
+
+/// A `failed` status with Meta's error code and title.
+pub fn failed_status(message_id: &str, recipient: &str, code: i64, title: &str) -> Value {
+    json!({
+        "id": message_id,
+        "status": "failed",
+        "timestamp": now_secs().to_string(),
+        "recipient_id": recipient,
+        "errors": [{
+            "code": code,
+            "title": title,
+            "message": title,
+            "error_data": {"details": "Message failed to send."}
+        }]
+    })
+}
+
+/// A `statuses` change holding these statuses, in this order.
+pub fn statuses_payload(statuses: Vec<Value>) -> Value {
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "statuses": statuses
+    }))
+}
+
+/// The prefilled text the wa.me link carries, decoded from its `text=` parameter.
+pub fn prefilled_text(whatsapp_link: &str) -> String {
+    let encoded = whatsapp_link
+        .split_once("?text=")
+        .unwrap_or_else(|| panic!("no ?text= in {whatsapp_link}"))
+        .1;
+    percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .expect("the prefilled text is UTF-8")
+        .into_owned()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .redirects(0)
+        .build()
+}
+
+fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("HTTP transport error: {e}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .flat_map(|name| {
+            response
+                .all(&name)
+                .into_iter()
+                .map(|v| (name.to_ascii_lowercase(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let body = response.into_string().unwrap_or_default();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Meta's webhook and the admin API, spoken to a running app.
+pub trait MetaApi {
+    /// `POST /webhooks/whatsapp` with exactly these headers (nothing signed for you).
+    fn post_whatsapp_with_headers(&self, body: &str, headers: &[(&str, &str)]) -> Resp;
+    /// Signed with the harness's `WHATSAPP_APP_SECRET`, as Meta would.
+    fn post_whatsapp(&self, body: &str) -> Resp;
+    /// Signs and posts `payload`, asserting the 200 Meta needs.
+    fn deliver(&self, payload: &Value);
+    /// `GET /webhooks/whatsapp` with these query pairs (percent-encoded for you).
+    fn verify_webhook(&self, query: &[(&str, &str)]) -> Resp;
+    /// A request to `/admin…` with `Authorization` set to `authorization` when given.
+    fn admin(&self, method: &str, path: &str, authorization: Option<&str>) -> Resp;
+}
+
+impl MetaApi for TestApp {
+    fn post_whatsapp_with_headers(&self, body: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut req = agent()
+            .post(&self.url("/webhooks/whatsapp"))
+            .set("Content-Type", "application/json");
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        into_resp(req.send_string(body))
+    }
+
+    fn post_whatsapp(&self, body: &str) -> Resp {
+        let signature = meta_signature(APP_SECRET, body);
+        self.post_whatsapp_with_headers(body, &[("X-Hub-Signature-256", &signature)])
+    }
+
+    fn deliver(&self, payload: &Value) {
+        let resp = self.post_whatsapp(&payload.to_string());
+        assert_eq!(
+            resp.status, 200,
+            "POST /webhooks/whatsapp answered {}: {}",
+            resp.status, resp.body
+        );
+    }
+
+    fn verify_webhook(&self, query: &[(&str, &str)]) -> Resp {
+        let mut req = agent().get(&self.url("/webhooks/whatsapp"));
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        into_resp(req.call())
+    }
+
+    fn admin(&self, method: &str, path: &str, authorization: Option<&str>) -> Resp {
+        let mut req = agent().request(method, &self.url(path));
+        if let Some(value) = authorization {
+            req = req.set("Authorization", value);
+        }
+        into_resp(req.call())
+    }
+}
+
+/// What `ELDER_REPLY_TEXT` is set to by [`app_with_reply`].
+pub const REPLY_TEXT: &str =
+    "Thank you for writing about order {order_id}. Someone from the shop will answer here.";
+
+/// [`REPLY_TEXT`] as the elder should receive it.
+pub fn reply_text_for(order_id: &str) -> String {
+    REPLY_TEXT.replace("{order_id}", order_id)
+}
+
+/// The harness's live app with `ELDER_REPLY_TEXT` and a verify token set.
+pub fn app_with_reply(graph: &FakeGraph) -> TestApp {
+    TestApp::builder(graph)
+        .env("ELDER_REPLY_TEXT", REPLY_TEXT)
+        .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+        .spawn()
+}
+
+/// What `WHATSAPP_VERIFY_TOKEN` is set to by [`app_with_reply`].
+pub const VERIFY_TOKEN: &str = "verify-me-7d1e";
+
+/// Pays for `order_id` and waits until Meta accepted its confirmation and link.
+pub fn pay_and_send(app: &TestApp, order_id: &str) -> Processed {
+    let processed = pay(app, &payment_event(order_id));
+    app.wait_for_outbox_status(order_id, "confirmation", "sent", PATIENCE);
+    app.wait_for_outbox_status(order_id, "link", "sent", PATIENCE);
+    processed
+}
+
+/// Requests the fake Graph API received addressed to `wa_id`.
+pub fn requests_to(graph: &FakeGraph, wa_id: &str) -> Vec<RecordedRequest> {
+    graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.get("to").and_then(Value::as_str) == Some(wa_id))
+        .collect()
+}
+
+/// Waits until `n` requests addressed to `wa_id` were accepted by the fake.
+pub fn wait_for_replies(graph: &FakeGraph, wa_id: &str, n: usize) -> Vec<RecordedRequest> {
+    graph.wait_for(
+        &format!("{n} accepted message(s) to {wa_id}"),
+        PATIENCE,
+        |all| {
+            all.iter()
+                .filter(|r| {
+                    r.body.get("to").and_then(Value::as_str) == Some(wa_id) && r.was_accepted()
+                })
+                .count()
+                >= n
+        },
+    );
+    requests_to(graph, wa_id)
+}
+
+/// The senders linked to `order_id` (`contact_links`), sorted.
+pub fn linked_senders(app: &TestApp, order_id: &str) -> Vec<String> {
+    let db = app.db();
+    let mut stmt = db
+        .prepare("SELECT wa_id FROM contact_links WHERE order_id = ?1 ORDER BY wa_id")
+        .expect("contact_links query");
+    let rows = stmt
+        .query_map([order_id], |r| r.get(0))
+        .expect("contact_links rows")
+        .collect::<Result<Vec<String>, _>>()
+        .expect("contact_links row");
+    rows
+}
+
+/// One stored inbound message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRow {
+    pub wa_id: String,
+    pub profile_name: Option<String>,
+    pub message_type: String,
+    pub body: Option<String>,
+    pub order_id: Option<String>,
+}
+
+/// The stored inbound message with this `wamid`, if any.
+pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
+    use rusqlite::OptionalExtension;
+    app.db()
+        .query_row(
+            "SELECT wa_id, profile_name, message_type, body, order_id \
+             FROM inbound_messages WHERE wamid = ?1",
+            [wamid],
+            |r| {
+                Ok(InboundRow {
+                    wa_id: r.get(0)?,
+                    profile_name: r.get(1)?,
+                    message_type: r.get(2)?,
+                    body: r.get(3)?,
+                    order_id: r.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .expect("inbound_messages query")
+}
+
+/// `whatsapp_tokens.consumed_at` of `token`.
+pub fn consumed_at(app: &TestApp, token: &str) -> Option<i64> {
+    app.db()
+        .query_row(
+            "SELECT consumed_at FROM whatsapp_tokens WHERE token = ?1",
+            [token],
+            |r| r.get(0),
+        )
+        .expect("token row")
+}
+
+/// `(delivery_status, delivery_error)` of our outbound message with this Graph id.
+pub fn delivery_of(app: &TestApp, graph_message_id: &str) -> (Option<String>, Option<String>) {
+    app.db()
+        .query_row(
+            "SELECT delivery_status, delivery_error FROM outbox WHERE graph_message_id = ?1",
+            [graph_message_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or_else(|e| panic!("no outbox row with graph id {graph_message_id}: {e}"))
+}
+
+/// `(recipient, status)` of each elder reply queued for `order_id`, by recipient.
+pub fn elder_replies(app: &TestApp, order_id: &str) -> Vec<(String, String)> {
+    let db = app.db();
+    let mut stmt = db
+        .prepare(
+            "SELECT recipient, status FROM outbox WHERE order_id = ?1 AND kind = 'elder_reply' \
+             ORDER BY recipient",
+        )
+        .expect("outbox query");
+    let rows = stmt
+        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("outbox rows")
+        .collect::<Result<Vec<(String, String)>, _>>()
+        .expect("outbox row");
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_signature_is_hex_hmac_sha256_of_the_raw_body() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            meta_signature("Jefe", "what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn prefilled_text_decodes_the_wa_me_link() {
+        let link = super::super::wa_me_link("A/B:1", "t");
+        assert_eq!(
+            prefilled_text(&link),
+            "Hi, I\u{2019}m contacting on behalf of order A/B:1. Token: t"
+        );
+    }
+}
