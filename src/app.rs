@@ -109,7 +109,12 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         _lock: lock,
     };
     let rocket = rocket::custom(figment)
-        .manage(AppState { config, db, sender })
+        .manage(AppState {
+            clicks: crate::clicks::ClickLog::new(db.writer.clone()),
+            config,
+            db,
+            sender,
+        })
         .mount("/", routes::routes())
         .register("/", routes::catchers())
         .attach(routes::request_log::RequestLog);

@@ -12,7 +12,7 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,8 +28,8 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// latency bounded when the queue is long.
 const MAX_BATCH: usize = 512;
 
-/// Read connections kept open between uses.
-const MAX_IDLE_READERS: usize = 8;
+/// Read connections open at most.
+const MAX_READERS: usize = 4;
 
 #[derive(Debug)]
 pub enum DbError {
@@ -291,18 +291,51 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
-/// A few read-only connections, handed out one at a time.
+/// A few read-only connections, handed out one at a time. At most
+/// `MAX_READERS` exist: on two cores more would only add memory (each has
+/// its own page cache) and contention, so a burst waits for a free one.
 #[derive(Clone)]
 pub struct ReadPool {
     path: PathBuf,
-    idle: Arc<Mutex<Vec<Connection>>>,
+    inner: Arc<(Mutex<PoolState>, Condvar)>,
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    open: usize,
 }
 
 impl ReadPool {
     pub fn new(path: &Path) -> ReadPool {
         ReadPool {
             path: path.to_owned(),
-            idle: Arc::new(Mutex::new(Vec::new())),
+            inner: Arc::new((
+                Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                Condvar::new(),
+            )),
+        }
+    }
+
+    fn take(&self) -> Result<Connection, DbError> {
+        let (lock, freed) = &*self.inner;
+        let mut pool = lock.lock().expect("read pool lock");
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(conn);
+            }
+            if pool.open < MAX_READERS {
+                pool.open += 1;
+                drop(pool);
+                return open_reader(&self.path).map_err(|e| {
+                    lock.lock().expect("read pool lock").open -= 1;
+                    freed.notify_one();
+                    DbError::from(e)
+                });
+            }
+            pool = freed.wait(pool).expect("read pool lock");
         }
     }
 
@@ -311,16 +344,11 @@ impl ReadPool {
         &self,
         work: impl FnOnce(&Connection) -> Result<R, DbError>,
     ) -> Result<R, DbError> {
-        let conn = self.idle.lock().expect("read pool lock").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open_reader(&self.path)?,
-        };
+        let conn = self.take()?;
         let result = work(&conn);
-        let mut idle = self.idle.lock().expect("read pool lock");
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
-        }
+        let (lock, freed) = &*self.inner;
+        lock.lock().expect("read pool lock").idle.push(conn);
+        freed.notify_one();
         result
     }
 

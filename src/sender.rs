@@ -176,11 +176,14 @@ impl Sender {
     }
 
     /// New or newly due messages exist; look now rather than at the next tick.
+    /// One waiting worker is enough: it refills and wakes the others only
+    /// if it found work (a burst of webhooks must not set every worker
+    /// querying the outbox for each one).
     pub fn wake(&self) {
         let mut state = self.shared.state.lock().expect("sender lock");
         state.generation += 1;
         drop(state);
-        self.shared.changed.notify_all();
+        self.shared.changed.notify_one();
     }
 
     /// Stops taking new messages, lets in-flight sends finish (each is

@@ -1,6 +1,7 @@
 //! What every route can reach, managed by Rocket: the configuration, the
 //! database and a handle to nudge the sender.
 
+use crate::clicks::ClickLog;
 use crate::config::Config;
 use crate::db::Db;
 use crate::sender::Sender;
@@ -10,4 +11,5 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub sender: Sender,
+    pub clicks: ClickLog,
 }

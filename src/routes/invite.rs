@@ -2,18 +2,18 @@
 //! the business's own wa.me address. The click is logged without making the
 //! redirect wait for a disk write.
 
+use crate::clicks::Click;
 use crate::db::DbError;
 use crate::domain::{InviteToken, OrderId};
 use crate::error::AppError;
 use crate::links;
-use crate::outbox::new_id;
 use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, routes, State};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 use std::io::Cursor;
 
 pub fn routes() -> Vec<rocket::Route> {
@@ -155,15 +155,12 @@ async fn invite(token: &str, user_agent: UserAgent, state: &State<AppState>) -> 
         return InviteAnswer::Page(not_found_page());
     };
     let preview = user_agent.0.as_deref().is_some_and(is_preview_fetcher);
-    let ua = user_agent.0;
-    let (token_id, order_id) = (found.token_id, found.order_id);
-    state.db.writer.spawn(move |c| {
-        c.prepare_cached(
-            "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![new_id(), token_id, order_id, now, ua, preview])?;
-        Ok(())
+    state.clicks.record(Click {
+        token_id: found.token_id,
+        order_id: found.order_id,
+        at: now,
+        user_agent: user_agent.0,
+        preview,
     });
     InviteAnswer::Redirect(links::wa_me_link(business, &order, &token))
 }

@@ -348,7 +348,9 @@ fn server_errors_are_retried_then_delivered_once() {
 fn a_request_hanging_past_the_timeout_is_retried_then_delivered_once() {
     let graph = FakeGraph::start();
     graph.script([Reply::Hang(Duration::from_millis(1500))]);
-    let app = TestApp::spawn(&graph);
+    let app = TestApp::builder(&graph)
+        .env("WHATSAPP_TIMEOUT_MS", "400")
+        .spawn();
 
     pay(&app, &payment_event(ORDER));
 
@@ -518,7 +520,7 @@ fn a_send_interrupted_by_a_kill_is_delivered_once_after_restart() {
     pay(&app, &payment_event(ORDER));
     graph.wait_for_requests(1, PATIENCE);
 
-    // Act: crash mid-send (within the 400 ms client timeout), start again.
+    // Act: crash mid-send (within the 2 s client timeout), start again.
     app.kill9();
     app.restart();
 
@@ -601,6 +603,9 @@ fn thirty_two_workers_racing_through_a_backlog_never_send_a_message_twice() {
     let app = TestApp::builder(&graph)
         .env("SEND_WORKERS", "32")
         .env("WHATSAPP_MAX_MPS", "100000")
+        // A timeout after the fake accepted would be a legitimate resend
+        // (Meta may have the message); keep it out of this race.
+        .env("WHATSAPP_TIMEOUT_MS", "10000")
         .spawn();
     let orders: Vec<String> = (0..300).map(|i| format!("ORD-R{i:03}")).collect();
     std::thread::scope(|s| {

@@ -213,7 +213,7 @@ impl TestApp {
             ("WHATSAPP_APP_SECRET", APP_SECRET),
             ("WHATSAPP_API_BASE", graph.base_url()),
             ("WHATSAPP_RETRY_BASE_MS", "5"),
-            ("WHATSAPP_TIMEOUT_MS", "400"),
+            ("WHATSAPP_TIMEOUT_MS", "2000"),
             ("WHATSAPP_MAX_ATTEMPTS", "4"),
         ] {
             env.insert(k.to_string(), Some(v.to_string()));
