@@ -1,0 +1,248 @@
+//! Child processes: the release `orderlink` binary on a temp database, and
+//! this binary re-executed as the ceiling server. Their CPU and memory are
+//! read from /proc, so they are measured apart from the load generator.
+
+use crate::http;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
+pub const BUSINESS_NUMBER: &str = "919999900000";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU time of a whole process (all its threads, live or gone).
+pub fn process_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name, which may hold spaces: state is
+    // field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks = f.iter().sum::<u64>() as f64;
+    Duration::from_secs_f64(ticks / clock_ticks())
+}
+
+/// VmHWM (peak resident set) of a live process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Polls `path` every millisecond until it answers 200; the time since
+/// `since`, or `None` past `deadline` or when the child died.
+fn wait_ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    path: &str,
+    since: Instant,
+    deadline: Duration,
+) -> Option<Duration> {
+    loop {
+        if let Ok(m) = http::get_once(addr, path, Duration::from_secs(2)) {
+            if m.status == 200 {
+                return Some(since.elapsed());
+            }
+        }
+        if since.elapsed() > deadline {
+            return None;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("bench: child exited before it was ready: {status}");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// This binary's `ceiling-server` subcommand, running.
+pub struct CeilingServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl CeilingServer {
+    pub fn start() -> CeilingServer {
+        let port = free_port();
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .args(["ceiling-server", &port.to_string()])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the ceiling server");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_ready(
+            &mut child,
+            addr,
+            "/",
+            Instant::now(),
+            Duration::from_secs(30),
+        )
+        .expect("the ceiling server answers");
+        CeilingServer { child, addr }
+    }
+
+    pub fn cpu(&self) -> Duration {
+        process_cpu(self.child.id())
+    }
+}
+
+impl Drop for CeilingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Options<'a> {
+    pub bin: &'a Path,
+    pub rocket_toml: &'a Path,
+    pub dir: &'a Path,
+    pub api_base: String,
+    pub send_workers: usize,
+}
+
+/// The release `orderlink` binary, serving.
+pub struct Orderlink {
+    child: Child,
+    pub addr: SocketAddr,
+    pub spawned: Instant,
+    /// Spawn to the first 200 from `GET /healthz`.
+    pub ready_after: Duration,
+    pub db_path: PathBuf,
+    log_path: PathBuf,
+}
+
+pub struct Stopped {
+    pub peak_rss_kib: Option<u64>,
+    pub exit: String,
+    pub warnings: usize,
+    pub errors: usize,
+    /// The first few ERROR and WARN lines of its log, if any.
+    pub error_lines: Vec<String>,
+    pub warning_lines: Vec<String>,
+}
+
+impl Orderlink {
+    pub fn start(o: &Options) -> Orderlink {
+        std::fs::create_dir_all(o.dir).expect("child dir");
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let db_path = o.dir.join("o.db");
+        let log_path = o.dir.join("orderlink.log");
+        let log = std::fs::File::create(&log_path).expect("child log");
+        let mut cmd = Command::new(o.bin);
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WHATSAPP_TOKEN", "bench")
+            .env("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID)
+            .env("WHATSAPP_BUSINESS_NUMBER_E164", BUSINESS_NUMBER)
+            .env("PAYMENT_WEBHOOK_SECRET", crate::events::SECRET)
+            .env("WHATSAPP_APP_SECRET", "bench-app-secret")
+            .env("WHATSAPP_API_BASE", &o.api_base)
+            .env("DATABASE_PATH", &db_path)
+            .env("ROCKET_CONFIG", o.rocket_toml)
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env("ROCKET_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .env("WHATSAPP_MAX_MPS", "1000000")
+            .env("SEND_WORKERS", o.send_workers.to_string())
+            .env("APP_BASE_URL", format!("http://{addr}"))
+            // Its own folder as working directory: no stray .env is read.
+            .current_dir(o.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        let spawned = Instant::now();
+        let mut child = cmd.spawn().expect("start orderlink");
+        let ready_after = wait_ready(
+            &mut child,
+            addr,
+            "/healthz",
+            spawned,
+            Duration::from_secs(60),
+        );
+        let Some(ready_after) = ready_after else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("orderlink did not become ready; its log:\n{log}");
+        };
+        Orderlink {
+            child,
+            addr,
+            spawned,
+            ready_after,
+            db_path,
+            log_path,
+        }
+    }
+
+    pub fn cpu(&self) -> Duration {
+        process_cpu(self.child.id())
+    }
+
+    /// Reads VmHWM, then SIGTERM (graceful shutdown; SIGKILL after 20 s).
+    pub fn stop(mut self) -> Stopped {
+        let peak_rss_kib = peak_rss_kib(self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        let exit = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break format!("{status} after SIGTERM"),
+                Ok(None) if start.elapsed() > Duration::from_secs(20) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break "killed: no exit within 20 s of SIGTERM".to_owned();
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => break format!("wait failed: {e}"),
+            }
+        };
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        Stopped {
+            peak_rss_kib,
+            exit,
+            warnings: warnings.len(),
+            errors: errors.len(),
+            error_lines: errors.iter().take(3).map(|l| l.to_string()).collect(),
+            warning_lines: warnings.iter().take(5).map(|l| l.to_string()).collect(),
+        }
+    }
+}

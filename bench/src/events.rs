@@ -1,0 +1,102 @@
+//! Payment events as the gateway sends them (SPEC §4), signed requests, and
+//! databases pre-populated through the product's own unit of work.
+
+use orderlink::domain::PaymentEvent;
+use orderlink::payments::{self, Context};
+use orderlink::signature::WebhookSecret;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const PHONE: &str = "+91 98765 43210";
+const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+/// A `payment_succeeded` body shaped like SPEC §4's example.
+pub fn payment_body(event_id: &str, order_id: &str) -> String {
+    serde_json::json!({
+        "id": event_id,
+        "type": "payment_succeeded",
+        "created_at": "2026-11-26T10:00:00Z",
+        "data": {
+            "order_id": order_id,
+            "payment_id": format!("pay_{event_id}"),
+            "user_id": "user_77",
+            "amount": 49900,
+            "currency": "INR",
+            "customer_phone": PHONE,
+            "note": "Arrives by Friday"
+        }
+    })
+    .to_string()
+}
+
+/// `n` unique signed `POST /webhooks/payment` requests, as raw bytes.
+/// `run` keeps ids unique across the webhook children of one benchmark.
+pub fn signed_webhooks(addr: SocketAddr, run: &str, n: usize) -> Vec<Vec<u8>> {
+    let secret = WebhookSecret::parse(SECRET).expect("bench secret parses");
+    let ts = (now_ms() / 1000).to_string();
+    (0..n)
+        .map(|i| {
+            let id = format!("msg_{run}_{i:06}");
+            let body = payment_body(&format!("evt_{run}_{i:06}"), &format!("ORD-{run}-{i:06}"));
+            let sig = secret.sign(&id, &ts, body.as_bytes());
+            format!(
+                "POST /webhooks/payment HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 webhook-id: {id}\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: {sig}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// Writes `orders` paid orders (each with its token and both messages
+/// queued, exactly as the webhook would) through `payments::record`, in
+/// transactions of `batch`. Returns how long it took.
+pub fn populate(path: &Path, prefix: &str, orders: usize, batch: usize) -> Duration {
+    let conn = crate::ceiling::open_migrated(path);
+    let start = std::time::Instant::now();
+    let mut i = 0;
+    while i < orders {
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        let ctx = Context {
+            now_ms: now_ms(),
+            token_ttl_ms: TOKEN_TTL_MS,
+        };
+        for j in i..(i + batch).min(orders) {
+            let key = format!("pre_{prefix}_{j:07}");
+            let body = payment_body(&key, &format!("PRE-{prefix}-{j:07}"));
+            let event = PaymentEvent::parse(body.as_bytes(), None).expect("bench event parses");
+            payments::record(&conn, &key, &event, &ctx).expect("record");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        i += batch;
+    }
+    start.elapsed()
+}
+
+/// Marks every queued or waiting message as already accepted by Meta, as in
+/// a database that has been serving for a while (used for the start-up
+/// figure on a large database, so the sender has nothing to do).
+pub fn mark_all_sent(path: &Path) {
+    let conn = crate::ceiling::open_migrated(path);
+    let now = now_ms();
+    conn.execute_batch(&format!(
+        "BEGIN;
+         UPDATE outbox SET status = 'sent', sent_at = {now}, updated_at = {now}, attempts = 1,
+                graph_message_id = 'wamid.pre.' || id
+          WHERE status IN ('queued', 'waiting');
+         UPDATE orders SET last_confirmation_sent_at = {now};
+         COMMIT;"
+    ))
+    .expect("mark the outbox sent");
+}

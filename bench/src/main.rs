@@ -1,0 +1,815 @@
+//! orderlink's benchmark (issue 5): the product against the ceilings of its
+//! own parts, all measured in one run on one machine.
+//!
+//! `cargo run --release -p bench [-- --quick] [-- --out bench/results.json]`
+
+mod ceiling;
+mod child;
+mod events;
+mod fake_graph;
+mod http;
+mod report;
+
+use child::{CeilingServer, Options, Orderlink};
+use fake_graph::FakeGraph;
+use http::{Load, LoadResult};
+use report::{Report, Row};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Plan {
+    quick: bool,
+    out: PathBuf,
+    concurrency: usize,
+    ceiling_requests: usize,
+    sqlite_full: usize,
+    sqlite_normal: usize,
+    webhooks: usize,
+    invites: usize,
+    delivery_orders: usize,
+    big_db_orders: usize,
+    /// Phases to run besides the ceilings (all by default).
+    only: Option<Vec<String>>,
+    /// Hard deadline of each request phase.
+    phase_deadline: Duration,
+    /// Hard deadline of each delivery run.
+    delivery_deadline: Duration,
+}
+
+impl Plan {
+    fn runs(&self, phase: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|p| p == phase))
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,delivery,startup]"
+    );
+    std::process::exit(2)
+}
+
+fn plan(args: &[String], root: &Path) -> Plan {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut out = root.join("bench/results.json");
+    let mut concurrency = 32;
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
+            "--only" => {
+                let list: Vec<String> = it
+                    .next()
+                    .unwrap_or_else(|| usage())
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                if list
+                    .iter()
+                    .any(|p| !["webhooks", "delivery", "startup"].contains(&p.as_str()))
+                {
+                    usage()
+                }
+                only = Some(list)
+            }
+            "--concurrency" => {
+                concurrency = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0 && n <= 1024)
+                    .unwrap_or_else(|| usage())
+            }
+            _ => usage(),
+        }
+    }
+    let pick = |full: usize, small: usize| if quick { small } else { full };
+    Plan {
+        quick,
+        out,
+        concurrency,
+        only,
+        ceiling_requests: pick(100_000, 20_000),
+        sqlite_full: pick(3_000, 500),
+        sqlite_normal: pick(10_000, 2_000),
+        webhooks: pick(20_000, 4_000),
+        invites: pick(20_000, 4_000),
+        delivery_orders: pick(5_000, 500),
+        big_db_orders: pick(100_000, 10_000),
+        phase_deadline: Duration::from_secs(pick(120, 30) as u64),
+        delivery_deadline: Duration::from_secs(pick(240, 30) as u64),
+    }
+}
+
+/// A scratch folder for this run's databases, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("orderlink-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn say(line: impl AsRef<str>) {
+    eprintln!("bench: {}", line.as_ref());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("ceiling-server") {
+        let port = args
+            .get(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| usage());
+        std::process::exit(ceiling::serve(port));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned();
+    let plan = plan(&args, &root);
+    let bin = build_orderlink(&root);
+    let scratch = Scratch::new();
+    let mut report = Report::new(plan.quick, plan.concurrency);
+    report.detail("loadavg_at_start", json!(report::loadavg()));
+    let started = Instant::now();
+
+    // 1. Ceilings.
+    let ceilings = measure_ceilings(&plan, &scratch.0, &mut report);
+
+    // 2-4. Webhooks and invites on one orderlink child.
+    let o = Options {
+        bin: &bin,
+        rocket_toml: &root.join("Rocket.toml"),
+        dir: &scratch.0.join("serve"),
+        api_base: String::new(),
+        send_workers: 4,
+    };
+    let mut peak_rss = Vec::new();
+    if plan.runs("webhooks") {
+        webhooks_and_invites(&plan, &o, &ceilings, &mut report, &mut peak_rss);
+    }
+
+    // 5. Delivery.
+    if plan.runs("delivery") {
+        delivery(&plan, &o, &scratch.0, &mut report, &mut peak_rss);
+    }
+
+    let total = report.duplicates_total();
+    let dup_note = report.duplicates_text();
+    report.row(
+        Row::new(
+            "duplicate messages at the fake, whole run",
+            total as f64,
+            "",
+        )
+        .note(&dup_note)
+        .target("0", total == 0),
+    );
+
+    // 6. Memory, size, start-up.
+    if plan.runs("startup") {
+        startup(&plan, &o, &scratch.0, &mut report, &mut peak_rss);
+    }
+    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    let (peak_kib, peak_where) = peak_rss
+        .iter()
+        .max_by_key(|(k, _)| *k)
+        .cloned()
+        .unwrap_or((0, String::new()));
+    let peak_mib = peak_kib as f64 / 1024.0;
+    report.row(
+        Row::new(
+            "orderlink peak RSS (VmHWM), max over all children",
+            peak_mib,
+            "MiB",
+        )
+        .note(&peak_where)
+        .target("≤ 40 MiB", peak_mib > 0.0 && peak_mib <= 40.0),
+    );
+    report.detail(
+        "peak_rss_kib_per_child",
+        json!(peak_rss
+            .iter()
+            .map(|(k, w)| json!({"child": w, "vm_hwm_kib": k}))
+            .collect::<Vec<_>>()),
+    );
+    report.row(Row::new(
+        "release binary size",
+        size as f64 / (1024.0 * 1024.0),
+        "MiB",
+    ));
+    report.detail("binary_bytes", json!(size));
+    report.detail("wall_seconds", json!(started.elapsed().as_secs_f64()));
+
+    // 7. The table and the JSON.
+    report.print();
+    if let Some(parent) = plan.out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&plan.out, report.json()).expect("write the results");
+    say(format!(
+        "wrote {} ({:.0} s)",
+        plan.out.display(),
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+/// `cargo build --release --bin orderlink` with the cargo that runs us.
+fn build_orderlink(root: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    say("building the release orderlink binary");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--bin", "orderlink"])
+        .current_dir(root);
+    // `cargo run` gave this process the bench package's own variables;
+    // build scripts (ring's) watch some of them, so passing them on would
+    // make every build of the product, ours and the developer's, rebuild
+    // them in turn.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    let status = cmd.status().expect("run cargo");
+    if !status.success() {
+        eprintln!("bench: cargo build --release --bin orderlink failed");
+        std::process::exit(1);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let target = if target.is_relative() {
+        root.join(target)
+    } else {
+        target
+    };
+    target.join("release/orderlink")
+}
+
+struct Ceilings {
+    constant_rps: f64,
+    redirect_rps: f64,
+    sqlite_full_tps: f64,
+}
+
+fn load_line(name: &str, r: &LoadResult) {
+    say(format!(
+        "{name}: {} in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms [{}]{}",
+        r.completed,
+        r.elapsed.as_secs_f64(),
+        r.rate(),
+        r.pct_ms(50.0),
+        r.pct_ms(99.0),
+        r.max_ms(),
+        r.statuses_text(),
+        if r.hit_deadline {
+            " (deadline hit)"
+        } else {
+            ""
+        }
+    ));
+    if let Some(e) = &r.first_error {
+        say(format!("{name}: first error: {e}"));
+    }
+}
+
+fn load_detail(r: &LoadResult, server_cpu: Duration) -> serde_json::Value {
+    json!({
+        "completed": r.completed,
+        "io_errors": r.errors,
+        "seconds": r.elapsed.as_secs_f64(),
+        "per_second": r.rate(),
+        "p50_ms": r.pct_ms(50.0),
+        "p90_ms": r.pct_ms(90.0),
+        "p99_ms": r.pct_ms(99.0),
+        "max_ms": r.max_ms(),
+        "statuses": r.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "hit_deadline": r.hit_deadline,
+        "load_generator_cpu_seconds": r.client_cpu.as_secs_f64(),
+        "server_cpu_seconds": server_cpu.as_secs_f64(),
+        "first_error": r.first_error,
+    })
+}
+
+fn measure_ceilings(plan: &Plan, dir: &Path, report: &mut Report) -> Ceilings {
+    let server = CeilingServer::start();
+    let get = |path: &str| {
+        Arc::new(vec![format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bench\r\n\r\n",
+            server.addr
+        )
+        .into_bytes()])
+    };
+    let run = |requests| {
+        let cpu0 = server.cpu();
+        let r = http::run(&Load {
+            addr: server.addr,
+            requests,
+            total: plan.ceiling_requests,
+            concurrency: plan.concurrency,
+            deadline: plan.phase_deadline,
+            keep_bodies: false,
+        });
+        let cpu = server.cpu().saturating_sub(cpu0);
+        (r, cpu)
+    };
+    // A short warm-up so both figures see a running server.
+    let _ = http::run(&Load {
+        addr: server.addr,
+        requests: get("/"),
+        total: 2_000,
+        concurrency: plan.concurrency,
+        deadline: plan.phase_deadline,
+        keep_bodies: false,
+    });
+    let (constant, constant_cpu) = run(get("/"));
+    load_line("ceiling: Rocket constant string", &constant);
+    let (redirect, redirect_cpu) = run(get("/r"));
+    load_line("ceiling: Rocket constant 302", &redirect);
+    drop(server);
+
+    let c = plan.concurrency;
+    report.row(
+        Row::new(
+            &format!("ceiling: Rocket constant string, c={c}"),
+            constant.rate(),
+            "req/s",
+        )
+        .latency(&constant),
+    );
+    report.row(
+        Row::new(
+            &format!("ceiling: Rocket constant 302, c={c}"),
+            redirect.rate(),
+            "req/s",
+        )
+        .latency(&redirect),
+    );
+    // The load generator's own figure: requests it can drive per second of
+    // its own CPU, against what the server did with the rest of the machine.
+    let gen_capacity = constant.completed as f64 / constant.client_cpu.as_secs_f64().max(1e-9);
+    let secs = constant.elapsed.as_secs_f64().max(1e-9);
+    report.row(
+        Row::new(
+            "load generator: req per CPU-second of its own",
+            gen_capacity,
+            "req/s",
+        )
+        .ceiling(constant.rate(), "constant-string req/s")
+        .note(&format!(
+            "CPU during that run: generator {:.0} %, server {:.0} % (of one core)",
+            100.0 * constant.client_cpu.as_secs_f64() / secs,
+            100.0 * constant_cpu.as_secs_f64() / secs
+        )),
+    );
+    report.detail(
+        "ceiling_constant_string",
+        load_detail(&constant, constant_cpu),
+    );
+    report.detail("ceiling_constant_302", load_detail(&redirect, redirect_cpu));
+
+    let full = ceiling::sqlite(dir, "FULL", plan.sqlite_full, plan.phase_deadline);
+    let normal = ceiling::sqlite(dir, "NORMAL", plan.sqlite_normal, plan.phase_deadline);
+    let mut sqlite = serde_json::Map::new();
+    for (name, r) in [("FULL", &full), ("NORMAL", &normal)] {
+        let cpu_share = r.cpu.as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9);
+        say(format!(
+            "ceiling: raw SQLite synchronous={name}: {} tx in {:.2} s = {:.0} tx/s ({:.0} % of it on CPU)",
+            r.transactions,
+            r.elapsed.as_secs_f64(),
+            r.rate(),
+            100.0 * cpu_share
+        ));
+        report.row(
+            Row::new(
+                &format!("ceiling: raw SQLite, one webhook per tx, synchronous={name}"),
+                r.rate(),
+                "tx/s",
+            )
+            .note(&format!(
+                "{} tx; {:.0} µs CPU per tx, {:.0} % of the time on CPU",
+                r.transactions,
+                1e6 * r.cpu.as_secs_f64() / r.transactions.max(1) as f64,
+                100.0 * cpu_share
+            )),
+        );
+        sqlite.insert(
+            name.to_ascii_lowercase(),
+            json!({"transactions": r.transactions, "seconds": r.elapsed.as_secs_f64(),
+                   "per_second": r.rate(), "cpu_seconds": r.cpu.as_secs_f64()}),
+        );
+    }
+    report.detail("ceiling_sqlite", json!(sqlite));
+    Ceilings {
+        constant_rps: constant.rate(),
+        redirect_rps: redirect.rate(),
+        sqlite_full_tps: full.rate(),
+    }
+}
+
+/// Waits until the fake has received `n` distinct messages (duplicates do
+/// not count); the time since `since`.
+fn wait_messages(
+    fake: &FakeGraph,
+    n: u64,
+    since: Instant,
+    deadline: Duration,
+) -> Result<Duration, Duration> {
+    loop {
+        if fake.unique() >= n {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > deadline {
+            return Err(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn invite_path(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let url = v.get("invite_url")?.as_str()?;
+    let rest = url.split_once("://")?.1;
+    Some(rest[rest.find('/')?..].to_owned())
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+}
+
+fn webhooks_and_invites(
+    plan: &Plan,
+    o: &Options,
+    ceilings: &Ceilings,
+    report: &mut Report,
+    peak_rss: &mut Vec<(u64, String)>,
+) {
+    let fake = FakeGraph::start(Duration::ZERO);
+    let opts = Options {
+        api_base: fake.base_url(),
+        ..*o
+    };
+    let server = Orderlink::start(&opts);
+    let c = plan.concurrency;
+
+    // 3. Webhooks.
+    let requests = Arc::new(events::signed_webhooks(server.addr, "w", plan.webhooks));
+    let cpu0 = server.cpu();
+    let hooks = http::run(&Load {
+        addr: server.addr,
+        requests,
+        total: plan.webhooks,
+        concurrency: c,
+        deadline: plan.phase_deadline,
+        keep_bodies: true,
+    });
+    let hooks_cpu = server.cpu().saturating_sub(cpu0);
+    load_line("orderlink: signed payment webhooks", &hooks);
+    let sent_during = fake.messages();
+    let mut outcome_counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut invite_paths = Vec::new();
+    for (_, body) in &hooks.bodies {
+        let status = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("status")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "(no status)".into());
+        *outcome_counts.entry(status).or_default() += 1;
+        if let Some(p) = invite_path(body) {
+            invite_paths.push(p);
+        }
+    }
+    let processed = outcome_counts.get("processed").copied().unwrap_or(0);
+    let non_200: usize = hooks
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s != 200)
+        .map(|(_, n)| n)
+        .sum();
+    report.row(
+        Row::new(&format!("webhooks/s, c={c}"), hooks.rate(), "req/s")
+            .latency(&hooks)
+            .ceiling(ceilings.sqlite_full_tps, "raw SQLite FULL tx/s")
+            .target("≥ 8,000/s", hooks.rate() >= 8000.0),
+    );
+    report.row(
+        Row::new(&format!("webhooks/s, c={c}"), hooks.rate(), "req/s")
+            .ceiling(ceilings.constant_rps, "constant-string req/s"),
+    );
+    // Little's law: with c requests in flight and each answered only after
+    // a commit of its batch (at most c requests), c per commit is the most
+    // a durable webhook can do here.
+    report.row(
+        Row::new(&format!("webhooks/s, c={c}"), hooks.rate(), "req/s").ceiling(
+            c as f64 * ceilings.sqlite_full_tps,
+            &format!("fsync-only bound: {c} per commit × raw FULL tx/s"),
+        ),
+    );
+    report.row(
+        Row::new("webhook p99 latency", hooks.pct_ms(99.0), "ms")
+            .note(&format!(
+                "p50 {:.2} ms, max {:.1} ms",
+                hooks.pct_ms(50.0),
+                hooks.max_ms()
+            ))
+            .target("≤ 10 ms", hooks.pct_ms(99.0) <= 10.0),
+    );
+    report.row(
+        Row::new("webhook answers", hooks.completed as f64, "")
+            .note(&format!(
+                "HTTP [{}]; bodies {}",
+                hooks.statuses_text(),
+                outcome_counts
+                    .iter()
+                    .map(|(k, v)| format!("{k}×{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+            .target(
+                "all 200 processed",
+                processed == plan.webhooks && non_200 == 0 && hooks.errors == 0,
+            ),
+    );
+    let mut detail = load_detail(&hooks, hooks_cpu);
+    detail["body_statuses"] = json!(outcome_counts);
+    detail["messages_delivered_during_phase"] = json!(sent_during);
+
+    // Let the sender finish the messages those webhooks queued, so the
+    // invite phase measures redirects alone.
+    let drain_start = Instant::now();
+    let expected = 2 * processed as u64;
+    let drained = wait_messages(&fake, expected, drain_start, plan.phase_deadline);
+    std::thread::sleep(Duration::from_millis(200));
+    say(format!(
+        "orderlink: {} of {expected} messages reached the fake ({} during the webhooks; drained {:.2} s later{}), duplicates {}",
+        fake.messages(),
+        sent_during,
+        drained.unwrap_or_else(|e| e).as_secs_f64(),
+        if drained.is_err() { ", deadline hit" } else { "" },
+        fake.duplicates()
+    ));
+    detail["messages_expected"] = json!(expected);
+    detail["messages_delivered"] = json!(fake.messages());
+    detail["drain_seconds_after_phase"] = json!(drained.unwrap_or_else(|e| e).as_secs_f64());
+    detail["duplicates"] = json!(fake.duplicates());
+    detail["fake_rejected_requests"] = json!(fake.rejected());
+    report.detail("webhooks", detail);
+
+    // 4. Invites, over the real tokens from the answers, each clicked once.
+    let invites = if invite_paths.is_empty() {
+        say("orderlink: no invite_url in any webhook answer; skipping invites");
+        None
+    } else {
+        let requests: Vec<Vec<u8>> = invite_paths
+            .iter()
+            .map(|p| {
+                format!(
+                    "GET {p} HTTP/1.1\r\nHost: {}\r\nUser-Agent: Mozilla/5.0 (Linux; Android 14) bench\r\n\r\n",
+                    server.addr
+                )
+                .into_bytes()
+            })
+            .collect();
+        let cpu0 = server.cpu();
+        let r = http::run(&Load {
+            addr: server.addr,
+            requests: Arc::new(requests),
+            total: plan.invites,
+            concurrency: c,
+            deadline: plan.phase_deadline,
+            keep_bodies: false,
+        });
+        let cpu = server.cpu().saturating_sub(cpu0);
+        load_line("orderlink: invite redirects", &r);
+        report.detail("invites", load_detail(&r, cpu));
+        Some(r)
+    };
+    if let Some(r) = &invites {
+        let floor = 0.4 * ceilings.redirect_rps;
+        report.row(
+            Row::new(&format!("invite redirects/s, c={c}"), r.rate(), "req/s")
+                .latency(r)
+                .ceiling(ceilings.redirect_rps, "constant-302 req/s")
+                .target("≥ 40 % of ceiling", r.rate() >= floor),
+        );
+        report.row(
+            Row::new("invite p99 latency", r.pct_ms(99.0), "ms")
+                .note(&format!("HTTP [{}]", r.statuses_text()))
+                .target("≤ 5 ms", r.pct_ms(99.0) <= 5.0),
+        );
+    }
+    let dups = fake.duplicates();
+    let dup_examples = fake.duplicate_examples();
+    let db_path = server.db_path.clone();
+    let stopped = server.stop();
+    fake.stop();
+    note_stopped("webhooks+invites", &stopped, peak_rss, report);
+    // What reached the disk: the product's own record of the run.
+    let conn = rusqlite::Connection::open(&db_path).expect("reopen");
+    let db = json!({
+        "orders_paid": count(&conn, "SELECT COUNT(*) FROM orders WHERE status = 'PAID'"),
+        "tokens": count(&conn, "SELECT COUNT(*) FROM whatsapp_tokens"),
+        "outbox_sent": count(&conn, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'"),
+        "outbox_not_sent": count(&conn, "SELECT COUNT(*) FROM outbox WHERE status <> 'sent'"),
+        "invite_clicks": count(&conn, "SELECT COUNT(*) FROM invite_clicks"),
+    });
+    say(format!("orderlink database after the run: {db}"));
+    report.detail("webhooks_invites_database", db);
+    report.add_duplicates("webhooks+invites", dups, dup_examples);
+}
+
+fn note_stopped(
+    name: &str,
+    s: &child::Stopped,
+    peak_rss: &mut Vec<(u64, String)>,
+    report: &mut Report,
+) {
+    if let Some(k) = s.peak_rss_kib {
+        peak_rss.push((k, name.to_owned()));
+    }
+    if s.errors > 0 || !s.exit.contains("exit status: 0") {
+        say(format!(
+            "{name}: orderlink {}; {} ERROR / {} WARN log lines {:?}",
+            s.exit, s.errors, s.warnings, s.error_lines
+        ));
+    }
+    report.child(
+        name,
+        json!({"exit": s.exit, "log_errors": s.errors, "log_warnings": s.warnings,
+               "first_error_lines": s.error_lines, "first_warning_lines": s.warning_lines, "vm_hwm_kib": s.peak_rss_kib}),
+    );
+}
+
+fn delivery(
+    plan: &Plan,
+    o: &Options,
+    dir: &Path,
+    report: &mut Report,
+    peak_rss: &mut Vec<(u64, String)>,
+) {
+    let orders = plan.delivery_orders;
+    let messages = 2 * orders as u64;
+    let mut details = Vec::new();
+    for (latency_ms, workers) in [(0u64, 4usize), (0, 32), (50, 4), (50, 32)] {
+        let name = format!("delivery {latency_ms} ms × {workers} workers");
+        let run_dir = dir.join(format!("deliver-{latency_ms}-{workers}"));
+        std::fs::create_dir_all(&run_dir).expect("run dir");
+        let fill = events::populate(&run_dir.join("o.db"), "d", orders, orders);
+        let fake = FakeGraph::start(Duration::from_millis(latency_ms));
+        let server = Orderlink::start(&Options {
+            dir: &run_dir,
+            api_base: fake.base_url(),
+            send_workers: workers,
+            ..*o
+        });
+        let done = wait_messages(&fake, messages, server.spawned, plan.delivery_deadline);
+        // Anything sent twice arrives right behind; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        let elapsed = done.unwrap_or_else(|e| e);
+        let got = fake.messages();
+        let unique = fake.unique();
+        let rate = unique.min(messages) as f64 / elapsed.as_secs_f64().max(1e-9);
+        let steady = fake
+            .first_to_last()
+            .map(|d| (got.saturating_sub(1)) as f64 / d.as_secs_f64().max(1e-9));
+        let dups = fake.duplicates();
+        say(format!(
+            "{name}: {got} of {messages} messages in {:.2} s from spawn = {rate:.0}/s (first→last {:.0}/s; ready after {:.1} ms; first message {:.1} ms after spawn){}; duplicates {dups}; rejected {}",
+            elapsed.as_secs_f64(),
+            steady.unwrap_or(0.0),
+            server.ready_after.as_secs_f64() * 1000.0,
+            fake.first_at().map_or(-1.0, |t| (t - server.spawned).as_secs_f64() * 1000.0),
+            if done.is_err() { " DEADLINE HIT" } else { "" },
+            fake.rejected(),
+        ));
+        let ready_ms = server.ready_after.as_secs_f64() * 1000.0;
+        let stopped = server.stop();
+        fake.stop();
+        note_stopped(&name, &stopped, peak_rss, report);
+        report.add_duplicates(&name, dups, fake.duplicate_examples());
+        let mut row = Row::new(
+            &format!("delivered msg/s, fake {latency_ms} ms, SEND_WORKERS={workers}"),
+            rate,
+            "msg/s",
+        )
+        .note(&format!(
+            "{unique}/{messages} distinct msgs in {:.2} s from spawn, {dups} duplicates{}",
+            elapsed.as_secs_f64(),
+            if done.is_err() { ", DEADLINE HIT" } else { "" }
+        ));
+        if latency_ms > 0 {
+            let bound = workers as f64 / (latency_ms as f64 / 1000.0);
+            row = row.ceiling(bound, "workers ÷ latency");
+            if workers == 32 {
+                row = row.target("≥ 90 % of bound", rate >= 0.9 * bound);
+            }
+        } else if workers == 4 {
+            row = row.target("≥ 2,000 msg/s", rate >= 2000.0);
+        }
+        report.row(row);
+        details.push(json!({
+            "fake_latency_ms": latency_ms, "send_workers": workers, "orders": orders,
+            "messages_expected": messages, "messages_received": got, "distinct_messages_received": unique, "duplicates": dups,
+            "fake_rejected_requests": fake.rejected(),
+            "seconds_from_spawn": elapsed.as_secs_f64(), "per_second_from_spawn": rate,
+            "per_second_first_to_last": steady,
+            "ready_after_ms": ready_ms,
+            "populate_seconds": fill.as_secs_f64(),
+            "hit_deadline": done.is_err(),
+        }));
+    }
+    report.detail("delivery", json!(details));
+}
+
+fn startup(
+    plan: &Plan,
+    o: &Options,
+    dir: &Path,
+    report: &mut Report,
+    peak_rss: &mut Vec<(u64, String)>,
+) {
+    let fake = FakeGraph::start(Duration::ZERO);
+    let mut measure = |name: &str, run_dir: &Path, report: &mut Report| -> f64 {
+        let server = Orderlink::start(&Options {
+            dir: run_dir,
+            api_base: fake.base_url(),
+            ..*o
+        });
+        let ms = server.ready_after.as_secs_f64() * 1000.0;
+        let stopped = server.stop();
+        note_stopped(name, &stopped, peak_rss, report);
+        ms
+    };
+    // Three fresh empty databases; the median.
+    let mut empty: Vec<f64> = (0..3)
+        .map(|i| {
+            measure(
+                "start-up, empty database",
+                &dir.join(format!("start-empty-{i}")),
+                report,
+            )
+        })
+        .collect();
+    empty.sort_by(f64::total_cmp);
+    say(format!("start-up on an empty database: {empty:.1?} ms"));
+    report.row(
+        Row::new(
+            "start-up to first accepted request, empty database (median of 3)",
+            empty[1],
+            "ms",
+        )
+        .target("≤ 200 ms", empty[1] <= 200.0),
+    );
+
+    let big_dir = dir.join("start-big");
+    std::fs::create_dir_all(&big_dir).expect("big dir");
+    let n = plan.big_db_orders;
+    let fill = events::populate(&big_dir.join("o.db"), "big", n, 5_000);
+    events::mark_all_sent(&big_dir.join("o.db"));
+    say(format!(
+        "populated {n} orders in {:.1} s",
+        fill.as_secs_f64()
+    ));
+    let mut big: Vec<f64> = (0..3)
+        .map(|_| measure(&format!("start-up, {n}-order database"), &big_dir, report))
+        .collect();
+    big.sort_by(f64::total_cmp);
+    say(format!("start-up on a {n}-order database: {big:.1?} ms"));
+    report.row(Row::new(
+        &format!("start-up to first accepted request, {n}-order database (median of 3)"),
+        big[1],
+        "ms",
+    ));
+    report.detail(
+        "startup_ms",
+        json!({"empty": empty, "big": big, "big_orders": n, "big_populate_seconds": fill.as_secs_f64()}),
+    );
+    fake.stop();
+}
