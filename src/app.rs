@@ -19,6 +19,7 @@ pub struct Services {
     pub sender: Sender,
     pub db: Db,
     writer_thread: JoinHandle<()>,
+    checkpointer: db::Checkpointer,
     send_bound: Duration,
     _lock: File,
 }
@@ -33,6 +34,7 @@ impl Services {
         }
         self.db.writer.close();
         let _ = self.writer_thread.join();
+        self.checkpointer.stop();
         log::info!("shutdown complete");
     }
 }
@@ -83,6 +85,8 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let config = Arc::new(config);
     let (conn, lock) = open_database(&config)?;
     let (writer, writer_thread) = Writer::start(conn);
+    let checkpointer = db::Checkpointer::start(&config.database_path)
+        .map_err(|e| format!("DATABASE_PATH {}: {e}", config.database_path.display()))?;
     let db = Db {
         writer,
         reads: ReadPool::new(&config.database_path),
@@ -105,6 +109,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         sender: sender.clone(),
         db: db.clone(),
         writer_thread,
+        checkpointer,
         send_bound: config.timeout + Duration::from_secs(2),
         _lock: lock,
     };
