@@ -6,7 +6,7 @@ use crate::error::AppError;
 use crate::payments::{self, Context, Outcome};
 use crate::sender::now_ms;
 use crate::state::AppState;
-use rocket::data::{Data, ToByteUnit};
+use rocket::data::Data;
 use rocket::request::{FromRequest, Outcome as GuardOutcome, Request};
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
@@ -45,15 +45,7 @@ async fn payment_webhook(
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
     let config = &state.config;
-    let body = body
-        .open(BODY_LIMIT.bytes())
-        .into_bytes()
-        .await
-        .map_err(|e| AppError::InvalidPayload(format!("cannot read the body: {e}")))?;
-    if !body.is_complete() {
-        return Err(AppError::PayloadTooLarge(BODY_LIMIT));
-    }
-    let body = body.into_inner();
+    let body = super::read_raw_body(body, BODY_LIMIT).await?;
 
     if let Some(secret) = &config.webhook_secret {
         let (Some(id), Some(ts), Some(sig)) = (&headers.id, &headers.timestamp, &headers.signature)

@@ -8,7 +8,7 @@ use crate::inbound::{self, Stored};
 use crate::sender::now_ms;
 use crate::signature::verify_meta;
 use crate::state::AppState;
-use rocket::data::{Data, ToByteUnit};
+use rocket::data::Data;
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::serde::json::{json, Value};
@@ -71,15 +71,7 @@ async fn receive(
     body: Data<'_>,
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
-    let body = body
-        .open(BODY_LIMIT.bytes())
-        .into_bytes()
-        .await
-        .map_err(|e| AppError::InvalidPayload(format!("cannot read the body: {e}")))?;
-    if !body.is_complete() {
-        return Err(AppError::PayloadTooLarge(BODY_LIMIT));
-    }
-    let body = body.into_inner();
+    let body = super::read_raw_body(body, BODY_LIMIT).await?;
     if let Some(secret) = &state.config.app_secret {
         match &signature.0 {
             None => {

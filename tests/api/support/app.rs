@@ -64,7 +64,7 @@ impl Resp {
     }
 }
 
-fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
+pub fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,

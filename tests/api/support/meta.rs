@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::app::{Resp, TestApp, APP_SECRET, PHONE_NUMBER_ID};
+use super::app::{into_resp, Resp, TestApp, APP_SECRET, PHONE_NUMBER_ID};
 use super::fake_graph::{FakeGraph, RecordedRequest};
 use super::signing::now_secs;
 use super::{pay, payment_event, Processed, PATIENCE};
@@ -143,32 +143,6 @@ fn agent() -> ureq::Agent {
         .timeout(Duration::from_secs(15))
         .redirects(0)
         .build()
-}
-
-fn into_resp(result: Result<ureq::Response, ureq::Error>) -> Resp {
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("HTTP transport error: {e}"),
-    };
-    let status = response.status();
-    let headers = response
-        .headers_names()
-        .into_iter()
-        .flat_map(|name| {
-            response
-                .all(&name)
-                .into_iter()
-                .map(|v| (name.to_ascii_lowercase(), v.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let body = response.into_string().unwrap_or_default();
-    Resp {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// Meta's webhook and the admin API, spoken to a running app.
