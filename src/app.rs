@@ -141,10 +141,11 @@ pub fn announce(config: &Config) {
     if config.is_sandbox() {
         log::warn!("SANDBOX MODE: WHATSAPP_TOKEN is not set, so no message leaves this machine; each is logged and recorded as sent with a sandbox- id");
         if config.business_number_is_placeholder {
-            // Spelled with spaces: the log filter masks long digit runs as
-            // phone numbers, and this one is a placeholder worth seeing.
+            // Nobody's phone: the log may show it whole.
+            crate::logging::register_public_number(crate::config::SANDBOX_BUSINESS_NUMBER);
             log::warn!(
-                "sandbox: WHATSAPP_BUSINESS_NUMBER_E164 is not set; links use the placeholder number +1 555 010 0000"
+                "sandbox: WHATSAPP_BUSINESS_NUMBER_E164 is not set; links use the placeholder number {}",
+                crate::config::SANDBOX_BUSINESS_NUMBER
             );
         }
         if config.webhook_secret.is_none() {

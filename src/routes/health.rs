@@ -29,6 +29,8 @@ async fn healthz(state: &State<AppState>) -> (Status, Value) {
             json!({
                 "status": "ok",
                 "mode": if state.config.is_sandbox() { "sandbox" } else { "live" },
+                "queued": queued,
+                "dead": dead,
                 "queue": {"queued": queued, "dead": dead},
             }),
         ),
