@@ -1,5 +1,5 @@
 //! env_logger behind a filter that masks what must never reach a log:
-//! invite tokens (any UUID), phone numbers (runs of 8+ digits) and the
+//! invite tokens (any UUID), phone numbers (runs of 7+ digits) and the
 //! configured secrets. It sits under every log line, Rocket's and hyper's
 //! included, so a request log of `/w/invite/{token}` cannot leak a token.
 
@@ -114,7 +114,8 @@ pub fn mask_uuids(text: &str) -> String {
     out
 }
 
-/// Phones are 8 to 15 digits; anything that long is shown by its last four.
+/// Phones are 7 to 15 digits (the shortest valid E.164 numbers have 7);
+/// anything that long is shown by its last four.
 fn mask_long_digit_runs(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -136,7 +137,7 @@ fn mask_long_digit_runs(text: &str) -> String {
                     .map(|p| p.iter().any(|n| n.as_str() == &text[start..i]))
                     .unwrap_or(false)
             };
-            if i - start >= 8 && alone && !public() {
+            if i - start >= 7 && alone && !public() {
                 out.push_str(&text[copied..start]);
                 out.push_str("***");
                 out.push_str(&text[i - 4..i]);
@@ -169,9 +170,11 @@ mod tests {
     #[test]
     fn short_numbers_and_plain_text_are_left_alone() {
         assert_eq!(
-            mask("took 1234567 µs, ORD-1042 ✓"),
-            "took 1234567 µs, ORD-1042 ✓"
+            mask("took 123456 µs, ORD-1042 ✓"),
+            "took 123456 µs, ORD-1042 ✓"
         );
+        // The shortest valid E.164 numbers have seven digits.
+        assert_eq!(mask("to +2781000"), "to +***1000");
         assert_eq!(
             mask("sandbox-d691d4945a2f45469df88e12340827f"),
             "sandbox-d691d4945a2f45469df88e12340827f"

@@ -29,7 +29,13 @@ fn nasty_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI reproducible; the cargo fuzz target is where
+    // open-ended exploration happens (and PROPTEST_CASES raises the count).
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x0_0D3E_71AC),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_event_parser_never_panics_on_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -72,7 +78,9 @@ proptest! {
     fn accepted_phones_are_e164_digits_and_stable(raw in "[+]?[0-9 ()+.-]{0,20}|\\PC{0,20}") {
         if let Ok(phone) = PhoneE164::parse(&raw, None) {
             let d = phone.digits();
-            prop_assert!(d.len() >= 8 && d.len() <= 15, "{}", d);
+            // E.164 allows as few as 7 digits (e.g. +290 for Saint Helena,
+            // +683 for Niue, four-digit subscriber numbers).
+            prop_assert!(d.len() >= 7 && d.len() <= 15, "{}", d);
             prop_assert!(d.bytes().all(|b| b.is_ascii_digit()));
             prop_assert!(!d.starts_with('0'));
             let again = PhoneE164::parse(&format!("+{d}"), None).unwrap();
