@@ -187,7 +187,10 @@ pub fn pending_migrations(conn: &mut Connection) -> Result<Vec<String>, refinery
         .collect())
 }
 
-type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+/// Runs its work inside the open transaction (or, given `None`, does not run
+/// it at all) and returns what to tell the caller once the commit is known.
+type Job =
+    Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
 
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
@@ -219,13 +222,17 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let result = run_in_savepoint(conn, work);
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => run_in_savepoint(conn, work),
+                None => Ok(None),
+            };
             Box::new(move |committed: Result<(), DbError>| {
                 let outcome = match (result, committed) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(e)) => Err(e),
-                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(Some(v)), Ok(())) => Ok(v),
+                    (Ok(None), Ok(())) => Err(DbError::Closed),
                 };
                 let _ = done_tx.send(outcome);
             })
@@ -273,7 +280,7 @@ impl Writer {
     }
 }
 
-fn run_in_savepoint<R, F>(conn: &Connection, work: F) -> Result<R, DbError>
+fn run_in_savepoint<R, F>(conn: &Connection, work: F) -> Result<Option<R>, DbError>
 where
     F: FnOnce(&Connection) -> Result<R, DbError>,
 {
@@ -288,7 +295,7 @@ where
         conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
     }
     conn.prepare_cached("RELEASE job")?.execute([])?;
-    result
+    result.map(Some)
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
@@ -312,12 +319,11 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
         log::error!("database: cannot start a write transaction: {e}");
         for job in batch {
             // Nothing runs: each caller learns the write did not happen.
-            let respond = fail_job(job);
-            respond(Err(DbError::Commit(clone_error(&e))));
+            job(None)(Err(DbError::Commit(clone_error(&e))));
         }
         return;
     }
-    let responders: Vec<_> = batch.into_iter().map(|job| job(conn)).collect();
+    let responders: Vec<_> = batch.into_iter().map(|job| job(Some(conn))).collect();
     let committed = conn
         .prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
@@ -334,17 +340,6 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
             Ok(()) => Ok(()),
             Err(e) => Err(DbError::Commit(clone_error(e))),
         });
-    }
-}
-
-/// A job that could not run still owns its reply channel; run it against a
-/// closure that reports the failure without touching the database.
-fn fail_job(job: Job) -> Box<dyn FnOnce(Result<(), DbError>) + Send> {
-    // Running the job would execute SQL outside a transaction; instead open
-    // an in-memory connection so the job's savepoint work is discarded.
-    match Connection::open_in_memory() {
-        Ok(scratch) => job(&scratch),
-        Err(_) => Box::new(|_| {}),
     }
 }
 

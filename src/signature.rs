@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -105,6 +106,14 @@ pub fn sign_meta(app_secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Equality of two secrets (bearer tokens, verify tokens) in constant time.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    use sha2::Digest;
+    // Hashing first makes the comparison independent of the lengths too.
+    let (ha, hb) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    ha.ct_eq(&hb).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +209,13 @@ mod tests {
         assert!(!verify_meta(b"app-secret", "sha256=", body));
         assert!(!verify_meta(b"app-secret", &header[..20], body));
         assert!(!verify_meta(b"app-secret", "", body));
+    }
+
+    #[test]
+    fn constant_time_comparison_is_exact() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "ab"));
+        assert!(!constant_time_eq("", "a"));
     }
 }
