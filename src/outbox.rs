@@ -3,29 +3,174 @@
 //! so a restart resumes exactly where the last process stopped.
 
 use crate::db::DbError;
+use crate::domain::Bsuid;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::fmt;
 
-pub const CONFIRMATION: &str = "confirmation";
-pub const LINK: &str = "link";
-pub const ELDER_REPLY: &str = "elder_reply";
+/// A closed set of states stored as text: each value has one spelling, a
+/// typo does not compile, and a value the code does not know is an error
+/// when read back rather than a silent fallthrough.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
-pub const WAITING: &str = "waiting";
-pub const QUEUED: &str = "queued";
-pub const SENT: &str = "sent";
-pub const DEAD: &str = "dead";
-pub const CANCELLED: &str = "cancelled";
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-pub const VARIANT_TEXT: &str = "text";
-pub const VARIANT_TEMPLATE: &str = "template";
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> ::rusqlite::Result<::rusqlite::types::ToSqlOutput<'_>> {
+                Ok(::rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl ::rusqlite::types::FromSql for $name {
+            fn column_result(value: ::rusqlite::types::ValueRef<'_>) -> ::rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    ::rusqlite::types::FromSqlError::Other(format!("unknown {} {text:?}", stringify!($name)).into())
+                })
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum! {
+    /// Which message of an order a row is; one row per (order, kind, slot).
+    Kind {
+        Confirmation = "confirmation",
+        Link = "link",
+        ElderReply = "elder_reply",
+    }
+}
+
+text_enum! {
+    /// Where a row stands in the sending process.
+    Status {
+        /// The link message, held until its confirmation is accepted.
+        Waiting = "waiting",
+        Queued = "queued",
+        Sent = "sent",
+        Dead = "dead",
+        /// A link message whose confirmation died.
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// How a message is rendered: the link goes out as a template when Meta
+    /// refuses the text outside the 24-hour window.
+    Variant {
+        Text = "text",
+        Template = "template",
+    }
+}
+
+text_enum! {
+    /// What Meta reported about a message it accepted (SPEC §9). The order
+    /// of the variants is the order states may move in: proof of delivery
+    /// outranks a failure, and a failure outranks a late `sent`. "None" is
+    /// a NULL column (`Option<DeliveryState>`), below every variant.
+    DeliveryState {
+        Sent = "sent",
+        Failed = "failed",
+        Delivered = "delivered",
+        Read = "read",
+    }
+}
+
+impl DeliveryState {
+    /// The state after `reported` arrives while `current` is recorded:
+    /// `None` when it would move backwards or stay put, so no caller can
+    /// write a move down the order.
+    pub fn advance(current: Option<DeliveryState>, reported: DeliveryState) -> Option<DeliveryState> {
+        (Some(reported) > current).then_some(reported)
+    }
+}
+
+// The text forms, for the JSON views that compare stored values.
+pub const CONFIRMATION: &str = Kind::Confirmation.as_str();
+pub const LINK: &str = Kind::Link.as_str();
+pub const ELDER_REPLY: &str = Kind::ElderReply.as_str();
+pub const WAITING: &str = Status::Waiting.as_str();
+pub const QUEUED: &str = Status::Queued.as_str();
+pub const SENT: &str = Status::Sent.as_str();
+pub const DEAD: &str = Status::Dead.as_str();
+pub const CANCELLED: &str = Status::Cancelled.as_str();
+
+/// Whom a message goes to: a phone number (Meta's `to`) or, for an elder
+/// known only by username, a business-scoped user id (Meta's `recipient`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Phone(String),
+    User(Bsuid),
+}
+
+impl Recipient {
+    /// The row's two columns: `recipient` (digits, empty when there are
+    /// none) and `recipient_user_id`. A number wins when both are known:
+    /// it is what Meta prefers too.
+    fn from_columns(phone: String, user_id: Option<Bsuid>) -> rusqlite::Result<Recipient> {
+        match (phone.is_empty(), user_id) {
+            (false, _) => Ok(Recipient::Phone(phone)),
+            (true, Some(id)) => Ok(Recipient::User(id)),
+            (true, None) => Err(rusqlite::Error::InvalidColumnType(
+                0,
+                "recipient".into(),
+                rusqlite::types::Type::Null,
+            )),
+        }
+    }
+
+    fn columns(&self) -> (&str, Option<&Bsuid>) {
+        match self {
+            Recipient::Phone(digits) => (digits, None),
+            Recipient::User(id) => ("", Some(id)),
+        }
+    }
+}
+
+impl fmt::Display for Recipient {
+    /// Masked: the last four digits of a number, or of a BSUID.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recipient::Phone(digits) => f.write_str(&crate::domain::mask_digits(digits)),
+            Recipient::User(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({self})")
+    }
+}
 
 /// A due message with everything needed to render it.
 #[derive(Debug, Clone)]
 pub struct Due {
     pub id: String,
     pub order_id: String,
-    pub kind: String,
-    pub recipient: String,
-    pub variant: String,
+    pub kind: Kind,
+    pub recipient: Recipient,
+    pub variant: Variant,
     pub attempts: u32,
     pub total_amount: i64,
     pub currency: String,
@@ -47,25 +192,27 @@ pub fn new_id() -> String {
 pub fn enqueue(
     conn: &Connection,
     order_id: &str,
-    kind: &str,
+    kind: Kind,
     slot: &str,
-    recipient: &str,
-    status: &str,
-    variant: &str,
+    recipient: &Recipient,
+    status: Status,
+    variant: Variant,
     now: i64,
 ) -> Result<bool, DbError> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
-                             next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?8)
+        "INSERT INTO outbox (id, order_id, kind, slot, recipient, recipient_user_id, status, variant,
+                             attempts, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9, ?9)
          ON CONFLICT (order_id, kind, slot) DO NOTHING",
     )?;
+    let (phone, user_id) = recipient.columns();
     let n = stmt.execute(params![
         new_id(),
         order_id,
         kind,
         slot,
-        recipient,
+        phone,
+        user_id,
         status,
         variant,
         now
@@ -79,19 +226,20 @@ pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Due>, DbErro
         "SELECT m.id, m.order_id, m.kind, m.recipient, m.variant, m.attempts,
                 o.total_amount, o.currency, o.note,
                 (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = m.order_id
-                  ORDER BY t.created_at LIMIT 1)
+                  ORDER BY t.created_at LIMIT 1),
+                m.recipient_user_id
          FROM outbox m JOIN orders o ON o.id = m.order_id
-         WHERE m.status = 'queued' AND m.next_attempt_at <= ?1
+         WHERE m.status = ?3 AND m.next_attempt_at <= ?1
          ORDER BY m.next_attempt_at, m.created_at
          LIMIT ?2",
     )?;
     let rows = stmt
-        .query_map(params![now, limit as i64], |r| {
+        .query_map(params![now, limit as i64, Status::Queued], |r| {
             Ok(Due {
                 id: r.get(0)?,
                 order_id: r.get(1)?,
                 kind: r.get(2)?,
-                recipient: r.get(3)?,
+                recipient: Recipient::from_columns(r.get(3)?, r.get(10)?)?,
                 variant: r.get(4)?,
                 attempts: r.get(5)?,
                 total_amount: r.get(6)?,
@@ -107,46 +255,61 @@ pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Due>, DbErro
 /// When the next queued message falls due, if any is queued.
 pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, DbError> {
     let at = conn
-        .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")?
-        .query_row([], |r| r.get::<_, Option<i64>>(0))?;
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE status = ?1")?
+        .query_row([Status::Queued], |r| r.get::<_, Option<i64>>(0))?;
     Ok(at)
 }
 
 /// Meta accepted the message. A confirmation releases its link message and
-/// stamps the order. Guarded by `status = 'queued'` so an outcome can never
+/// stamps the order. Guarded by the queued status so an outcome can never
 /// be recorded twice.
 pub fn mark_sent(
     conn: &Connection,
     id: &str,
     message_id: &str,
-    variant: &str,
+    variant: Variant,
     attempts: u32,
     now: i64,
 ) -> Result<(), DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = 'sent', graph_message_id = ?2, variant = ?3, attempts = ?4,
+            "UPDATE outbox SET status = ?6, graph_message_id = ?2, variant = ?3, attempts = ?4,
                     sent_at = ?5, updated_at = ?5, last_error = NULL
-             WHERE id = ?1 AND status = 'queued'",
+             WHERE id = ?1 AND status = ?7",
         )?
-        .execute(params![id, message_id, variant, attempts, now])?;
+        .execute(params![
+            id,
+            message_id,
+            variant,
+            attempts,
+            now,
+            Status::Sent,
+            Status::Queued
+        ])?;
     if n == 0 {
         return Ok(());
     }
     crate::inbound::apply_pending(conn, message_id, now)?;
-    let (order_id, kind): (String, String) = conn
+    let (order_id, kind): (String, Kind) = conn
         .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if kind == CONFIRMATION {
+    if kind == Kind::Confirmation {
         conn.prepare_cached(
             "UPDATE orders SET last_confirmation_sent_at = ?2, updated_at = ?2 WHERE id = ?1",
         )?
         .execute(params![order_id, now])?;
         conn.prepare_cached(
-            "UPDATE outbox SET status = 'queued', next_attempt_at = ?2, updated_at = ?2, last_error = NULL
-             WHERE order_id = ?1 AND kind = 'link' AND status IN ('waiting', 'cancelled')",
+            "UPDATE outbox SET status = ?3, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
+             WHERE order_id = ?1 AND kind = ?4 AND status IN (?5, ?6)",
         )?
-        .execute(params![order_id, now])?;
+        .execute(params![
+            order_id,
+            now,
+            Status::Queued,
+            Kind::Link,
+            Status::Waiting,
+            Status::Cancelled
+        ])?;
     }
     Ok(())
 }
@@ -156,7 +319,7 @@ pub fn mark_retry(
     conn: &Connection,
     id: &str,
     attempts: u32,
-    variant: &str,
+    variant: Variant,
     next_at: i64,
     error: &str,
     now: i64,
@@ -164,7 +327,7 @@ pub fn mark_retry(
     conn.prepare_cached(
         "UPDATE outbox SET attempts = ?2, variant = ?3, next_attempt_at = ?4, last_error = ?5,
                 updated_at = ?6
-         WHERE id = ?1 AND status = 'queued'",
+         WHERE id = ?1 AND status = ?7",
     )?
     .execute(params![
         id,
@@ -172,7 +335,8 @@ pub fn mark_retry(
         variant,
         next_at,
         truncate(error),
-        now
+        now,
+        Status::Queued
     ])?;
     Ok(())
 }
@@ -188,24 +352,37 @@ pub fn mark_dead(
 ) -> Result<(), DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = 'dead', attempts = ?2, last_error = ?3, updated_at = ?4
-             WHERE id = ?1 AND status = 'queued'",
+            "UPDATE outbox SET status = ?5, attempts = ?2, last_error = ?3, updated_at = ?4
+             WHERE id = ?1 AND status = ?6",
         )?
-        .execute(params![id, attempts, truncate(error), now])?;
+        .execute(params![
+            id,
+            attempts,
+            truncate(error),
+            now,
+            Status::Dead,
+            Status::Queued
+        ])?;
     if n == 0 {
         return Ok(());
     }
-    let row: Option<(String, String)> = conn
+    let row: Option<(String, Kind)> = conn
         .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if let Some((order_id, kind)) = row {
-        if kind == CONFIRMATION {
+        if kind == Kind::Confirmation {
             conn.prepare_cached(
-                "UPDATE outbox SET status = 'cancelled', last_error = 'confirmation failed', updated_at = ?2
-                 WHERE order_id = ?1 AND kind = 'link' AND status = 'waiting'",
+                "UPDATE outbox SET status = ?3, last_error = 'confirmation failed', updated_at = ?2
+                 WHERE order_id = ?1 AND kind = ?4 AND status = ?5",
             )?
-            .execute(params![order_id, now])?;
+            .execute(params![
+                order_id,
+                now,
+                Status::Cancelled,
+                Kind::Link,
+                Status::Waiting
+            ])?;
         }
     }
     Ok(())
@@ -219,10 +396,58 @@ fn truncate(error: &str) -> String {
 pub fn depth(conn: &Connection) -> Result<(i64, i64), DbError> {
     let (queued, dead) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN status IN ('queued', 'waiting') THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0)
+            "SELECT COALESCE(SUM(CASE WHEN status IN (?1, ?2) THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN status = ?3 THEN 1 ELSE 0 END), 0)
              FROM outbox",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .query_row(params![Status::Queued, Status::Waiting, Status::Dead], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     Ok((queued, dead))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_states_only_move_up_the_order_of_spec_9() {
+        use DeliveryState::*;
+        // none < sent < failed < delivered < read
+        let order = [None, Some(Sent), Some(Failed), Some(Delivered), Some(Read)];
+        assert!(order.windows(2).all(|w| w[0] < w[1]));
+        for (i, current) in order.iter().enumerate() {
+            for (j, reported) in order.iter().enumerate().skip(1) {
+                let reported = reported.unwrap();
+                let expected = (j > i).then_some(reported);
+                assert_eq!(DeliveryState::advance(*current, reported), expected);
+            }
+        }
+        // The two moves the issue names.
+        assert_eq!(DeliveryState::advance(Some(Failed), Sent), None);
+        assert_eq!(DeliveryState::advance(Some(Failed), Delivered), Some(Delivered));
+    }
+
+    #[test]
+    fn state_texts_round_trip_and_unknown_texts_are_refused() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(*kind));
+        }
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(*status));
+        }
+        for state in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(*state));
+        }
+        assert_eq!(Variant::parse("template"), Some(Variant::Template));
+        assert_eq!(DeliveryState::parse("deleted"), None);
+        let conn = Connection::open_in_memory().unwrap();
+        let read: rusqlite::Result<DeliveryState> =
+            conn.query_row("SELECT 'bogus'", [], |r| r.get(0));
+        assert!(read.is_err());
+        let stored: DeliveryState = conn
+            .query_row("SELECT ?1", [DeliveryState::Delivered], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, DeliveryState::Delivered);
+    }
 }

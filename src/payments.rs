@@ -6,7 +6,7 @@
 use crate::db::DbError;
 use crate::domain::{EventKind, InviteToken, OrderId, Payment, PaymentEvent};
 use crate::links;
-use crate::outbox;
+use crate::outbox::{self, Kind, Recipient, Status, Variant};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// What the webhook answers; each variant is one row of SPEC §4's table.
@@ -97,8 +97,8 @@ fn record_payment(conn: &Connection, p: &Payment, ctx: &Context) -> Result<Outco
     ])?;
 
     let already_queued: bool = conn
-        .prepare_cached("SELECT 1 FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'")?
-        .query_row([order_id], |_| Ok(()))
+        .prepare_cached("SELECT 1 FROM outbox WHERE order_id = ?1 AND kind = ?2")?
+        .query_row(params![order_id, Kind::Confirmation], |_| Ok(()))
         .optional()?
         .is_some();
     if already_queued {
@@ -133,24 +133,25 @@ fn record_payment(conn: &Connection, p: &Payment, ctx: &Context) -> Result<Outco
             token
         }
     };
+    let customer = Recipient::Phone(phone);
     outbox::enqueue(
         conn,
         order_id,
-        outbox::CONFIRMATION,
+        Kind::Confirmation,
         "",
-        &phone,
-        outbox::QUEUED,
-        "template",
+        &customer,
+        Status::Queued,
+        Variant::Template,
         ctx.now_ms,
     )?;
     outbox::enqueue(
         conn,
         order_id,
-        outbox::LINK,
+        Kind::Link,
         "",
-        &phone,
-        outbox::WAITING,
-        outbox::VARIANT_TEXT,
+        &customer,
+        Status::Waiting,
+        Variant::Text,
         ctx.now_ms,
     )?;
     Ok(Outcome::Processed {

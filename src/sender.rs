@@ -11,9 +11,9 @@
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::domain::{mask_digits, InviteToken, Money, OrderId};
+use crate::domain::{InviteToken, Money, OrderId};
 use crate::links;
-use crate::outbox::{self, Due};
+use crate::outbox::{self, Due, Kind, Variant};
 use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
 use rand::Rng;
 use std::collections::{HashSet, VecDeque};
@@ -325,8 +325,8 @@ fn next_job(shared: &Shared) -> Option<Due> {
 /// corrected template name applies to messages still queued).
 fn render(config: &Config, job: &Due) -> Result<Message, String> {
     let order = OrderId::parse(&job.order_id).map_err(|e| format!("stored order id: {e}"))?;
-    let message = match job.kind.as_str() {
-        outbox::CONFIRMATION => {
+    let message = match job.kind {
+        Kind::Confirmation => {
             let amount = Money::new(job.total_amount, &job.currency)?;
             let note = job
                 .note
@@ -340,21 +340,21 @@ fn render(config: &Config, job: &Due) -> Result<Message, String> {
                 &params,
             )
         }
-        outbox::LINK => {
+        Kind::Link => {
             let token = job
                 .token
                 .as_deref()
                 .and_then(InviteToken::parse)
                 .ok_or("the order has no invite token")?;
             let link = links::wa_me_link(&config.business_number, &order, &token);
-            match (job.variant.as_str(), &config.invite_template) {
-                (outbox::VARIANT_TEMPLATE, Some(name)) => {
+            match (job.variant, &config.invite_template) {
+                (Variant::Template, Some(name)) => {
                     Message::template(&job.recipient, name, &config.template_lang, &[link])
                 }
                 _ => Message::text(&job.recipient, &links::link_message_body(&link)),
             }
         }
-        outbox::ELDER_REPLY => {
+        Kind::ElderReply => {
             let text = config
                 .elder_reply_text
                 .as_deref()
@@ -362,7 +362,6 @@ fn render(config: &Config, job: &Due) -> Result<Message, String> {
                 .replace("{order_id}", order.as_str());
             Message::text(&job.recipient, &text)
         }
-        other => return Err(format!("unknown message kind {other}")),
     };
     Ok(message.with_callback(order.as_str()))
 }
@@ -383,32 +382,27 @@ fn process(shared: &Shared, job: &Due) {
     };
     shared.pacer.wait_turn();
     let outcome = shared.transport.send(&message);
-    let what = format!(
-        "{} for order {} to {}",
-        job.kind,
-        job.order_id,
-        mask_digits(&job.recipient)
-    );
+    let what = format!("{} for order {} to {}", job.kind, job.order_id, job.recipient);
     let next = match outcome {
         SendOutcome::Accepted { message_id } => {
             log::info!("sent {what} (attempt {attempts}): {message_id}");
             resume_after_fault(shared);
-            let variant = if message.is_template() && job.kind == outbox::LINK {
-                outbox::VARIANT_TEMPLATE
+            let variant = if message.is_template() && job.kind == Kind::Link {
+                Variant::Template
             } else {
-                job.variant.as_str()
+                job.variant
             };
-            Record::Sent(message_id, variant.to_owned(), attempts)
+            Record::Sent(message_id, variant, attempts)
         }
         SendOutcome::Rejected {
             code: Some(OUTSIDE_WINDOW),
             reason,
-        } if job.kind == outbox::LINK && job.variant == outbox::VARIANT_TEXT => {
+        } if job.kind == Kind::Link && job.variant == Variant::Text => {
             if config.invite_template.is_some() {
                 log::info!("{what}: outside the 24-hour window (131047), sending it as the invite template");
                 Record::Retry {
                     attempts,
-                    variant: outbox::VARIANT_TEMPLATE.into(),
+                    variant: Variant::Template,
                     delay: Duration::ZERO,
                     error: reason,
                 }
@@ -451,7 +445,7 @@ fn process(shared: &Shared, job: &Due) {
                 );
                 Record::Retry {
                     attempts,
-                    variant: job.variant.clone(),
+                    variant: job.variant,
                     delay,
                     error: reason,
                 }
@@ -462,7 +456,7 @@ fn process(shared: &Shared, job: &Due) {
             // Not the message's fault: the attempt is not counted.
             Record::Retry {
                 attempts: job.attempts,
-                variant: job.variant.clone(),
+                variant: job.variant,
                 delay: pause,
                 error: reason,
             }
@@ -518,10 +512,10 @@ fn resume_after_fault(shared: &Shared) {
 }
 
 enum Record {
-    Sent(String, String, u32),
+    Sent(String, Variant, u32),
     Retry {
         attempts: u32,
-        variant: String,
+        variant: Variant,
         delay: Duration,
         error: String,
     },
@@ -537,10 +531,9 @@ fn record(shared: &Shared, job: &Due, outcome: Record) {
         let now = now_ms();
         let result = match &outcome {
             Record::Sent(message_id, variant, attempts) => {
-                let (message_id, variant, attempts) =
-                    (message_id.clone(), variant.clone(), *attempts);
+                let (message_id, variant, attempts) = (message_id.clone(), *variant, *attempts);
                 shared.db.writer.run_blocking(move |c| {
-                    outbox::mark_sent(c, &id, &message_id, &variant, attempts, now)
+                    outbox::mark_sent(c, &id, &message_id, variant, attempts, now)
                 })
             }
             Record::Retry {
@@ -549,10 +542,10 @@ fn record(shared: &Shared, job: &Due, outcome: Record) {
                 delay,
                 error,
             } => {
-                let (attempts, variant, error) = (*attempts, variant.clone(), error.clone());
+                let (attempts, variant, error) = (*attempts, *variant, error.clone());
                 let next = now + delay.as_millis() as i64;
                 shared.db.writer.run_blocking(move |c| {
-                    outbox::mark_retry(c, &id, attempts, &variant, next, &error, now)
+                    outbox::mark_retry(c, &id, attempts, variant, next, &error, now)
                 })
             }
             Record::Dead(error, attempts) => {
@@ -582,7 +575,7 @@ fn record(shared: &Shared, job: &Due, outcome: Record) {
             }
         }
     }
-    if matches!(outcome, Record::Sent(..)) && job.kind == outbox::CONFIRMATION {
+    if matches!(outcome, Record::Sent(..)) && job.kind == Kind::Confirmation {
         // The link message has just become due.
         let mut state = shared.state.lock().expect("sender lock");
         state.generation += 1;
@@ -606,7 +599,7 @@ impl Transport for Sandbox {
             } else {
                 "text"
             },
-            mask_digits(message.recipient())
+            message.recipient()
         );
         SendOutcome::Accepted { message_id: id }
     }

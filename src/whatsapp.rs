@@ -2,6 +2,8 @@
 //! with ureq (on the sender's blocking threads only), and classifies the
 //! answer into what the sender should do next.
 
+use crate::domain::Bsuid;
+use crate::outbox::Recipient;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -19,11 +21,37 @@ pub const CONFIG_FAULT_CODES: [i64; 3] = [190, 132001, 131031];
 pub struct Message {
     messaging_product: &'static str,
     recipient_type: &'static str,
-    to: String,
+    #[serde(flatten)]
+    to: Address,
     #[serde(flatten)]
     content: Content,
     #[serde(skip_serializing_if = "Option::is_none")]
     biz_opaque_callback_data: Option<String>,
+}
+
+/// Meta's send API takes a phone number as `to` and a business-scoped user
+/// id as `recipient` (its "Business-scoped user IDs" page: set one or the
+/// other; with both, `to` wins). Exactly one of them is sent.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+enum Address {
+    #[serde(rename = "to")]
+    Phone(String),
+    #[serde(rename = "recipient")]
+    User(#[serde(serialize_with = "exact_bsuid")] Bsuid),
+}
+
+/// Only the request to Meta carries the BSUID whole.
+fn exact_bsuid<S: serde::Serializer>(id: &Bsuid, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(id.as_str())
+}
+
+impl Address {
+    fn of(recipient: &Recipient) -> Address {
+        match recipient {
+            Recipient::Phone(digits) => Address::Phone(digits.clone()),
+            Recipient::User(id) => Address::User(id.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq)]
@@ -67,11 +95,11 @@ struct Text {
 
 impl Message {
     /// A template message with one body component of text parameters.
-    pub fn template(to: &str, name: &str, language: &str, params: &[String]) -> Message {
+    pub fn template(to: &Recipient, name: &str, language: &str, params: &[String]) -> Message {
         Message {
             messaging_product: "whatsapp",
             recipient_type: "individual",
-            to: to.to_owned(),
+            to: Address::of(to),
             content: Content::Template {
                 template: Template {
                     name: name.to_owned(),
@@ -95,11 +123,11 @@ impl Message {
     }
 
     /// A free-form text with link previews on.
-    pub fn text(to: &str, body: &str) -> Message {
+    pub fn text(to: &Recipient, body: &str) -> Message {
         Message {
             messaging_product: "whatsapp",
             recipient_type: "individual",
-            to: to.to_owned(),
+            to: Address::of(to),
             content: Content::Text {
                 text: Text {
                     preview_url: true,
@@ -120,8 +148,12 @@ impl Message {
         serde_json::to_string(self).expect("messages always serialise")
     }
 
-    pub fn recipient(&self) -> &str {
-        &self.to
+    /// Whom the message is addressed to; its Display is masked.
+    pub fn recipient(&self) -> Recipient {
+        match &self.to {
+            Address::Phone(digits) => Recipient::Phone(digits.clone()),
+            Address::User(id) => Recipient::User(id.clone()),
+        }
     }
 
     pub fn is_template(&self) -> bool {
@@ -211,7 +243,7 @@ impl GraphClient {
     /// parameters, tagged with the order id.
     pub fn send_template(
         &self,
-        to: &str,
+        to: &Recipient,
         template_name: &str,
         language: &str,
         params: &[String],
@@ -221,7 +253,7 @@ impl GraphClient {
     }
 
     /// The helper the merchant's team asked for: a free-form text.
-    pub fn send_text(&self, to: &str, text: &str, order_id: &str) -> SendOutcome {
+    pub fn send_text(&self, to: &Recipient, text: &str, order_id: &str) -> SendOutcome {
         self.send(&Message::text(to, text).with_callback(order_id))
     }
 }
@@ -335,10 +367,27 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> SendO
 mod tests {
     use super::*;
 
+    fn phone() -> Recipient {
+        Recipient::Phone("919876543210".into())
+    }
+
+    #[test]
+    fn a_username_only_elder_is_addressed_by_recipient_instead_of_to() {
+        // Meta's "Business-scoped user IDs" page, "Sending messages": set
+        // `recipient` to the BSUID and omit `to`.
+        let id = crate::domain::Bsuid::parse("IN.1648738043044942").unwrap();
+        let m = Message::text(&Recipient::User(id), "Thank you").with_callback("ORD-1042");
+        assert_eq!(
+            m.to_json(),
+            r#"{"messaging_product":"whatsapp","recipient_type":"individual","recipient":"IN.1648738043044942","type":"text","text":{"preview_url":true,"body":"Thank you"},"biz_opaque_callback_data":"ORD-1042"}"#
+        );
+        assert_eq!(m.recipient().to_string(), "IN.***4942");
+    }
+
     #[test]
     fn confirmation_json_is_exactly_the_spec_example() {
         let params = ["ORD-1042", "INR 499.00", "Arrives by Friday"].map(String::from);
-        let m = Message::template("919876543210", "order_confirmed", "en", &params)
+        let m = Message::template(&phone(), "order_confirmed", "en", &params)
             .with_callback("ORD-1042");
         assert_eq!(
             m.to_json(),
@@ -349,7 +398,7 @@ mod tests {
     #[test]
     fn link_json_is_exactly_the_spec_example() {
         let m = Message::text(
-            "919876543210",
+            &phone(),
             "Please forward this link to your elder for direct chat: https://wa.me/1?text=x",
         )
         .with_callback("ORD-1042");

@@ -1,6 +1,7 @@
 //! Types that can only hold valid values; everything past the HTTP edge
 //! works with these instead of raw strings.
 
+mod bsuid;
 mod money;
 mod note;
 mod order_id;
@@ -10,6 +11,7 @@ mod phone;
 mod properties;
 mod token;
 
+pub use bsuid::Bsuid;
 pub use money::Money;
 pub use note::Note;
 pub use order_id::OrderId;

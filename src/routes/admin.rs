@@ -68,6 +68,7 @@ fn message_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "order_id": r.get::<_, String>("order_id")?,
         "kind": r.get::<_, String>("kind")?,
         "recipient": r.get::<_, String>("recipient")?,
+        "recipient_user_id": r.get::<_, Option<String>>("recipient_user_id")?,
         "status": r.get::<_, String>("status")?,
         "variant": r.get::<_, String>("variant")?,
         "attempts": r.get::<_, i64>("attempts")?,
@@ -82,13 +83,14 @@ fn message_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, order_id, kind, recipient, status, variant, attempts, next_attempt_at, last_error,
+    "id, order_id, kind, recipient, recipient_user_id, status, variant, attempts, next_attempt_at, last_error,
      graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at";
 
 fn inbound_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     Ok(json!({
         "wamid": r.get::<_, String>("wamid")?,
-        "wa_id": r.get::<_, String>("wa_id")?,
+        "wa_id": r.get::<_, Option<String>>("wa_id")?,
+        "user_id": r.get::<_, Option<String>>("user_id")?,
         "profile_name": r.get::<_, Option<String>>("profile_name")?,
         "type": r.get::<_, String>("message_type")?,
         "text": masked_text(r.get("body")?),
@@ -100,7 +102,7 @@ fn inbound_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 }
 
 const INBOUND_COLUMNS: &str =
-    "wamid, wa_id, profile_name, message_type, body, sent_at, received_at, attribution, order_id";
+    "wamid, wa_id, user_id, profile_name, message_type, body, sent_at, received_at, attribution, order_id";
 
 fn delivered(status: Option<&Value>) -> bool {
     matches!(status.and_then(Value::as_str), Some("delivered" | "read"))
@@ -159,25 +161,37 @@ fn order_view(c: &Connection, order_id: &str) -> Result<Option<Value>, DbError> 
              FROM invite_clicks WHERE order_id = ?1",
         )?
         .query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let links: Vec<(String, Option<String>, i64)> = c
-        .prepare_cached("SELECT wa_id, profile_name, linked_at FROM contact_links WHERE order_id = ?1 ORDER BY linked_at")?
-        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    type Link = (String, Option<String>, Option<String>, Option<String>, i64);
+    let links: Vec<Link> = c
+        .prepare_cached(
+            "SELECT c.id, c.wa_id, c.user_id, l.profile_name, l.linked_at
+             FROM contact_links l JOIN contacts c ON c.id = l.contact_id
+             WHERE l.order_id = ?1 ORDER BY l.linked_at",
+        )?
+        .query_map([order_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut contacts = Vec::new();
-    for (wa_id, profile_name, linked_at) in &links {
+    for (contact_id, wa_id, user_id, profile_name, linked_at) in &links {
         let msgs: Vec<Value> = c
             .prepare_cached(&format!(
-                "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE order_id = ?1 AND wa_id = ?2 ORDER BY received_at"
+                "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE order_id = ?1 AND contact_id = ?2 ORDER BY received_at"
             ))?
-            .query_map(params![order_id, wa_id], inbound_json)?
+            .query_map(params![order_id, contact_id], inbound_json)?
+            .collect::<Result<_, _>>()?;
+        let reply_ids: Vec<String> = c
+            .prepare_cached("SELECT id FROM outbox WHERE order_id = ?1 AND kind = ?2 AND slot = ?3")?
+            .query_map(params![order_id, outbox::Kind::ElderReply, contact_id], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let replies: Vec<Value> = messages
             .iter()
-            .filter(|m| m["kind"] == outbox::ELDER_REPLY && m["recipient"] == wa_id.as_str())
+            .filter(|m| reply_ids.iter().any(|id| m["id"] == id.as_str()))
             .cloned()
             .collect();
         contacts.push(json!({
             "wa_id": wa_id,
+            "user_id": user_id,
             "profile_name": profile_name,
             "linked_at": rfc3339(Some(*linked_at)),
             "messages": msgs,
@@ -220,20 +234,34 @@ async fn order(
         .ok_or_else(|| AppError::NotFound(format!("no order {order_id}")))
 }
 
-#[get("/admin/contacts/<wa_id>")]
-async fn contact(_admin: Admin, wa_id: &str, state: &State<AppState>) -> Result<Value, AppError> {
-    let wa_id = wa_id.trim_start_matches('+').to_owned();
-    let shown = wa_id.clone();
+/// `{id}` is a phone number (`wa_id`, `+` optional) or a business-scoped
+/// user id: a contact known by either is found by either.
+#[get("/admin/contacts/<id>")]
+async fn contact(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Value, AppError> {
+    let key = id.trim().trim_start_matches('+').to_owned();
+    let shown = match crate::domain::Bsuid::parse(&key) {
+        Ok(bsuid) => bsuid.to_string(),
+        Err(_) => mask_digits(&key),
+    };
     let view = state
         .db
         .reads
         .read(move |c| {
+            let found: Option<(String, Option<String>, Option<String>)> = c
+                .prepare_cached(
+                    "SELECT id, wa_id, user_id FROM contacts WHERE user_id = ?1 OR wa_id = ?1",
+                )?
+                .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((contact_id, wa_id, user_id)) = found else {
+                return Ok::<_, DbError>(None);
+            };
             let orders: Vec<Value> = c
                 .prepare_cached(
                     "SELECT l.order_id, l.profile_name, l.linked_at, o.status FROM contact_links l
-                     JOIN orders o ON o.id = l.order_id WHERE l.wa_id = ?1 ORDER BY l.linked_at DESC",
+                     JOIN orders o ON o.id = l.order_id WHERE l.contact_id = ?1 ORDER BY l.linked_at DESC",
                 )?
-                .query_map([&wa_id], |r| {
+                .query_map([&contact_id], |r| {
                     Ok(json!({
                         "order_id": r.get::<_, String>(0)?,
                         "profile_name": r.get::<_, Option<String>>(1)?,
@@ -244,21 +272,19 @@ async fn contact(_admin: Admin, wa_id: &str, state: &State<AppState>) -> Result<
                 .collect::<Result<_, _>>()?;
             let messages: Vec<Value> = c
                 .prepare_cached(&format!(
-                    "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE wa_id = ?1 ORDER BY received_at"
+                    "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE contact_id = ?1 ORDER BY received_at"
                 ))?
-                .query_map([&wa_id], inbound_json)?
+                .query_map([&contact_id], inbound_json)?
                 .collect::<Result<_, _>>()?;
-            Ok::<_, DbError>((orders, messages))
+            Ok(Some((wa_id, user_id, orders, messages)))
         })
         .await?;
-    let (orders, messages) = view;
-    if orders.is_empty() && messages.is_empty() {
+    let Some((wa_id, user_id, orders, messages)) = view else {
         return Err(AppError::NotFound(format!(
-            "no messages or orders for contact {}",
-            mask_digits(&shown)
+            "no messages or orders for contact {shown}"
         )));
-    }
-    Ok(json!({"wa_id": shown, "orders": orders, "messages": messages}))
+    };
+    Ok(json!({"wa_id": wa_id, "user_id": user_id, "orders": orders, "messages": messages}))
 }
 
 #[get("/admin/messages?<status>")]

@@ -4,7 +4,7 @@
 //! logged instead.
 
 use crate::error::AppError;
-use crate::inbound::{self, Stored};
+use crate::inbound::{self, Carried, Stored};
 use crate::sender::now_ms;
 use crate::signature::{constant_time_eq, verify_meta};
 use crate::state::AppState;
@@ -93,13 +93,23 @@ async fn receive(
         log::info!("POST /webhooks/whatsapp: not understood: {what}");
     }
     let reply_configured = state.config.elder_reply_text.is_some();
-    let (messages, statuses) = (parsed.messages, parsed.statuses);
+    let (changes, messages, statuses) =
+        (parsed.identity_changes, parsed.messages, parsed.statuses);
     let counts = (messages.len(), statuses.len());
     let now = now_ms();
-    let results = state
+    let (carried, results) = state
         .db
         .writer
         .run(move |conn| {
+            // Before the messages: a notice of a new number comes with (or
+            // before) the first message from it.
+            let mut carried = Vec::with_capacity(changes.len());
+            for change in &changes {
+                carried.push((
+                    change.clone(),
+                    inbound::apply_identity_change(conn, change, now)?,
+                ));
+            }
             let mut stored = Vec::with_capacity(messages.len());
             for m in &messages {
                 stored.push((
@@ -113,9 +123,25 @@ async fn receive(
             if !statuses.is_empty() {
                 inbound::prune_pending(conn, now)?;
             }
-            Ok(stored)
+            Ok((carried, stored))
         })
         .await?;
+    for (change, outcome) in &carried {
+        match outcome {
+            Carried::UnknownContact => log::info!(
+                "{}: {} is now {}; no contact was known by the old identity",
+                change.source,
+                change.old,
+                change.new
+            ),
+            Carried::Links(n) => log::info!(
+                "{}: contact {} is now {}; {n} link(s) to orders carried over",
+                change.source,
+                change.old,
+                change.new
+            ),
+        }
+    }
     let mut new_replies = false;
     for (wamid, stored) in &results {
         match stored {
