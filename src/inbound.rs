@@ -108,7 +108,13 @@ fn text(v: &Value, path: &[&str]) -> Option<String> {
 
 fn wa_id_at(v: &Value, path: &[&str]) -> Option<String> {
     text(v, path)
-        .map(|w| w.trim().trim_start_matches('+').chars().take(32).collect::<String>())
+        .map(|w| {
+            w.trim()
+                .trim_start_matches('+')
+                .chars()
+                .take(32)
+                .collect::<String>()
+        })
         .filter(|w| !w.is_empty())
 }
 
@@ -333,7 +339,8 @@ fn read_system_change(
     };
     let new = match kind.as_str() {
         "user_changed_number" | "customer_changed_number" => Sender {
-            wa_id: wa_id_at(m, &["system", "wa_id"]).or_else(|| wa_id_at(m, &["system", "new_wa_id"])),
+            wa_id: wa_id_at(m, &["system", "wa_id"])
+                .or_else(|| wa_id_at(m, &["system", "new_wa_id"])),
             user_id: new_user_id,
         },
         "user_changed_user_id" => Sender {
@@ -343,7 +350,9 @@ fn read_system_change(
         _ => return None,
     };
     if old.is_empty() || new.is_empty() || old == new {
-        skipped.push(format!("a system message {kind:?} without an old and a new identity"));
+        skipped.push(format!(
+            "a system message {kind:?} without an old and a new identity"
+        ));
         return None;
     }
     Some(IdentityChange {
@@ -789,7 +798,10 @@ mod tests {
         let parsed = parse(&payload);
         let sender = &parsed.messages[0].sender;
         assert_eq!(sender.wa_id, None);
-        assert_eq!(sender.user_id.as_ref().unwrap().as_str(), "IN.1648738043044942");
+        assert_eq!(
+            sender.user_id.as_ref().unwrap().as_str(),
+            "IN.1648738043044942"
+        );
         assert_eq!(parsed.messages[0].profile_name.as_deref(), Some("Asha"));
         assert_eq!(
             parsed.statuses[0].pricing,
@@ -811,8 +823,14 @@ mod tests {
         let parsed = parse(&update);
         assert_eq!(parsed.identity_changes.len(), 1, "{:?}", parsed.skipped);
         let change = &parsed.identity_changes[0];
-        assert_eq!(change.old.user_id.as_ref().unwrap().as_str(), "IN.1648738043044942");
-        assert_eq!(change.new.user_id.as_ref().unwrap().as_str(), "IN.9990001112223334");
+        assert_eq!(
+            change.old.user_id.as_ref().unwrap().as_str(),
+            "IN.1648738043044942"
+        );
+        assert_eq!(
+            change.new.user_id.as_ref().unwrap().as_str(),
+            "IN.9990001112223334"
+        );
 
         // Meta's system messages webhook reference, user_changed_number.
         let system = json!({"entry":[{"changes":[{"field":"messages","value":{
@@ -824,7 +842,10 @@ mod tests {
         let change = &parsed.identity_changes[0];
         assert_eq!(change.old.wa_id.as_deref(), Some("16505551234"));
         assert_eq!(change.new.wa_id.as_deref(), Some("12195555358"));
-        assert_eq!(parsed.messages[0].sender.wa_id.as_deref(), Some("12195555358"));
+        assert_eq!(
+            parsed.messages[0].sender.wa_id.as_deref(),
+            Some("12195555358")
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl DeliveryState {
     /// The state after `reported` arrives while `current` is recorded:
     /// `None` when it would move backwards or stay put, so no caller can
     /// write a move down the order.
-    pub fn advance(current: Option<DeliveryState>, reported: DeliveryState) -> Option<DeliveryState> {
+    pub fn advance(
+        current: Option<DeliveryState>,
+        reported: DeliveryState,
+    ) -> Option<DeliveryState> {
         (Some(reported) > current).then_some(reported)
     }
 }
@@ -400,9 +403,10 @@ pub fn depth(conn: &Connection) -> Result<(i64, i64), DbError> {
                     COALESCE(SUM(CASE WHEN status = ?3 THEN 1 ELSE 0 END), 0)
              FROM outbox",
         )?
-        .query_row(params![Status::Queued, Status::Waiting, Status::Dead], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        .query_row(
+            params![Status::Queued, Status::Waiting, Status::Dead],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
     Ok((queued, dead))
 }
 
@@ -425,7 +429,10 @@ mod tests {
         }
         // The two moves the issue names.
         assert_eq!(DeliveryState::advance(Some(Failed), Sent), None);
-        assert_eq!(DeliveryState::advance(Some(Failed), Delivered), Some(Delivered));
+        assert_eq!(
+            DeliveryState::advance(Some(Failed), Delivered),
+            Some(Delivered)
+        );
     }
 
     #[test]

@@ -382,7 +382,10 @@ fn process(shared: &Shared, job: &Due) {
     };
     shared.pacer.wait_turn();
     let outcome = shared.transport.send(&message);
-    let what = format!("{} for order {} to {}", job.kind, job.order_id, job.recipient);
+    let what = format!(
+        "{} for order {} to {}",
+        job.kind, job.order_id, job.recipient
+    );
     let next = match outcome {
         SendOutcome::Accepted { message_id } => {
             log::info!("sent {what} (attempt {attempts}): {message_id}");

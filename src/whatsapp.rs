@@ -387,8 +387,8 @@ mod tests {
     #[test]
     fn confirmation_json_is_exactly_the_spec_example() {
         let params = ["ORD-1042", "INR 499.00", "Arrives by Friday"].map(String::from);
-        let m = Message::template(&phone(), "order_confirmed", "en", &params)
-            .with_callback("ORD-1042");
+        let m =
+            Message::template(&phone(), "order_confirmed", "en", &params).with_callback("ORD-1042");
         assert_eq!(
             m.to_json(),
             r#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"919876543210","type":"template","template":{"name":"order_confirmed","language":{"code":"en"},"components":[{"type":"body","parameters":[{"type":"text","text":"ORD-1042"},{"type":"text","text":"INR 499.00"},{"type":"text","text":"Arrives by Friday"}]}]},"biz_opaque_callback_data":"ORD-1042"}"#

@@ -181,8 +181,13 @@ fn order_view(c: &Connection, order_id: &str) -> Result<Option<Value>, DbError> 
             .query_map(params![order_id, contact_id], inbound_json)?
             .collect::<Result<_, _>>()?;
         let reply_ids: Vec<String> = c
-            .prepare_cached("SELECT id FROM outbox WHERE order_id = ?1 AND kind = ?2 AND slot = ?3")?
-            .query_map(params![order_id, outbox::Kind::ElderReply, contact_id], |r| r.get(0))?
+            .prepare_cached(
+                "SELECT id FROM outbox WHERE order_id = ?1 AND kind = ?2 AND slot = ?3",
+            )?
+            .query_map(
+                params![order_id, outbox::Kind::ElderReply, contact_id],
+                |r| r.get(0),
+            )?
             .collect::<Result<_, _>>()?;
         let replies: Vec<Value> = messages
             .iter()

@@ -93,8 +93,7 @@ async fn receive(
         log::info!("POST /webhooks/whatsapp: not understood: {what}");
     }
     let reply_configured = state.config.elder_reply_text.is_some();
-    let (changes, messages, statuses) =
-        (parsed.identity_changes, parsed.messages, parsed.statuses);
+    let (changes, messages, statuses) = (parsed.identity_changes, parsed.messages, parsed.statuses);
     let counts = (messages.len(), statuses.len());
     let now = now_ms();
     let (carried, results) = state

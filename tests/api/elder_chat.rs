@@ -566,7 +566,10 @@ fn follow_up_without_a_token_from_a_linked_sender_goes_to_their_most_recently_li
     assert_eq!(row.body.as_deref(), Some("When will it arrive?"));
     // No new link and no further reply for a follow-up.
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM contact_links WHERE wa_id = '919811111111'"),
+        app.count(
+            "SELECT COUNT(*) FROM contact_links l JOIN contacts c ON c.id = l.contact_id \
+             WHERE c.wa_id = '919811111111'"
+        ),
         2
     );
     graph.assert_no_more_requests(6, GRACE);
@@ -1041,4 +1044,426 @@ fn done_means_two_elders_from_one_forwarded_link_show_up_linked_replied_once_and
     );
     assert!(linked_senders(&app, &other.order_id).is_empty());
     graph.assert_no_more_requests(6, GRACE);
+}
+
+// ---------------------------------------------------------------- usernames
+//
+// SPEC §9 "Identity": an elder who adopted a WhatsApp username reaches us
+// with a business-scoped user id (BSUID) and no phone number. Payload
+// shapes: see the usernames section of `support/meta.rs` for their sources.
+
+const ADMIN: &str = "usernames-admin-token";
+
+fn app_with_reply_and_admin(graph: &FakeGraph) -> TestApp {
+    TestApp::builder(graph)
+        .env("ELDER_REPLY_TEXT", REPLY_TEXT)
+        .env("ADMIN_TOKEN", ADMIN)
+        .spawn()
+}
+
+fn admin_get(app: &TestApp, path: &str) -> Resp {
+    app.admin("GET", path, Some(&format!("Bearer {ADMIN}")))
+}
+
+/// Waits until `n` requests addressed to the BSUID were accepted by the fake.
+fn wait_for_user_replies(graph: &FakeGraph, user_id: &str, n: usize) -> Vec<RecordedRequest> {
+    graph.wait_for(
+        &format!("{n} accepted message(s) to {user_id}"),
+        PATIENCE,
+        |all| {
+            all.iter()
+                .filter(|r| {
+                    r.body.get("recipient").and_then(Value::as_str) == Some(user_id)
+                        && r.was_accepted()
+                })
+                .count()
+                >= n
+        },
+    );
+    requests_to_user(graph, user_id)
+}
+
+/// `(wa_id, user_id)` of every contact, sorted.
+fn contacts(app: &TestApp) -> Vec<(Option<String>, Option<String>)> {
+    let db = app.db();
+    let mut stmt = db
+        .prepare("SELECT wa_id, user_id FROM contacts ORDER BY wa_id, user_id")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+#[test]
+fn username_only_elder_is_linked_by_token_and_replied_to_at_their_bsuid() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = app_with_reply_and_admin(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    let wamid = fresh_wamid();
+
+    // Act: the elder, who hides their number behind a username, sends the prefilled text.
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &wamid,
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+
+    // Assert: stored, attributed, linked, the token consumed ...
+    let row = inbound_row(&app, &wamid).expect("the message is stored");
+    assert_eq!(row.wa_id, ELDER_BSUID);
+    assert_eq!(row.profile_name.as_deref(), Some("Asha Devi"));
+    assert_eq!(row.order_id.as_deref(), Some(ORDER));
+    assert_eq!(linked_senders(&app, ORDER), vec![ELDER_BSUID.to_string()]);
+    assert!(consumed_at(&app, &processed.token).is_some());
+    // ... and the one reply reaches Meta addressed by `recipient`, exactly.
+    let replies = wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        replies[0].body,
+        json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "recipient": ELDER_BSUID,
+            "type": "text",
+            "text": {"preview_url": true, "body": reply_text_for(ORDER)},
+            "biz_opaque_callback_data": ORDER
+        })
+    );
+    // The BSUID is personal data: never whole in the log.
+    assert!(
+        !app.logs().contains("1648738043044942"),
+        "a whole BSUID reached the log"
+    );
+}
+
+#[test]
+fn follow_up_from_a_username_only_elder_goes_to_their_order_without_a_second_reply() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    let wamid = fresh_wamid();
+
+    // Act
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &wamid,
+        "Has it shipped yet?",
+    ));
+
+    // Assert
+    let row = inbound_row(&app, &wamid).expect("follow-up stored");
+    assert_eq!(row.order_id.as_deref(), Some(ORDER));
+    assert_eq!(row.body.as_deref(), Some("Has it shipped yet?"));
+    graph.assert_no_more_requests(3, GRACE);
+}
+
+#[test]
+fn status_of_the_reply_to_a_bsuid_recipient_is_applied_with_its_pricing() {
+    // Arrange: the username-only elder was replied to.
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    app.wait_for_outbox_status(ORDER, "elder_reply", "sent", PATIENCE);
+    let reply_id = app
+        .outbox_row(ORDER, "elder_reply")
+        .graph_message_id
+        .expect("reply graph id");
+
+    // Act: Meta's statuses name the recipient by BSUID only.
+    app.deliver(&statuses_payload(vec![
+        bsuid_status(&reply_id, "sent", ELDER_BSUID),
+        bsuid_status(&reply_id, "delivered", ELDER_BSUID),
+    ]));
+
+    // Assert
+    assert_eq!(delivery_of(&app, &reply_id).0.as_deref(), Some("delivered"));
+    assert_eq!(
+        pricing_of(&app, &reply_id),
+        (Some(true), Some("service".to_string()))
+    );
+}
+
+#[test]
+fn a_contact_seen_with_both_ids_is_one_contact_found_by_either_in_the_admin_api() {
+    // Arrange: the elder first writes as a username-only user and is linked.
+    let graph = FakeGraph::start();
+    let app = app_with_reply_and_admin(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    let wamid = fresh_wamid();
+
+    // Act: later Meta shares the number too.
+    app.deliver(&both_ids_text_payload(
+        ELDER_A,
+        ELDER_BSUID,
+        "Asha Devi",
+        &wamid,
+        "Thank you!",
+    ));
+
+    // Assert: one contact holding both, the message on the same order, no new reply.
+    assert_eq!(
+        contacts(&app),
+        vec![(Some(ELDER_A.to_string()), Some(ELDER_BSUID.to_string()))]
+    );
+    assert_eq!(
+        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
+        Some(ORDER)
+    );
+    graph.assert_no_more_requests(3, GRACE);
+    for key in [ELDER_BSUID, ELDER_A, &format!("%2B{ELDER_A}")] {
+        let resp = admin_get(&app, &format!("/admin/contacts/{key}"));
+        assert_eq!(resp.status, 200, "{key}: {}", resp.body);
+        let view = resp.json();
+        assert_eq!(view["wa_id"], ELDER_A, "{view}");
+        assert_eq!(view["user_id"], ELDER_BSUID, "{view}");
+        assert_eq!(view["orders"][0]["order_id"], ORDER, "{view}");
+        assert_eq!(view["messages"].as_array().map(Vec::len), Some(2), "{view}");
+    }
+    let order = admin_get(&app, &format!("/admin/orders/{ORDER}")).json();
+    let listed = &order["contacts"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{order}");
+    assert_eq!(listed[0]["wa_id"], ELDER_A, "{order}");
+    assert_eq!(listed[0]["user_id"], ELDER_BSUID, "{order}");
+    assert_eq!(
+        listed[0]["replies"].as_array().map(Vec::len),
+        Some(1),
+        "{order}"
+    );
+    assert_eq!(
+        listed[0]["messages"].as_array().map(Vec::len),
+        Some(2),
+        "{order}"
+    );
+}
+
+#[test]
+fn an_elder_linked_by_number_is_still_recognised_when_only_their_bsuid_arrives() {
+    // Arrange: linked by number (as every elder was before usernames), then
+    // one message carrying both ids.
+    let graph = FakeGraph::start();
+    let app = app_with_reply_and_admin(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&text_payload(
+        ELDER_A,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_replies(&graph, ELDER_A, 1);
+    app.deliver(&both_ids_text_payload(
+        ELDER_A,
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        "Hello again",
+    ));
+    let wamid = fresh_wamid();
+
+    // Act: the elder adopts a username; Meta stops sending the number.
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &wamid,
+        "Is it delivered?",
+    ));
+
+    // Assert
+    assert_eq!(
+        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
+        Some(ORDER)
+    );
+    assert_eq!(contacts(&app).len(), 1);
+    graph.assert_no_more_requests(3, GRACE);
+}
+
+#[test]
+fn unknown_contact_in_the_admin_api_is_404_without_the_whole_id_in_the_log() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = app_with_reply_and_admin(&graph);
+
+    // Act
+    let resp = admin_get(&app, &format!("/admin/contacts/{ELDER_BSUID}"));
+
+    // Assert
+    assert_eq!(resp.status, 404, "{}", resp.body);
+    assert_eq!(resp.error_code(), "not_found");
+    assert!(!resp.body.contains("1648738043044942"), "{}", resp.body);
+}
+
+#[test]
+fn user_id_update_carries_the_links_over_to_the_new_bsuid() {
+    // Arrange: a username-only elder linked to the order.
+    let graph = FakeGraph::start();
+    let app = app_with_reply_and_admin(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    let wamid = fresh_wamid();
+
+    // Act: Meta reports the new BSUID; the elder writes with it.
+    app.deliver(&user_id_update_payload(None, ELDER_BSUID, ELDER_NEW_BSUID));
+    app.deliver(&username_text_payload(
+        ELDER_NEW_BSUID,
+        "Asha Devi",
+        &wamid,
+        "Any news?",
+    ));
+
+    // Assert: the follow-up lands on the order; no second reply; the admin
+    // finds the contact by its new id.
+    assert_eq!(
+        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
+        Some(ORDER)
+    );
+    assert_eq!(
+        linked_senders(&app, ORDER),
+        vec![ELDER_NEW_BSUID.to_string()]
+    );
+    graph.assert_no_more_requests(3, GRACE);
+    let view = admin_get(&app, &format!("/admin/contacts/{ELDER_NEW_BSUID}")).json();
+    assert_eq!(view["orders"][0]["order_id"], ORDER, "{view}");
+    assert_eq!(
+        admin_get(&app, &format!("/admin/contacts/{ELDER_BSUID}")).status,
+        404
+    );
+}
+
+#[test]
+fn user_changed_number_carries_the_links_over_to_the_new_number() {
+    // Arrange: an elder linked by number.
+    const NEW_NUMBER: &str = "919833333333";
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&text_payload(
+        ELDER_A,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_replies(&graph, ELDER_A, 1);
+    let wamid = fresh_wamid();
+
+    // Act: Meta's system message, then a follow-up from the new number.
+    app.deliver(&changed_number_payload(ELDER_A, NEW_NUMBER, &fresh_wamid()));
+    app.deliver(&text_payload(
+        NEW_NUMBER,
+        "Asha Devi",
+        &wamid,
+        "New phone, same order?",
+    ));
+
+    // Assert
+    assert_eq!(
+        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
+        Some(ORDER)
+    );
+    assert_eq!(linked_senders(&app, ORDER), vec![NEW_NUMBER.to_string()]);
+    graph.assert_no_more_requests(3, GRACE);
+}
+
+// ------------------------------------------------------- the state lattice
+
+#[test]
+fn a_late_sent_after_failed_leaves_the_message_failed_with_its_error() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    pay_and_send(&app, ORDER);
+    let link = app.outbox_row(ORDER, "link").graph_message_id.unwrap();
+
+    // Act: Meta's `sent` arrives after its `failed`.
+    app.deliver(&statuses_payload(vec![failed_status(
+        &link,
+        CUSTOMER,
+        131026,
+        "Message undeliverable",
+    )]));
+    app.deliver(&statuses_payload(vec![status(&link, "sent", CUSTOMER)]));
+
+    // Assert
+    let (state, error) = delivery_of(&app, &link);
+    assert_eq!(state.as_deref(), Some("failed"));
+    assert!(error.unwrap_or_default().contains("131026"));
+}
+
+#[test]
+fn delivered_after_failed_wins_and_keeps_the_error_as_history() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    pay_and_send(&app, ORDER);
+    let link = app.outbox_row(ORDER, "link").graph_message_id.unwrap();
+
+    // Act
+    app.deliver(&statuses_payload(vec![
+        failed_status(&link, CUSTOMER, 131026, "Message undeliverable"),
+        status(&link, "delivered", CUSTOMER),
+        failed_status(&link, CUSTOMER, 131049, "Spam rate limit"),
+    ]));
+
+    // Assert: delivered, the first failure still shown, the late one ignored.
+    let (state, error) = delivery_of(&app, &link);
+    assert_eq!(state.as_deref(), Some("delivered"));
+    let error = error.expect("the failure stays visible");
+    assert!(error.contains("131026: Message undeliverable"), "{error}");
+}
+
+#[test]
+fn each_status_records_what_the_message_cost() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    pay_and_send(&app, ORDER);
+    let confirmation = app
+        .outbox_row(ORDER, "confirmation")
+        .graph_message_id
+        .unwrap();
+
+    // Act: Meta's status carries `pricing` (billable, category).
+    app.deliver(&statuses_payload(vec![status(
+        &confirmation,
+        "sent",
+        CUSTOMER,
+    )]));
+
+    // Assert
+    assert_eq!(
+        pricing_of(&app, &confirmation),
+        (Some(true), Some("utility".to_string()))
+    );
 }

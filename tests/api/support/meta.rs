@@ -255,11 +255,15 @@ pub fn wait_for_replies(graph: &FakeGraph, wa_id: &str, n: usize) -> Vec<Recorde
     requests_to(graph, wa_id)
 }
 
-/// The senders linked to `order_id` (`contact_links`), sorted.
+/// The senders linked to `order_id` (`contact_links`), each by its number
+/// or, when it has none, its BSUID, sorted.
 pub fn linked_senders(app: &TestApp, order_id: &str) -> Vec<String> {
     let db = app.db();
     let mut stmt = db
-        .prepare("SELECT wa_id FROM contact_links WHERE order_id = ?1 ORDER BY wa_id")
+        .prepare(
+            "SELECT COALESCE(c.wa_id, c.user_id) AS who FROM contact_links l \
+             JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = ?1 ORDER BY who",
+        )
         .expect("contact_links query");
     let rows = stmt
         .query_map([order_id], |r| r.get(0))
@@ -269,7 +273,8 @@ pub fn linked_senders(app: &TestApp, order_id: &str) -> Vec<String> {
     rows
 }
 
-/// One stored inbound message.
+/// One stored inbound message; `wa_id` is the sender's number, or its
+/// BSUID when the message came without one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundRow {
     pub wa_id: String,
@@ -284,7 +289,7 @@ pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
     use rusqlite::OptionalExtension;
     app.db()
         .query_row(
-            "SELECT wa_id, profile_name, message_type, body, order_id \
+            "SELECT COALESCE(wa_id, user_id), profile_name, message_type, body, order_id \
              FROM inbound_messages WHERE wamid = ?1",
             [wamid],
             |r| {
@@ -338,6 +343,137 @@ pub fn elder_replies(app: &TestApp, order_id: &str) -> Vec<(String, String)> {
         .collect::<Result<Vec<(String, String)>, _>>()
         .expect("outbox row");
     rows
+}
+
+// ------------------------------------------------------------ usernames
+//
+// Payload shapes from Meta's "Business-scoped user IDs" page
+// (developers.facebook.com/documentation/business-messaging/whatsapp/business-scoped-user-ids/):
+// a user with a username has no `from` in `messages[]` and no `wa_id` in
+// `contacts[]`; `from_user_id` and `contacts[].user_id` carry the BSUID and
+// `contacts[].profile.username` the username. Statuses of a message sent to
+// a BSUID carry `recipient_user_id` and may leave out `recipient_id`
+// (summarised the same way by dualhook.com/docs/contacts-bsuid-webhooks).
+// The example BSUID `IN.1648738043044942` is SPEC §9's.
+
+/// The BSUID of an elder who adopted a username and hides their number.
+pub const ELDER_BSUID: &str = "IN.1648738043044942";
+/// The BSUID Meta gives the same elder after a change.
+pub const ELDER_NEW_BSUID: &str = "IN.7730215586402219";
+
+/// A text from a username-only user: BSUID, no phone number anywhere.
+pub fn username_text_payload(user_id: &str, name: &str, wamid: &str, body: &str) -> Value {
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "contacts": [{"profile": {"name": name, "username": "@asha.devi"}, "user_id": user_id}],
+        "messages": [{
+            "from_user_id": user_id,
+            "id": wamid,
+            "timestamp": now_secs().to_string(),
+            "type": "text",
+            "text": {"body": body}
+        }]
+    }))
+}
+
+/// A text from a user Meta identifies by both number and BSUID.
+pub fn both_ids_text_payload(
+    wa_id: &str,
+    user_id: &str,
+    name: &str,
+    wamid: &str,
+    body: &str,
+) -> Value {
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "contacts": [{"profile": {"name": name}, "wa_id": wa_id, "user_id": user_id}],
+        "messages": [{
+            "from": wa_id,
+            "from_user_id": user_id,
+            "id": wamid,
+            "timestamp": now_secs().to_string(),
+            "type": "text",
+            "text": {"body": body}
+        }]
+    }))
+}
+
+/// A status of a message sent to a BSUID: `recipient_user_id`, no `recipient_id`.
+pub fn bsuid_status(message_id: &str, status: &str, user_id: &str) -> Value {
+    json!({
+        "id": message_id,
+        "status": status,
+        "timestamp": now_secs().to_string(),
+        "recipient_user_id": user_id,
+        "pricing": {"billable": true, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"}
+    })
+}
+
+/// Meta's `user_id_update` notice (Business-scoped user IDs page): the
+/// user's BSUID changed from `previous` to `current`.
+pub fn user_id_update_payload(wa_id: Option<&str>, previous: &str, current: &str) -> Value {
+    let mut update = json!({
+        "detail": "Business-scoped User ID (BSUID) has been updated",
+        "user_id": {"previous": previous, "current": current},
+        "timestamp": now_secs().to_string()
+    });
+    if let Some(wa_id) = wa_id {
+        update["wa_id"] = json!(wa_id);
+    }
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{"field": "user_id_update", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": metadata(),
+                "user_id_update": [update]
+            }}]
+        }]
+    })
+}
+
+/// Meta's system message `user_changed_number` (System messages webhook
+/// reference: sent from the old number, `system.wa_id` is the new one, no
+/// `contacts[]`).
+pub fn changed_number_payload(old_wa_id: &str, new_wa_id: &str, wamid: &str) -> Value {
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "messages": [{
+            "from": old_wa_id,
+            "id": wamid,
+            "timestamp": now_secs().to_string(),
+            "type": "system",
+            "system": {
+                "body": format!("User Asha Devi changed from {old_wa_id} to {new_wa_id}"),
+                "wa_id": new_wa_id,
+                "type": "user_changed_number"
+            }
+        }]
+    }))
+}
+
+/// Requests the fake Graph API received addressed to the BSUID `user_id`.
+pub fn requests_to_user(graph: &FakeGraph, user_id: &str) -> Vec<RecordedRequest> {
+    graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.get("recipient").and_then(Value::as_str) == Some(user_id))
+        .collect()
+}
+
+/// `(pricing_billable, pricing_category)` of our message with this Graph id.
+pub fn pricing_of(app: &TestApp, graph_message_id: &str) -> (Option<bool>, Option<String>) {
+    app.db()
+        .query_row(
+            "SELECT pricing_billable, pricing_category FROM outbox WHERE graph_message_id = ?1",
+            [graph_message_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or_else(|e| panic!("no outbox row with graph id {graph_message_id}: {e}"))
 }
 
 #[cfg(test)]
