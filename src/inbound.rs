@@ -863,4 +863,95 @@ mod tests {
         assert_eq!(parse(&json!({"hello": 1})).skipped.len(), 1);
         assert_eq!(parse(&json!([1, 2])).skipped.len(), 1);
     }
+
+    mod embedded {
+        refinery::embed_migrations!("migrations");
+    }
+
+    #[test]
+    fn migration_v4_moves_contacts_links_and_messages_of_a_v3_database_without_loss() {
+        // Arrange: a database built with V1–V3 holding an order, a linked
+        // elder with two messages, a stranger, and the elder's reply.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::open_writer(&dir.path().join("v3.db")).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(3))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
+               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
+             INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, consumed_at, created_at)
+               VALUES ('t1', 'ORD-1', '0b0e3c1e-7b6d-4c55-9a4a-2b9f1f0c9d11', 9999999999999, 5, 1);
+             INSERT INTO contact_links (id, order_id, wa_id, profile_name, token_id, linked_at)
+               VALUES ('l1', 'ORD-1', '919811111111', 'Asha', 't1', 5);
+             INSERT INTO inbound_messages (id, wamid, wa_id, profile_name, message_type, body, sent_at,
+                                           received_at, attribution, order_id, token_id)
+               VALUES ('m1', 'wamid.1', '919811111111', 'Asha', 'text', 'token text', 4, 5, 'token', 'ORD-1', 't1'),
+                      ('m2', 'wamid.2', '919811111111', 'Asha', 'text', 'thanks', 6, 7, 'linked_sender', 'ORD-1', NULL),
+                      ('m3', 'wamid.3', '447700900123', 'Sam', 'text', 'hello?', 8, 9, 'none', NULL, NULL);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at)
+               VALUES ('r1', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 5, 5, 5);",
+        )
+        .unwrap();
+
+        // Act
+        crate::db::migrate(&mut conn).unwrap();
+
+        // Assert: every row is still there, tied to its contact.
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM contacts"), 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM contacts WHERE id = '919811111111' AND wa_id = '919811111111' AND user_id IS NULL AND profile_name = 'Asha'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM contact_links WHERE contact_id = '919811111111' AND order_id = 'ORD-1' AND token_id = 't1' AND linked_at = 5"),
+            1
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM inbound_messages"), 3);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM inbound_messages WHERE contact_id = wa_id AND user_id IS NULL"),
+            3
+        );
+        let attribution: Attribution = conn
+            .query_row(
+                "SELECT attribution FROM inbound_messages WHERE wamid = 'wamid.3'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(attribution, Attribution::Unattributed);
+
+        // And the migrated elder, now also known by BSUID, keeps the order
+        // and is not replied to a second time.
+        let msg = Inbound {
+            wamid: "wamid.4".into(),
+            sender: Sender {
+                wa_id: Some("919811111111".into()),
+                user_id: Some(Bsuid::parse("IN.1648738043044942").unwrap()),
+            },
+            profile_name: Some("Asha".into()),
+            kind: "text".into(),
+            body: Some("again: 0b0e3c1e-7b6d-4c55-9a4a-2b9f1f0c9d11".into()),
+            sent_at: None,
+        };
+        let stored = store_message(&conn, &msg, true, 10).unwrap();
+        assert_eq!(
+            stored,
+            Stored::Attributed {
+                order_id: "ORD-1".into(),
+                new_link: false
+            }
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM outbox WHERE kind = 'elder_reply'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM contacts WHERE id = '919811111111' AND user_id = 'IN.1648738043044942'"),
+            1
+        );
+    }
 }
