@@ -846,6 +846,24 @@ mod tests {
             parsed.messages[0].sender.wa_id.as_deref(),
             Some("12195555358")
         );
+
+        // Meta's changelog, 2026-08-11: `user_changed_user_id`, with
+        // `system.previous_user_id` beside the new `system.user_id`.
+        let bsuid_only = json!({"entry":[{"changes":[{"field":"messages","value":{
+            "messages":[{"from_user_id":"IN.9990001112223334","id":"wamid.SYS2","timestamp":"1739321024","type":"system",
+                "system":{"body":"User changed","user_id":"IN.9990001112223334","previous_user_id":"IN.1648738043044942","type":"user_changed_user_id"}}]
+        }}]}]});
+        let parsed = parse(&bsuid_only);
+        let change = &parsed.identity_changes[0];
+        assert_eq!(
+            change.old.user_id.as_ref().unwrap().as_str(),
+            "IN.1648738043044942"
+        );
+        assert_eq!(
+            change.new.user_id.as_ref().unwrap().as_str(),
+            "IN.9990001112223334"
+        );
+        assert_eq!(change.new.wa_id, None);
     }
 
     #[test]

@@ -411,8 +411,12 @@ pub fn bsuid_status(message_id: &str, status: &str, user_id: &str) -> Value {
     })
 }
 
-/// Meta's `user_id_update` notice (Business-scoped user IDs page): the
-/// user's BSUID changed from `previous` to `current`.
+/// Meta's `user_id_update` notice: the user's BSUID changed from `previous`
+/// to `current`. Shape as Meta's "Business-scoped user IDs" page describes
+/// it (`user_id: {previous, current}`, `wa_id` when shareable); the full
+/// syntax block of that page was not retrievable here, only excerpts, and
+/// Meta's changelog of 2026-08-11 says such changes now come as `system`
+/// messages (`user_changed_user_id`), so the server accepts both.
 pub fn user_id_update_payload(wa_id: Option<&str>, previous: &str, current: &str) -> Value {
     let mut update = json!({
         "detail": "Business-scoped User ID (BSUID) has been updated",
