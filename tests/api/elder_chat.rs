@@ -1396,6 +1396,85 @@ fn user_changed_number_carries_the_links_over_to_the_new_number() {
     graph.assert_no_more_requests(3, GRACE);
 }
 
+#[test]
+fn user_changed_user_id_system_message_carries_the_links_over_to_the_new_bsuid() {
+    // Arrange: a username-only elder linked to the order.
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    let wamid = fresh_wamid();
+
+    // Act
+    app.deliver(&changed_user_id_payload(
+        ELDER_BSUID,
+        ELDER_NEW_BSUID,
+        &fresh_wamid(),
+    ));
+    app.deliver(&username_text_payload(
+        ELDER_NEW_BSUID,
+        "Asha Devi",
+        &wamid,
+        "Still me",
+    ));
+
+    // Assert
+    assert_eq!(
+        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
+        Some(ORDER)
+    );
+    assert_eq!(
+        linked_senders(&app, ORDER),
+        vec![ELDER_NEW_BSUID.to_string()]
+    );
+    graph.assert_no_more_requests(3, GRACE);
+}
+
+#[test]
+fn a_number_change_reported_after_the_elder_wrote_from_the_new_number_joins_the_two() {
+    // Arrange: linked by the old number; the first message from the new
+    // number arrives before Meta's notice and is unattributed.
+    const NEW_NUMBER: &str = "919833333333";
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&text_payload(
+        ELDER_A,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_replies(&graph, ELDER_A, 1);
+    let early = fresh_wamid();
+    app.deliver(&text_payload(
+        NEW_NUMBER,
+        "Asha Devi",
+        &early,
+        "It's me, new phone",
+    ));
+    assert_eq!(inbound_row(&app, &early).unwrap().order_id, None);
+    let later = fresh_wamid();
+
+    // Act
+    app.deliver(&changed_number_payload(ELDER_A, NEW_NUMBER, &fresh_wamid()));
+    app.deliver(&text_payload(NEW_NUMBER, "Asha Devi", &later, "Any news?"));
+
+    // Assert: one contact on the new number, linked to the order.
+    assert_eq!(
+        inbound_row(&app, &later).unwrap().order_id.as_deref(),
+        Some(ORDER)
+    );
+    assert_eq!(linked_senders(&app, ORDER), vec![NEW_NUMBER.to_string()]);
+    assert_eq!(contacts(&app), vec![(Some(NEW_NUMBER.to_string()), None)]);
+    graph.assert_no_more_requests(3, GRACE);
+}
+
 // ------------------------------------------------------- the state lattice
 
 #[test]

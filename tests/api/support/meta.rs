@@ -460,6 +460,27 @@ pub fn changed_number_payload(old_wa_id: &str, new_wa_id: &str, wamid: &str) -> 
     }))
 }
 
+/// Meta's system message `user_changed_user_id` (changelog of 2026-08-11:
+/// `system.previous_user_id` beside the new `system.user_id`; no number).
+pub fn changed_user_id_payload(previous: &str, current: &str, wamid: &str) -> Value {
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "messages": [{
+            "from_user_id": current,
+            "id": wamid,
+            "timestamp": now_secs().to_string(),
+            "type": "system",
+            "system": {
+                "body": "User Asha Devi changed their business-scoped user ID",
+                "user_id": current,
+                "previous_user_id": previous,
+                "type": "user_changed_user_id"
+            }
+        }]
+    }))
+}
+
 /// Requests the fake Graph API received addressed to the BSUID `user_id`.
 pub fn requests_to_user(graph: &FakeGraph, user_id: &str) -> Vec<RecordedRequest> {
     graph
