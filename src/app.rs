@@ -46,7 +46,13 @@ pub fn open_database(config: &Config) -> Result<(rusqlite::Connection, File), St
     let lock = lock_file(path)?;
     let mut conn =
         db::open_writer(path).map_err(|e| format!("DATABASE_PATH {}: {e}", path.display()))?;
-    let applied = db::migrate(&mut conn).map_err(|e| format!("migrations failed: {e}"))?;
+    let (applied, copy) = db::migrate_with_backup(&mut conn, path)?;
+    if let Some(copy) = copy {
+        log::info!(
+            "before migrating, copied the database to {}",
+            copy.display()
+        );
+    }
     if applied > 0 {
         log::info!("applied {applied} migration(s) to {}", path.display());
     }

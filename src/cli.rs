@@ -110,46 +110,11 @@ fn backup(dest: &Path) -> i32 {
 }
 
 pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
-    use rusqlite::backup::Backup;
     if !source.exists() {
         return Err(format!("{} does not exist", source.display()));
     }
-    if dest.exists() {
-        return Err(format!(
-            "{} already exists; choose a new path",
-            dest.display()
-        ));
-    }
-    db::prepare_path(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     let src = db::open_reader(source).map_err(|e| e.to_string())?;
-    let mut out = rusqlite::Connection::open(dest).map_err(|e| e.to_string())?;
-    {
-        let backup = Backup::new(&src, &mut out).map_err(|e| e.to_string())?;
-        // All pages in one step, inside one read transaction: a consistent
-        // snapshot that a concurrent writer can neither block nor restart
-        // (WAL readers see the database as of their first read).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            use rusqlite::backup::StepResult;
-            match backup.step(-1).map_err(|e| e.to_string())? {
-                StepResult::Done => break,
-                _ if std::time::Instant::now() > deadline => {
-                    return Err("the database stayed locked for 60 s".into())
-                }
-                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
-    }
-    let pages: i32 = out
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    let ok: String = out
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if ok != "ok" {
-        return Err(format!("the copy fails its integrity check: {ok}"));
-    }
-    Ok(pages)
+    db::copy_database(&src, dest)
 }
 
 fn check() -> i32 {
