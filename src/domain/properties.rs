@@ -122,6 +122,29 @@ proptest! {
     }
 
     #[test]
+    fn cleaned_notes_hold_no_control_character_and_something_visible(
+        raw in prop::collection::vec(
+            prop_oneof![
+                "\\PC{0,6}",
+                "[\u{0}-\u{1f}\u{7f}-\u{9f}]{1,3}",
+                prop::sample::select(vec!["\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", " ", "\u{a0}"])
+                    .prop_map(str::to_owned),
+            ],
+            0..8,
+        ).prop_map(|parts| parts.concat())
+    ) {
+        let visible = raw.chars().any(super::note::is_visible);
+        match Note::clean(&raw) {
+            Some(note) => {
+                prop_assert!(visible, "{raw:?} has nothing visible but gave {note:?}");
+                prop_assert!(!note.as_str().chars().any(char::is_control), "{note:?}");
+                prop_assert!(note.as_str().chars().any(super::note::is_visible));
+            }
+            None => prop_assert!(!visible, "{raw:?} has visible characters"),
+        }
+    }
+
+    #[test]
     fn token_parsing_never_panics_and_canonicalises(raw in "\\PC{0,40}") {
         if let Some(t) = InviteToken::parse(&raw) {
             prop_assert_eq!(t.as_string(), raw.to_lowercase());

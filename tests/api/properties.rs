@@ -127,3 +127,55 @@ fn any_note_reaches_meta_without_newlines_tabs_or_runs_of_spaces() {
         })
         .unwrap();
 }
+
+/// The confirmation's note parameter exactly as Meta received it.
+fn note_sent_to_meta(graph: &FakeGraph, order_id: &str) -> String {
+    let is_it = |r: &RecordedRequest| {
+        r.order_id() == Some(order_id) && r.message_type() == Some("template")
+    };
+    let all = graph.wait_for(&format!("template for {order_id}"), PATIENCE, |all| {
+        all.iter().any(is_it)
+    });
+    let template = all.iter().find(|r| is_it(r)).unwrap();
+    template
+        .body
+        .pointer("/template/components/0/parameters/2/text")
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("no note parameter in {}", template.body))
+        .to_string()
+}
+
+/// SPEC §5, issue 8 §3: control characters never reach Meta, and a note
+/// nobody could see is replaced by CONFIRMATION_NOTE.
+#[test]
+fn control_characters_are_removed_and_an_invisible_note_gives_the_default() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .env("CONFIRMATION_NOTE", "Thanks from the corner shop")
+        .spawn();
+    let cases = [
+        ("Arrives\u{0} by\u{7} Friday\u{1b}", "Arrives by Friday"),
+        ("\u{1b}[31mRed\u{1b}[0m", "[31mRed[0m"),
+        ("\u{200B}", "Thanks from the corner shop"),
+        (
+            " \u{200B}\u{200C}\u{200D} \u{2060}\u{FEFF} ",
+            "Thanks from the corner shop",
+        ),
+        ("\u{0}\u{7}\u{1b}", "Thanks from the corner shop"),
+    ];
+
+    for (n, (note, expected)) in cases.iter().enumerate() {
+        // Act
+        let order_id = format!("ORD-NOTE-CC-{n}");
+        pay(
+            &app,
+            &payment_event_with(&order_id, json!({ "note": note })),
+        );
+
+        // Assert
+        let sent = note_sent_to_meta(&graph, &order_id);
+        assert_eq!(&sent, expected, "note {note:?}");
+        assert!(!sent.chars().any(char::is_control), "{sent:?}");
+    }
+}
