@@ -179,3 +179,46 @@ fn control_characters_are_removed_and_an_invisible_note_gives_the_default() {
         assert!(!sent.chars().any(char::is_control), "{sent:?}");
     }
 }
+
+/// SPEC §4, issue 8 §3: a body that repeats a key, at any depth, is 422 with
+/// the JSON error body, writes nothing and leaves its key usable.
+#[test]
+fn a_repeated_key_at_any_depth_is_422_writes_nothing_and_leaves_the_key_usable() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let good = payment_event("ORD-DUP").to_string();
+    let bodies = [
+        // Inside `data` (the last value used to win).
+        good.replace("\"amount\":49900", "\"amount\":1,\"amount\":49900"),
+        good.replace(
+            "\"customer_phone\":\"+91 98765 43210\"",
+            "\"customer_phone\":\"+91 98765 43210\",\"customer_phone\":\"+44 7700 900123\"",
+        ),
+        // Deeper, in an object orderlink does not even read.
+        good.replace(
+            "\"user_id\":\"user_77\"",
+            "\"user_id\":\"user_77\",\"meta\":{\"tags\":[{\"k\":1,\"k\":2}]}",
+        ),
+        // At the top level, a field orderlink ignores.
+        good.replace(
+            "\"created_at\":\"2026-11-26T10:00:00Z\"",
+            "\"created_at\":\"2026-11-26T10:00:00Z\",\"created_at\":\"x\"",
+        ),
+    ];
+
+    for (n, body) in bodies.iter().enumerate() {
+        assert_ne!(body, &good, "case {n} changed nothing");
+        // Act
+        let resp = app.post_webhook_with_id("msg_dup_fixed_later", body);
+
+        // Assert
+        assert_eq!(resp.status, 422, "case {n}: {}", resp.body);
+        resp.error_code();
+        assert_nothing_written(&app);
+    }
+    graph.assert_no_more_requests(0, GRACE);
+    let retry = app.post_webhook_with_id("msg_dup_fixed_later", &good);
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.json()["status"], "processed", "{}", retry.body);
+}
