@@ -152,21 +152,23 @@ pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
     Ok(pages)
 }
 
+/// Every problem at once, one line each (SPEC §10): the configuration's
+/// errors, then where the database lives, then the database itself. A
+/// problem makes the exit status non-zero; a warning does not.
 fn check() -> i32 {
-    let mut problems = 0;
+    let mut report = Report::default();
     let config = match Config::from_env() {
         Ok(c) => {
-            println!(
-                "ok: configuration ({} mode)",
+            report.ok(format!(
+                "configuration ({} mode)",
                 if c.is_sandbox() { "sandbox" } else { "live" }
-            );
+            ));
             Some(c)
         }
         Err(errors) => {
-            for line in &errors.0 {
-                println!("error: {line}");
+            for line in errors.0 {
+                report.problem(line);
             }
-            problems += errors.0.len();
             None
         }
     };
@@ -175,51 +177,123 @@ fn check() -> i32 {
         .map(|c| c.database_path.clone())
         .unwrap_or_else(|| {
             std::path::PathBuf::from(
-                std::env::var("DATABASE_PATH").unwrap_or_else(|_| "data/orderlink.db".into()),
+                std::env::var("DATABASE_PATH")
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "data/orderlink.db".into()),
             )
         });
-    if !path.exists() {
-        println!(
-            "warning: database {} does not exist yet; it is created at the first start",
+    match database_location_problem(&path) {
+        Some(problem) => report.problem(problem),
+        None if !path.exists() => report.warning(format!(
+            "database {} does not exist yet; it is created at the first start",
             path.display()
-        );
-    } else {
-        match db::open_reader(&path) {
-            Err(e) => {
-                println!("error: database {}: {e}", path.display());
-                problems += 1;
-            }
-            Ok(conn) => {
-                match conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
-                    Ok(ok) if ok == "ok" => {
-                        println!("ok: database {} passes its integrity check", path.display())
-                    }
-                    Ok(bad) => {
-                        println!("error: database {}: {bad}", path.display());
-                        problems += 1;
-                    }
-                    Err(e) => {
-                        println!("error: database {}: {e}", path.display());
-                        problems += 1;
-                    }
-                }
-                drop(conn);
-                match db::open_writer(&path).map_err(|e| e.to_string()).and_then(|mut c| {
-                    db::pending_migrations(&mut c).map_err(|e| e.to_string())
-                }) {
-                    Ok(p) if p.is_empty() => println!("ok: database schema is up to date"),
-                    Ok(p) => println!("warning: {} migration(s) pending ({}); `orderlink migrate` or the next start applies them", p.len(), p.join(", ")),
-                    Err(e) => {
-                        println!("error: database {}: {e}", path.display());
-                        problems += 1;
-                    }
-                }
+        )),
+        None => check_database(&path, &mut report),
+    }
+    report.finish()
+}
+
+#[derive(Default)]
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, line: String) {
+        println!("ok: {line}");
+    }
+    fn warning(&mut self, line: String) {
+        println!("warning: {line}");
+    }
+    fn problem(&mut self, line: String) {
+        println!("error: {line}");
+        self.problems += 1;
+    }
+    fn finish(self) -> i32 {
+        if self.problems == 0 {
+            0
+        } else {
+            println!("{} problem(s) found", self.problems);
+            1
+        }
+    }
+}
+
+/// Why the database can never be created or written at `path`, if so: a
+/// folder on the way is a regular file, or the folder it would live in
+/// (the nearest one that exists) refuses a new file. Probed by creating and
+/// removing a file there, which is what the server will do, so permissions,
+/// ACLs and read-only mounts are all judged as they will be.
+pub fn database_location_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Some(format!(
+            "DATABASE_PATH {shown} is a folder; it must name the database file"
+        ));
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut existing = parent;
+    while !existing.exists() {
+        match existing.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(up) => existing = up,
+            None => {
+                existing = Path::new(".");
+                break;
             }
         }
     }
-    if problems == 0 {
-        0
-    } else {
-        1
+    if !existing.is_dir() {
+        return Some(format!(
+            "DATABASE_PATH {shown} can never be created: {} is a file, not a folder",
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".orderlink-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "DATABASE_PATH {shown} can never be created: the folder {} does not accept new files ({e})",
+            existing.display()
+        )),
+    }
+}
+
+fn check_database(path: &Path, report: &mut Report) {
+    let conn = match db::open_reader(path) {
+        Ok(conn) => conn,
+        Err(e) => return report.problem(format!("database {}: {e}", path.display())),
+    };
+    match conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
+        Ok(ok) if ok == "ok" => report.ok(format!(
+            "database {} passes its integrity check",
+            path.display()
+        )),
+        Ok(bad) => report.problem(format!("database {}: {bad}", path.display())),
+        Err(e) => report.problem(format!("database {}: {e}", path.display())),
+    }
+    drop(conn);
+    match db::open_writer(path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| db::pending_migrations(&mut c).map_err(|e| e.to_string()))
+    {
+        Ok(p) if p.is_empty() => report.ok("database schema is up to date".into()),
+        Ok(p) => report.warning(format!(
+            "{} migration(s) pending ({}); `orderlink migrate` or the next start applies them",
+            p.len(),
+            p.join(", ")
+        )),
+        Err(e) => report.problem(format!("database {}: {e}", path.display())),
     }
 }

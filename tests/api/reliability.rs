@@ -1137,3 +1137,113 @@ fn cli_check_exits_zero_on_a_good_sandbox_config_and_on_a_good_live_database() {
     assert!(migrated.status.success(), "{}", migrated.output());
     assert!(!migrated.stdout.contains("error"), "{}", migrated.output());
 }
+
+fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// SPEC §10, issue 8 §3: every problem at once, one line each, and a
+/// database path under a regular file is a problem, not a warning.
+#[test]
+fn cli_check_names_every_problem_at_once_a_missing_variable_hiding_no_malformed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let path = file.join("orderlink.db");
+    let env = env_of(&[
+        ("WHATSAPP_TOKEN", "EAAG-test-token"),
+        // Missing: WHATSAPP_PHONE_NUMBER_ID, WHATSAPP_APP_SECRET.
+        ("WHATSAPP_BUSINESS_NUMBER_E164", "+91 99999 00000"),
+        (
+            "PAYMENT_WEBHOOK_SECRET",
+            crate::support::app::WEBHOOK_SECRET,
+        ),
+        ("SEND_WORKERS", "zero"),
+        ("DATABASE_PATH", path.to_str().unwrap()),
+    ]);
+
+    let run = run_cli(&["check"], &env, Duration::from_secs(20));
+
+    assert!(!run.status.success(), "{}", run.output());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    let mut lines_seen = BTreeSet::new();
+    for needle in [
+        "WHATSAPP_PHONE_NUMBER_ID",
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_BUSINESS_NUMBER_E164",
+        "SEND_WORKERS",
+        "DATABASE_PATH",
+    ] {
+        let lines: Vec<(usize, &str)> = out
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .collect();
+        assert_eq!(lines.len(), 1, "{needle} on {} lines:\n{out}", lines.len());
+        assert!(
+            lines[0].1.starts_with("error"),
+            "{needle} is not named as a problem:\n{out}"
+        );
+        assert!(
+            lines_seen.insert(lines[0].0),
+            "two problems share a line:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("EAAG-test-token"),
+        "check printed the token:\n{out}"
+    );
+}
+
+/// A sandbox configuration that is otherwise fine fails `check` when its
+/// database can never be created.
+#[test]
+fn cli_check_fails_on_a_database_path_that_can_never_be_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    let mut paths = vec![
+        file.join("orderlink.db"),
+        file.join("deeper/still/orderlink.db"),
+        // Nobody, root included, creates files in /proc.
+        std::path::PathBuf::from("/proc/orderlink/orderlink.db"),
+    ];
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // Root writes into a 0555 folder anyway: only test it where it holds.
+        if std::fs::write(read_only.join("probe"), "x").is_err() {
+            paths.push(read_only.join("orderlink.db"));
+            paths.push(read_only.join("sub/orderlink.db"));
+        }
+    }
+
+    for path in &paths {
+        let env = env_of(&[("DATABASE_PATH", path.to_str().unwrap())]);
+
+        let run = run_cli(&["check"], &env, Duration::from_secs(20));
+
+        assert!(
+            !run.status.success(),
+            "{}: {}",
+            path.display(),
+            run.output()
+        );
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with("error") && l.contains("DATABASE_PATH")),
+            "{}: no problem line naming DATABASE_PATH:\n{}",
+            path.display(),
+            run.output()
+        );
+        assert!(!path.exists(), "check created {}", path.display());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 2, "check left files behind: {leftovers:?}");
+}
