@@ -1,12 +1,12 @@
-//! The commands: `serve` (default), `migrate`, `backup PATH`, `check`.
-//! Only `serve` starts the server.
+//! The commands: `serve` (default), `migrate`, `backup PATH`, `check`,
+//! `--version`. Only `serve` starts the server.
 
 use crate::app;
 use crate::config::Config;
 use crate::db;
 use std::path::Path;
 
-const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check]";
+const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check | --version]";
 
 pub fn run(args: &[String]) -> i32 {
     let command = args.first().map(String::as_str).unwrap_or("serve");
@@ -15,6 +15,10 @@ pub fn run(args: &[String]) -> i32 {
         ("migrate", 1) => migrate(),
         ("backup", 2) => backup(Path::new(&args[1])),
         ("check", 1) => check(),
+        ("--version" | "-V" | "version", 1) => {
+            println!("orderlink {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
         ("help" | "--help" | "-h", _) => {
             println!("{USAGE}");
             0
@@ -41,19 +45,32 @@ fn load() -> Result<Config, i32> {
     }
 }
 
+/// A fatal line, said once: through the log when it shows errors (the
+/// journal, the test harness), on stderr otherwise.
+fn fail(line: &str) -> i32 {
+    if log::log_enabled!(log::Level::Error) {
+        log::error!("{line}");
+    } else {
+        eprintln!("orderlink: {line}");
+    }
+    1
+}
+
 fn serve() -> i32 {
     let config = match load() {
         Ok(c) => c,
         Err(code) => return code,
     };
     app::announce(&config);
-    let (rocket, services) = match app::build(config, app::figment()) {
+    let figment = app::figment();
+    // Before the database is created or locked: a port that is taken is the
+    // most common first-start mistake, and Rocket would only say so after.
+    if let Err(line) = port_is_free(&figment) {
+        return fail(&line);
+    }
+    let (rocket, services) = match app::build(config, figment) {
         Ok(built) => built,
-        Err(line) => {
-            eprintln!("orderlink: {line}");
-            log::error!("{line}");
-            return 1;
-        }
+        Err(line) => return fail(&line),
     };
     let result = rocket::execute(rocket.launch());
     // Rocket has stopped accepting and finished its in-flight requests;
@@ -61,11 +78,27 @@ fn serve() -> i32 {
     services.shutdown();
     match result {
         Ok(_) => 0,
-        Err(e) => {
-            log::error!("server failed: {e}");
-            eprintln!("orderlink: server failed: {e}");
-            1
-        }
+        Err(e) => fail(&format!("server failed: {e}")),
+    }
+}
+
+/// Binds the configured address and port once and lets go, naming the port
+/// when it is taken. A configuration Rocket cannot read is left for Rocket
+/// to report.
+fn port_is_free(figment: &rocket::figment::Figment) -> Result<(), String> {
+    let Ok(config) = figment.extract::<rocket::Config>() else {
+        return Ok(());
+    };
+    match std::net::TcpListener::bind((config.address, config.port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "port {} on {} is already in use (another orderlink, or another program, listens there); stop it or choose another port with ROCKET_PORT",
+            config.port, config.address
+        )),
+        Err(e) => Err(format!(
+            "cannot listen on port {} of {}: {e}",
+            config.port, config.address
+        )),
     }
 }
 
@@ -116,7 +149,7 @@ pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
     }
     if dest.exists() {
         return Err(format!(
-            "{} already exists; choose a new path",
+            "{} already exists and a backup never overwrites a file; choose a new path, e.g. a dated name such as orderlink-$(date +%Y%m%d-%H%M%S).db",
             dest.display()
         ));
     }

@@ -1247,3 +1247,98 @@ fn cli_check_fails_on_a_database_path_that_can_never_be_created() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 2, "check left files behind: {leftovers:?}");
 }
+
+// ---------------------------------------------------------------------------
+// The first hour (issue 13): what a new user meets at the command line.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cli_version_prints_the_version() {
+    for flag in ["--version", "-V"] {
+        let run = run_cli(&[flag], &[], Duration::from_secs(20));
+
+        assert!(run.status.success(), "{}", run.output());
+        assert_eq!(
+            run.stdout,
+            format!("orderlink {}\n", env!("CARGO_PKG_VERSION")),
+            "{}",
+            run.output()
+        );
+    }
+}
+
+#[test]
+fn serve_on_a_port_in_use_names_the_port_before_creating_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/orderlink.db");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let env = env_of(&[
+        ("RUST_LOG", "info"),
+        ("ROCKET_ADDRESS", "127.0.0.1"),
+        ("ROCKET_PORT", &port),
+        ("DATABASE_PATH", path.to_str().unwrap()),
+    ]);
+
+    let run = run_cli(&["serve"], &env, Duration::from_secs(20));
+
+    assert!(!run.status.success(), "{}", run.output());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("already in use"))
+        .collect();
+    assert_eq!(lines.len(), 1, "said {} times:\n{out}", lines.len());
+    assert!(lines[0].contains(&format!("port {port}")), "{out}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "the database folder was created before the port was found taken:\n{out}"
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_database_is_refused_once() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let mut env = live_env(graph.base_url(), &app.db_path);
+    env.push(("ROCKET_ADDRESS".into(), "127.0.0.1".into()));
+    env.push(("ROCKET_PORT".into(), free_port().to_string()));
+
+    let run = run_cli(&["serve"], &env, Duration::from_secs(20));
+
+    assert!(!run.status.success(), "{}", run.output());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        out.matches("another orderlink process is already serving")
+            .count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn backup_to_an_existing_path_says_so_and_leaves_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orderlink.db");
+    let env = env_of(&[("DATABASE_PATH", path.to_str().unwrap())]);
+    assert!(run_cli(&["migrate"], &env, Duration::from_secs(20))
+        .status
+        .success());
+    let existing = dir.path().join("yesterday.db");
+    std::fs::write(&existing, "keep me").unwrap();
+
+    let run = run_cli(
+        &["backup", existing.to_str().unwrap()],
+        &env,
+        Duration::from_secs(20),
+    );
+
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(run.stderr.contains("already exists"), "{}", run.output());
+    assert!(
+        run.stderr.contains("date +%Y%m%d"),
+        "no dated name offered:\n{}",
+        run.output()
+    );
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+}
