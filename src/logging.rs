@@ -60,10 +60,11 @@ impl Log for Masking {
             return;
         }
         let text = mask(&record.args().to_string());
+        let level = level_of(record.level(), record.target(), &text);
         self.inner.log(
             &Record::builder()
                 .args(format_args!("{text}"))
-                .level(record.level())
+                .level(level)
                 .target(record.target())
                 .module_path(record.module_path())
                 .file(record.file())
@@ -74,6 +75,32 @@ impl Log for Masking {
 
     fn flush(&self) {
         self.inner.flush();
+    }
+}
+
+/// Rocket reports a client's mistake (a 404, a refused request guard) and
+/// its own successful start at WARN or ERROR; an operator reading the
+/// journal must only meet WARN for something to act on. Those lines are
+/// INFO (so hidden by the default filter, which keeps Rocket at WARN; the
+/// start is announced by orderlink's own "listening on" line). A 5xx stays
+/// what Rocket said.
+fn level_of(level: log::Level, target: &str, text: &str) -> log::Level {
+    let from_rocket = target.starts_with("rocket") || target == "_" || target.ends_with("::_");
+    if level > log::Level::Warn || !from_rocket {
+        return level;
+    }
+    let client_status = || {
+        text.split(|c: char| !c.is_ascii_digit())
+            .any(|n| n.len() == 3 && n.starts_with('4'))
+    };
+    let benign = text.starts_with("Rocket has launched")
+        || text.starts_with("No matching routes for")
+        || (text.starts_with("Request guard") && text.contains("failed"))
+        || (text.starts_with("Responding with registered") && client_status());
+    if benign {
+        log::Level::Info
+    } else {
+        level
     }
 }
 
@@ -384,6 +411,23 @@ impl<'a> Line<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rockets_start_and_client_errors_are_info_and_server_errors_stay() {
+        use log::Level::{Error, Info, Warn};
+        let launched = "Rocket has launched from http://127.0.0.1:8000";
+        assert_eq!(level_of(Warn, "rocket::launch", launched), Info);
+        let catcher = "Responding with registered (not_found) 404 catcher.";
+        assert_eq!(level_of(Warn, "rocket::server::_", catcher), Info);
+        let no_route = "No matching routes for HEAD /nope.";
+        assert_eq!(level_of(Error, "rocket::server::_", no_route), Info);
+        let guard = "Request guard `Admin` failed: ().";
+        assert_eq!(level_of(Warn, "orderlink::routes::admin::_", guard), Info);
+        let crash = "Responding with registered (default_catcher) 500 catcher.";
+        assert_eq!(level_of(Warn, "rocket::server::_", crash), Warn);
+        // orderlink's own warnings are never touched.
+        assert_eq!(level_of(Warn, "orderlink::app", launched), Warn);
+    }
 
     #[test]
     fn tokens_and_phones_are_masked_anywhere() {

@@ -124,3 +124,59 @@ fn request_log_masks_a_token_without_hyphens_and_a_percent_encoded_number() {
         );
     }
 }
+
+/// issue 13: Rocket's start and every 404 are not warnings; the start is one
+/// INFO line naming where it listens. With RUST_LOG unset, as a new user runs it.
+#[test]
+fn the_start_and_404s_are_not_warnings() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph).without("RUST_LOG").spawn();
+
+    // Act: the 404s a new user and the internet produce.
+    let paths = [
+        "/nope".to_string(),
+        format!("/w/invite/{}", uuid::Uuid::new_v4()),
+        "/admin/orders/ORD-1".to_string(),
+    ];
+    for path in &paths {
+        assert_eq!(app.get_no_redirect(path).status, 404, "{path}");
+    }
+    let head = ureq::head(&app.url("/nope")).call();
+    assert!(matches!(head, Err(ureq::Error::Status(404, _))), "{head:?}");
+
+    // Assert
+    wait_until("the request lines", PATIENCE, || {
+        app.logs()
+            .lines()
+            .filter(|l| l.contains("orderlink::http"))
+            .count()
+            >= 4
+    });
+    let logs = app.logs();
+    let alarming: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| {
+            [
+                "launched",
+                "404",
+                "No matching routes",
+                "Request guard",
+                "catcher",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect();
+    assert!(
+        alarming.is_empty(),
+        "warnings for nothing wrong: {alarming:#?}"
+    );
+    let listening = format!("listening on http://127.0.0.1:{}", app.port);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" INFO ") && l.contains(&listening)),
+        "no INFO line saying {listening:?}:\n{logs}"
+    );
+}
