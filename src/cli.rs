@@ -205,6 +205,7 @@ fn check() -> i32 {
             None
         }
     };
+    live_mode_warnings(&mut report);
     let path = config
         .as_ref()
         .map(|c| c.database_path.clone())
@@ -226,6 +227,30 @@ fn check() -> i32 {
         None => check_database(&path, &mut report),
     }
     report.finish()
+}
+
+/// What lets live mode start but leaves part of it broken. Read from the
+/// environment itself, so they are named also when the configuration has
+/// errors.
+fn live_mode_warnings(report: &mut Report) {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if var("WHATSAPP_TOKEN").is_none() {
+        return;
+    }
+    if var("WHATSAPP_VERIFY_TOKEN").is_none() {
+        report.warning("WHATSAPP_VERIFY_TOKEN is not set: Meta's webhook verification (GET /webhooks/whatsapp) gets 403, so the elder's chat cannot be connected".into());
+    }
+    let base = var("APP_BASE_URL").unwrap_or_else(|| "http://localhost:8000".into());
+    if base.to_ascii_lowercase().starts_with("http://") {
+        report.warning(format!(
+            "APP_BASE_URL {base} is not https: customers get invite links on a plain-text or local address; set the public https:// URL"
+        ));
+    }
 }
 
 #[derive(Default)]

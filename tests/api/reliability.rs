@@ -1342,3 +1342,38 @@ fn backup_to_an_existing_path_says_so_and_leaves_the_file_alone() {
     );
     assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
 }
+
+/// issue 13: live mode without a verify token, or with an http:// base URL,
+/// starts but is half broken: check says so as warnings (exit 0).
+#[test]
+fn cli_check_warns_about_a_missing_verify_token_and_an_http_base_url_in_live_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = FakeGraph::start();
+    let mut env = live_env(graph.base_url(), &dir.path().join("orderlink.db"));
+    env.push(("APP_BASE_URL".into(), "http://shop.example".into()));
+
+    let run = run_cli(&["check"], &env, Duration::from_secs(20));
+
+    assert!(run.status.success(), "{}", run.output());
+    for variable in ["WHATSAPP_VERIFY_TOKEN", "APP_BASE_URL"] {
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.contains(variable))
+            .collect();
+        assert_eq!(lines.len(), 1, "{variable}:\n{}", run.output());
+        assert!(lines[0].starts_with("warning"), "{}", run.output());
+    }
+
+    // Set as they should be: nothing to say about them.
+    env.retain(|(k, _)| k != "APP_BASE_URL");
+    env.push(("APP_BASE_URL".into(), "https://shop.example".into()));
+    env.push(("WHATSAPP_VERIFY_TOKEN".into(), "verify-me-please".into()));
+    let good = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(good.status.success(), "{}", good.output());
+    assert!(
+        !good.stdout.contains("WHATSAPP_VERIFY_TOKEN") && !good.stdout.contains("APP_BASE_URL"),
+        "{}",
+        good.output()
+    );
+}
