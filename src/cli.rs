@@ -185,7 +185,7 @@ pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
     Ok(pages)
 }
 
-/// Every problem at once, one line each (SPEC §10): the configuration's
+/// Every problem at once, one line each: the configuration's
 /// errors, then where the database lives, then the database itself. A
 /// problem makes the exit status non-zero; a warning does not.
 fn check() -> i32 {

@@ -1,7 +1,7 @@
 //! env_logger behind a filter that masks what must never reach a log:
 //! invite tokens, phone numbers, business-scoped user ids (BSUIDs) and the
 //! configured secrets, in every spelling a request line or a message can
-//! carry them (SPEC §8). It sits under every log line, Rocket's and hyper's
+//! carry them. It sits under every log line, Rocket's and hyper's
 //! included, so a request log of `/w/invite/{token}` cannot leak a token.
 //!
 //! Detection runs on a decoded view of the line (percent-escapes such as
@@ -290,7 +290,7 @@ impl<'a> Line<'a> {
         }
     }
 
-    /// Business-scoped user ids (SPEC §9): an ISO 3166 alpha-2 country code,
+    /// Business-scoped user ids (WhatsApp usernames): an ISO 3166 alpha-2 country code,
     /// a dot, and up to 128 letters and digits (Meta's published examples:
     /// `US.13491208655302741918`; a parent id inserts `ENT.`). Masked like a
     /// phone number: the country and the last four characters stay. To tell
@@ -541,7 +541,7 @@ mod tests {
         s.bytes().map(|b| format!("%{b:02X}")).collect()
     }
 
-    /// An invite token in every spelling SPEC §8 lists, with its canonical
+    /// An invite token in every spelling a log line may carry, with its canonical
     /// 32 hex digits.
     fn token_spelled() -> impl Strategy<Value = (String, String)> {
         (any::<u128>(), 0..7usize).prop_map(|(bits, how)| {

@@ -75,8 +75,8 @@ fn short_text(field: &str, value: &str) -> Result<(), EventError> {
     Ok(())
 }
 
-/// Refuses a JSON text that repeats a key in any object, at any depth
-/// (SPEC §4): parsers disagree on which value wins (serde's `Value` keeps
+/// Refuses a JSON text that repeats a key in any object, at any depth:
+/// parsers disagree on which value wins (serde's `Value` keeps
 /// the last, others the first), so a body that reads as two different
 /// events to the signer and to us is not one we act on. Keys are compared
 /// after unescaping: `"a"` and `"\u0061"` are the same key.

@@ -44,7 +44,7 @@ pub fn is_preview_fetcher(user_agent: &str) -> bool {
     PREVIEW_AGENTS.iter().any(|p| ua.contains(p))
 }
 
-/// Whether a request is a person's browser opening the link (SPEC §6). No
+/// Whether a request is a person's browser opening the link. No
 /// browser a person uses sends `HEAD` to follow a link or leaves out its
 /// `User-Agent`; those are monitors, scanners and scripts, so they are
 /// answered like anyone else but never set the funnel's "link opened".
