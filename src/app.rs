@@ -128,7 +128,15 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         })
         .mount("/", routes::routes())
         .register("/", routes::catchers())
-        .attach(routes::request_log::RequestLog);
+        .attach(routes::request_log::RequestLog)
+        .attach(rocket::fairing::AdHoc::on_liftoff("listening", |rocket| {
+            Box::pin(async move {
+                // Rocket's own "launched" line is kept at INFO under its
+                // target, which the default filter hides: this one says it.
+                let c = rocket.config();
+                log::info!("listening on http://{}:{}", c.address, c.port);
+            })
+        }));
     Ok((rocket, services))
 }
 

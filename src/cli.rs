@@ -1,12 +1,12 @@
-//! The commands: `serve` (default), `migrate`, `backup PATH`, `check`.
-//! Only `serve` starts the server.
+//! The commands: `serve` (default), `migrate`, `backup PATH`, `check`,
+//! `--version`. Only `serve` starts the server.
 
 use crate::app;
 use crate::config::Config;
 use crate::db;
 use std::path::Path;
 
-const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check]";
+const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check | --version]";
 
 pub fn run(args: &[String]) -> i32 {
     let command = args.first().map(String::as_str).unwrap_or("serve");
@@ -15,6 +15,10 @@ pub fn run(args: &[String]) -> i32 {
         ("migrate", 1) => migrate(),
         ("backup", 2) => backup(Path::new(&args[1])),
         ("check", 1) => check(),
+        ("--version" | "-V" | "version", 1) => {
+            println!("orderlink {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
         ("help" | "--help" | "-h", _) => {
             println!("{USAGE}");
             0
@@ -41,19 +45,32 @@ fn load() -> Result<Config, i32> {
     }
 }
 
+/// A fatal line, said once: through the log when it shows errors (the
+/// journal, the test harness), on stderr otherwise.
+fn fail(line: &str) -> i32 {
+    if log::log_enabled!(log::Level::Error) {
+        log::error!("{line}");
+    } else {
+        eprintln!("orderlink: {line}");
+    }
+    1
+}
+
 fn serve() -> i32 {
     let config = match load() {
         Ok(c) => c,
         Err(code) => return code,
     };
     app::announce(&config);
-    let (rocket, services) = match app::build(config, app::figment()) {
+    let figment = app::figment();
+    // Before the database is created or locked: a port that is taken is the
+    // most common first-start mistake, and Rocket would only say so after.
+    if let Err(line) = port_is_free(&figment) {
+        return fail(&line);
+    }
+    let (rocket, services) = match app::build(config, figment) {
         Ok(built) => built,
-        Err(line) => {
-            eprintln!("orderlink: {line}");
-            log::error!("{line}");
-            return 1;
-        }
+        Err(line) => return fail(&line),
     };
     let result = rocket::execute(rocket.launch());
     // Rocket has stopped accepting and finished its in-flight requests;
@@ -61,11 +78,27 @@ fn serve() -> i32 {
     services.shutdown();
     match result {
         Ok(_) => 0,
-        Err(e) => {
-            log::error!("server failed: {e}");
-            eprintln!("orderlink: server failed: {e}");
-            1
-        }
+        Err(e) => fail(&format!("server failed: {e}")),
+    }
+}
+
+/// Binds the configured address and port once and lets go, naming the port
+/// when it is taken. A configuration Rocket cannot read is left for Rocket
+/// to report.
+fn port_is_free(figment: &rocket::figment::Figment) -> Result<(), String> {
+    let Ok(config) = figment.extract::<rocket::Config>() else {
+        return Ok(());
+    };
+    match std::net::TcpListener::bind((config.address, config.port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "port {} on {} is already in use (another orderlink, or another program, listens there); stop it or choose another port with ROCKET_PORT",
+            config.port, config.address
+        )),
+        Err(e) => Err(format!(
+            "cannot listen on port {} of {}: {e}",
+            config.port, config.address
+        )),
     }
 }
 
@@ -117,74 +150,173 @@ pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
     db::copy_database(&src, dest)
 }
 
+/// Every problem at once, one line each: the configuration's
+/// errors, then where the database lives, then the database itself. A
+/// problem makes the exit status non-zero; a warning does not.
 fn check() -> i32 {
-    let mut problems = 0;
+    let mut report = Report::default();
     let config = match Config::from_env() {
         Ok(c) => {
-            println!(
-                "ok: configuration ({} mode)",
+            report.ok(format!(
+                "configuration ({} mode)",
                 if c.is_sandbox() { "sandbox" } else { "live" }
-            );
+            ));
             Some(c)
         }
         Err(errors) => {
-            for line in &errors.0 {
-                println!("error: {line}");
+            for line in errors.0 {
+                report.problem(line);
             }
-            problems += errors.0.len();
             None
         }
     };
+    live_mode_warnings(&mut report);
     let path = config
         .as_ref()
         .map(|c| c.database_path.clone())
         .unwrap_or_else(|| {
             std::path::PathBuf::from(
-                std::env::var("DATABASE_PATH").unwrap_or_else(|_| "data/orderlink.db".into()),
+                std::env::var("DATABASE_PATH")
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "data/orderlink.db".into()),
             )
         });
-    if !path.exists() {
-        println!(
-            "warning: database {} does not exist yet; it is created at the first start",
+    match database_location_problem(&path) {
+        Some(problem) => report.problem(problem),
+        None if !path.exists() => report.warning(format!(
+            "database {} does not exist yet; it is created at the first start",
             path.display()
-        );
-    } else {
-        match db::open_reader(&path) {
-            Err(e) => {
-                println!("error: database {}: {e}", path.display());
-                problems += 1;
-            }
-            Ok(conn) => {
-                match conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
-                    Ok(ok) if ok == "ok" => {
-                        println!("ok: database {} passes its integrity check", path.display())
-                    }
-                    Ok(bad) => {
-                        println!("error: database {}: {bad}", path.display());
-                        problems += 1;
-                    }
-                    Err(e) => {
-                        println!("error: database {}: {e}", path.display());
-                        problems += 1;
-                    }
-                }
-                drop(conn);
-                match db::open_writer(&path).map_err(|e| e.to_string()).and_then(|mut c| {
-                    db::pending_migrations(&mut c).map_err(|e| e.to_string())
-                }) {
-                    Ok(p) if p.is_empty() => println!("ok: database schema is up to date"),
-                    Ok(p) => println!("warning: {} migration(s) pending ({}); `orderlink migrate` or the next start applies them", p.len(), p.join(", ")),
-                    Err(e) => {
-                        println!("error: database {}: {e}", path.display());
-                        problems += 1;
-                    }
-                }
+        )),
+        None => check_database(&path, &mut report),
+    }
+    report.finish()
+}
+
+/// What lets live mode start but leaves part of it broken. Read from the
+/// environment itself, so they are named also when the configuration has
+/// errors.
+fn live_mode_warnings(report: &mut Report) {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if var("WHATSAPP_TOKEN").is_none() {
+        return;
+    }
+    if var("WHATSAPP_VERIFY_TOKEN").is_none() {
+        report.warning("WHATSAPP_VERIFY_TOKEN is not set: Meta's webhook verification (GET /webhooks/whatsapp) gets 403, so the elder's chat cannot be connected".into());
+    }
+    let base = var("APP_BASE_URL").unwrap_or_else(|| "http://localhost:8000".into());
+    if base.to_ascii_lowercase().starts_with("http://") {
+        report.warning(format!(
+            "APP_BASE_URL {base} is not https: customers get invite links on a plain-text or local address; set the public https:// URL"
+        ));
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, line: String) {
+        println!("ok: {line}");
+    }
+    fn warning(&mut self, line: String) {
+        println!("warning: {line}");
+    }
+    fn problem(&mut self, line: String) {
+        println!("error: {line}");
+        self.problems += 1;
+    }
+    fn finish(self) -> i32 {
+        if self.problems == 0 {
+            0
+        } else {
+            println!("{} problem(s) found", self.problems);
+            1
+        }
+    }
+}
+
+/// Why the database can never be created or written at `path`, if so: a
+/// folder on the way is a regular file, or the folder it would live in
+/// (the nearest one that exists) refuses a new file. Probed by creating and
+/// removing a file there, which is what the server will do, so permissions,
+/// ACLs and read-only mounts are all judged as they will be.
+pub fn database_location_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Some(format!(
+            "DATABASE_PATH {shown} is a folder; it must name the database file"
+        ));
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut existing = parent;
+    while !existing.exists() {
+        match existing.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(up) => existing = up,
+            None => {
+                existing = Path::new(".");
+                break;
             }
         }
     }
-    if problems == 0 {
-        0
-    } else {
-        1
+    if !existing.is_dir() {
+        return Some(format!(
+            "DATABASE_PATH {shown} can never be created: {} is a file, not a folder",
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".orderlink-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "DATABASE_PATH {shown} can never be created: the folder {} does not accept new files ({e})",
+            existing.display()
+        )),
+    }
+}
+
+fn check_database(path: &Path, report: &mut Report) {
+    let conn = match db::open_reader(path) {
+        Ok(conn) => conn,
+        Err(e) => return report.problem(format!("database {}: {e}", path.display())),
+    };
+    match conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
+        Ok(ok) if ok == "ok" => report.ok(format!(
+            "database {} passes its integrity check",
+            path.display()
+        )),
+        Ok(bad) => report.problem(format!("database {}: {bad}", path.display())),
+        Err(e) => report.problem(format!("database {}: {e}", path.display())),
+    }
+    drop(conn);
+    match db::open_writer(path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| db::pending_migrations(&mut c).map_err(|e| e.to_string()))
+    {
+        Ok(p) if p.is_empty() => report.ok("database schema is up to date".into()),
+        Ok(p) => report.warning(format!(
+            "{} migration(s) pending ({}); `orderlink migrate` or the next start applies them",
+            p.len(),
+            p.join(", ")
+        )),
+        Err(e) => report.problem(format!("database {}: {e}", path.display())),
     }
 }

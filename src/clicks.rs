@@ -13,6 +13,9 @@ pub struct Click {
     pub order_id: String,
     pub at: i64,
     pub user_agent: Option<String>,
+    /// Not a person opening the link: a link-preview fetcher, a `HEAD`
+    /// request or a client without a `User-Agent` (stored as `is_preview`,
+    /// which every count of people leaves out).
     pub preview: bool,
 }
 

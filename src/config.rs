@@ -1,7 +1,7 @@
 //! One `Config`, read from the environment (after `.env`) once at start and
 //! validated before anything else happens; passed around as managed state.
 
-use crate::domain::Region;
+use crate::domain::{Note, Region};
 use crate::signature::WebhookSecret;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -233,6 +233,19 @@ impl Config {
         let timeout_ms: u64 = r.number("WHATSAPP_TIMEOUT_MS", 10_000, 1, 600_000);
         let max_mps: u32 = r.number("WHATSAPP_MAX_MPS", 80, 1, 1_000_000);
 
+        // The default note goes into the same template parameter as an
+        // event's note: the same cleaning, and it must say something.
+        let confirmation_note = match r.opt("CONFIRMATION_NOTE") {
+            None => "Thank you for shopping with us!".to_owned(),
+            Some(raw) => match Note::clean(&raw) {
+                Some(note) => note.as_str().to_owned(),
+                None => {
+                    r.fail("CONFIRMATION_NOTE has no visible character".into());
+                    String::new()
+                }
+            },
+        };
+
         let config = Config {
             mode: match (live_token, phone_number_id) {
                 (Some(token), Some(phone_number_id)) => Mode::Live {
@@ -249,7 +262,7 @@ impl Config {
             database_path: PathBuf::from(r.text("DATABASE_PATH", "data/orderlink.db")),
             template_name,
             template_lang,
-            confirmation_note: r.text("CONFIRMATION_NOTE", "Thank you for shopping with us!"),
+            confirmation_note,
             token_ttl: Duration::from_secs(ttl_days * 86_400),
             send_workers,
             max_attempts,
@@ -338,6 +351,14 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn the_default_note_is_cleaned_like_any_note() {
+        let c = Config::from_source(&[("CONFIRMATION_NOTE", "Thanks!\u{7}\n  See you")]).unwrap();
+        assert_eq!(c.confirmation_note, "Thanks! See you");
+        let err = Config::from_source(&[("CONFIRMATION_NOTE", "\u{200B}\u{FEFF}")]).unwrap_err();
+        assert!(err.to_string().contains("CONFIRMATION_NOTE"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub use bsuid::Bsuid;
 pub use money::Money;
 pub use note::Note;
 pub use order_id::OrderId;
-pub use payment_event::{EventError, EventKind, Payment, PaymentEvent, PAYMENT_SUCCEEDED};
+pub use payment_event::{
+    reject_duplicate_keys, EventError, EventKind, Payment, PaymentEvent, PAYMENT_SUCCEEDED,
+};
 pub use phone::{mask_digits, PhoneE164, Region};
 pub use token::{mask_token, InviteToken};

@@ -75,8 +75,77 @@ fn short_text(field: &str, value: &str) -> Result<(), EventError> {
     Ok(())
 }
 
+/// Refuses a JSON text that repeats a key in any object, at any depth:
+/// parsers disagree on which value wins (serde's `Value` keeps
+/// the last, others the first), so a body that reads as two different
+/// events to the signer and to us is not one we act on. Keys are compared
+/// after unescaping: `"a"` and `"\u0061"` are the same key.
+pub fn reject_duplicate_keys(body: &[u8]) -> Result<(), EventError> {
+    serde_json::from_slice::<UniqueKeys>(body)
+        .map(|_| ())
+        .map_err(classify)
+}
+
+/// Any JSON value, walked only to check that no object repeats a key.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{}` appears twice in one object",
+                    key.chars().take(64).collect::<String>()
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+}
+
 impl PaymentEvent {
     pub fn parse(body: &[u8], region: Option<Region>) -> Result<PaymentEvent, EventError> {
+        reject_duplicate_keys(body)?;
         let raw: RawEvent = serde_json::from_slice(body).map_err(classify)?;
         short_text("id", &raw.id)?;
         short_text("type", &raw.kind)?;
@@ -196,6 +265,34 @@ mod tests {
     fn other_types_need_no_data() {
         let e = PaymentEvent::parse(br#"{"id":"evt_2","type":"payment_failed"}"#, None).unwrap();
         assert_eq!(e.kind, EventKind::Other("payment_failed".into()));
+    }
+
+    #[test]
+    fn a_key_repeated_at_any_depth_is_invalid() {
+        for bad in [
+            SAMPLE.replace("\"amount\":49900,", "\"amount\":49900,\"amount\":1,"),
+            SAMPLE.replace("\"note\":", "\"note\":\"x\",\"note\":"),
+            SAMPLE.replace(
+                "\"currency\":\"INR\",",
+                "\"currency\":\"INR\",\"c\\u0075rrency\":\"USD\",",
+            ),
+            SAMPLE.replace("\"created_at\":", "\"created_at\":1,\"created_at\":"),
+            SAMPLE.replace(
+                "\"user_id\":\"user_77\",",
+                "\"extra\":[{\"a\":{\"b\":1,\"b\":2}}],",
+            ),
+        ] {
+            match PaymentEvent::parse(bad.as_bytes(), None) {
+                Err(EventError::Invalid(why)) => assert!(why.contains("twice"), "{why}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // The same key in two different objects is fine.
+        let nested = SAMPLE.replace(
+            "\"user_id\":\"user_77\",",
+            "\"extra\":{\"id\":1,\"data\":{\"id\":2}},",
+        );
+        assert!(PaymentEvent::parse(nested.as_bytes(), None).is_ok());
     }
 
     #[test]

@@ -122,6 +122,62 @@ proptest! {
     }
 
     #[test]
+    fn cleaned_notes_hold_no_control_character_and_something_visible(
+        raw in prop::collection::vec(
+            prop_oneof![
+                "\\PC{0,6}",
+                "[\u{0}-\u{1f}\u{7f}-\u{9f}]{1,3}",
+                prop::sample::select(vec!["\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", " ", "\u{a0}"])
+                    .prop_map(str::to_owned),
+            ],
+            0..8,
+        ).prop_map(|parts| parts.concat())
+    ) {
+        let visible = raw.chars().any(super::note::is_visible);
+        match Note::clean(&raw) {
+            Some(note) => {
+                prop_assert!(visible, "{raw:?} has nothing visible but gave {note:?}");
+                prop_assert!(!note.as_str().chars().any(char::is_control), "{note:?}");
+                prop_assert!(note.as_str().chars().any(super::note::is_visible));
+            }
+            None => prop_assert!(!visible, "{raw:?} has visible characters"),
+        }
+    }
+
+    #[test]
+    fn a_key_repeated_in_any_object_at_any_depth_is_invalid(
+        path in prop::collection::vec(("[a-z]{1,6}", any::<bool>()), 0..5),
+        dup in "[a-z_]{1,10}",
+        first in any::<i64>(),
+        second in "[a-z]{0,5}",
+        at_top in any::<bool>(),
+    ) {
+        // The innermost object holds the key twice; each step outwards wraps
+        // it in an object, or in an array inside an object.
+        let mut inner = format!("{{\"{dup}\":{first},\"{dup}\":\"{second}\"}}");
+        for (name, array) in path.iter().rev() {
+            inner = if *array {
+                format!("{{\"{name}\":[1,{inner}]}}")
+            } else {
+                format!("{{\"{name}\":{inner}}}")
+            };
+        }
+        let fields = "\"order_id\":\"ORD-1\",\"payment_id\":\"p\",\"amount\":1,\"currency\":\"INR\"";
+        let body = if at_top {
+            format!("{{\"id\":\"e\",\"type\":\"payment_succeeded\",\"data\":{{{fields}}},\"x\":{inner}}}")
+        } else {
+            format!("{{\"id\":\"e\",\"type\":\"payment_succeeded\",\"data\":{{{fields},\"x\":{inner}}}}}")
+        };
+        prop_assert!(
+            matches!(PaymentEvent::parse(body.as_bytes(), None), Err(EventError::Invalid(_))),
+            "{}", body
+        );
+        // Without the repetition the same body is a payment.
+        let once = body.replacen(&format!("\"{dup}\":{first},"), "", 1);
+        prop_assert!(PaymentEvent::parse(once.as_bytes(), None).is_ok(), "{}", once);
+    }
+
+    #[test]
     fn token_parsing_never_panics_and_canonicalises(raw in "\\PC{0,40}") {
         if let Some(t) = InviteToken::parse(&raw) {
             prop_assert_eq!(t.as_string(), raw.to_lowercase());

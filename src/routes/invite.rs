@@ -1,6 +1,7 @@
 //! `GET /w/invite/{token}`: the link the elder taps. Only ever redirects to
 //! the business's own wa.me address. The click is logged without making the
-//! redirect wait for a disk write.
+//! redirect wait for a disk write, and only a browser a person uses counts
+//! as a person opening the link.
 
 use crate::clicks::Click;
 use crate::db::DbError;
@@ -12,12 +13,12 @@ use crate::state::AppState;
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
-use rocket::{get, routes, State};
+use rocket::{get, head, routes, State};
 use rusqlite::OptionalExtension;
 use std::io::Cursor;
 
 pub fn routes() -> Vec<rocket::Route> {
-    routes![invite]
+    routes![invite, invite_head]
 }
 
 const NOT_FOUND_PAGE: &str = include_str!("../../static/invite_not_found.html");
@@ -41,6 +42,14 @@ const PREVIEW_AGENTS: [&str; 10] = [
 pub fn is_preview_fetcher(user_agent: &str) -> bool {
     let ua = user_agent.to_ascii_lowercase();
     PREVIEW_AGENTS.iter().any(|p| ua.contains(p))
+}
+
+/// Whether a request is a person's browser opening the link. No
+/// browser a person uses sends `HEAD` to follow a link or leaves out its
+/// `User-Agent`; those are monitors, scanners and scripts, so they are
+/// answered like anyone else but never set the funnel's "link opened".
+pub fn is_person(method_is_head: bool, user_agent: Option<&str>) -> bool {
+    !method_is_head && user_agent.is_some_and(|ua| !ua.trim().is_empty() && !is_preview_fetcher(ua))
 }
 
 pub fn escape_html(text: &str) -> String {
@@ -118,6 +127,17 @@ struct Found {
 
 #[get("/w/invite/<token>")]
 async fn invite(token: &str, user_agent: UserAgent, state: &State<AppState>) -> InviteAnswer {
+    answer(token, false, user_agent, state).await
+}
+
+/// Rocket would answer `HEAD` through the `GET` route, but by then the
+/// request reads as a `GET`: this route keeps the method known.
+#[head("/w/invite/<token>")]
+async fn invite_head(token: &str, user_agent: UserAgent, state: &State<AppState>) -> InviteAnswer {
+    answer(token, true, user_agent, state).await
+}
+
+async fn answer(token: &str, head: bool, user_agent: UserAgent, state: &AppState) -> InviteAnswer {
     let Some(token) = InviteToken::parse(token) else {
         return InviteAnswer::Page(not_found_page());
     };
@@ -154,7 +174,9 @@ async fn invite(token: &str, user_agent: UserAgent, state: &State<AppState>) -> 
     let Ok(order) = OrderId::parse(&found.order_id) else {
         return InviteAnswer::Page(not_found_page());
     };
-    let preview = user_agent.0.as_deref().is_some_and(is_preview_fetcher);
+    // Recorded all the same (someone fetched the link), as a click that is
+    // not a person's: the same column that sets preview fetchers apart.
+    let preview = !is_person(head, user_agent.0.as_deref());
     state.clicks.record(Click {
         token_id: found.token_id,
         order_id: found.order_id,
@@ -178,6 +200,16 @@ mod tests {
         assert!(!is_preview_fetcher(
             "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"
         ));
+    }
+
+    #[test]
+    fn only_a_get_with_a_browser_user_agent_is_a_person() {
+        let browser = "Mozilla/5.0 (Linux; Android 14) Chrome/120 Mobile Safari/537.36";
+        assert!(is_person(false, Some(browser)));
+        assert!(!is_person(true, Some(browser)));
+        assert!(!is_person(false, None));
+        assert!(!is_person(false, Some("  ")));
+        assert!(!is_person(false, Some("WhatsApp/2.23.20.0 A")));
     }
 
     #[test]

@@ -203,3 +203,97 @@ fn every_one_of_many_concurrent_clicks_is_logged() {
         30
     );
 }
+
+/// A request written by hand, so that it can leave out the `User-Agent`
+/// every HTTP client adds: the status line and the headers of the answer.
+fn raw_request(app: &TestApp, method: &str, path: &str, user_agent: Option<&str>) -> Resp {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", app.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let ua = user_agent
+        .map(|ua| format!("User-Agent: {ua}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{ua}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// SPEC §6: HEAD and a request without a User-Agent get the same answer as a
+/// GET, and are recorded as clicks that are not a person's.
+#[test]
+fn head_and_requests_without_user_agent_are_answered_but_never_a_person() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .env("ADMIN_TOKEN", "admin-token-for-clicks-0001")
+        .spawn();
+    let processed = pay(&app, &payment_event(ORDER));
+    let path = format!("/w/invite/{}", processed.token);
+    let link = wa_me_link(ORDER, &processed.token);
+
+    // Act
+    let head = raw_request(&app, "HEAD", &path, Some(BROWSER_UA));
+    let no_agent = raw_request(&app, "GET", &path, None);
+    let head_no_agent = raw_request(&app, "HEAD", &path, None);
+
+    // Assert: answered as a GET is.
+    for (what, resp) in [
+        ("HEAD", &head),
+        ("GET without User-Agent", &no_agent),
+        ("HEAD without User-Agent", &head_no_agent),
+    ] {
+        assert_eq!(resp.status, 302, "{what}: {resp:?}");
+        assert_eq!(resp.header("location"), Some(link.as_str()), "{what}");
+        assert_eq!(resp.header("cache-control"), Some("no-store"), "{what}");
+    }
+    // Recorded, none as a person.
+    wait_until("three click rows", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM invite_clicks") == 3
+    });
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = 0"),
+        0,
+        "a HEAD or a request without User-Agent counted as a person"
+    );
+    let view = crate::support::app::into_resp(
+        ureq::get(&app.url(&format!("/admin/orders/{ORDER}")))
+            .set("Authorization", "Bearer admin-token-for-clicks-0001")
+            .call(),
+    )
+    .json();
+    assert_eq!(view["funnel"]["link_opened"], false, "{view}");
+    assert_eq!(view["invite_clicks"]["human"], 0, "{view}");
+    assert_eq!(
+        view["invite_clicks"]["last_human_click_at"],
+        serde_json::Value::Null
+    );
+
+    // A person's GET afterwards still counts.
+    let person = app.get_no_redirect_with(&path, &[("User-Agent", BROWSER_UA)]);
+    assert_eq!(person.status, 302);
+    wait_until("the person's click", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = 0") == 1
+    });
+}

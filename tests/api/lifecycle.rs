@@ -69,3 +69,22 @@ fn sigterm_exits_zero_and_the_next_start_sends_what_was_queued() {
     graph.wait_for_accepted("text", 1, Duration::from_secs(20));
     assert_eq!(graph.accepted_of_type("template").len(), 1);
 }
+
+/// issue 13: the files a new user reads first stand alone; they cite no
+/// document the repository does not hold (they used to cite spec sections).
+#[test]
+fn rocket_toml_and_env_example_cite_no_missing_document() {
+    for (name, text) in [
+        ("Rocket.toml", include_str!("../../Rocket.toml")),
+        (".env.example", include_str!("../../.env.example")),
+    ] {
+        for cited in ["SPEC", "§"] {
+            let line = text.lines().find(|l| l.contains(cited));
+            assert!(
+                line.is_none(),
+                "{name} cites {cited:?}: {}",
+                line.unwrap_or_default()
+            );
+        }
+    }
+}

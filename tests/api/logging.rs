@@ -63,3 +63,120 @@ fn logs_hold_no_whole_token_phone_number_or_secret_after_the_whole_flow() {
         );
     }
 }
+
+/// issue 8 §3: the two requests found logging a whole token and a whole
+/// number, on the real binary's log.
+#[test]
+fn request_log_masks_a_token_without_hyphens_and_a_percent_encoded_number() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let processed = pay(&app, &payment_event("ORD-1042"));
+    let simple = processed.token.replace('-', "");
+    let upper = processed.token.to_uppercase();
+
+    // Act
+    for path in [
+        format!("/w/invite/{simple}"),
+        format!("/w/invite/{}", simple.to_uppercase()),
+        format!("/w/invite/{upper}?utm=x"),
+        format!("/w/invite/x{simple}x"),
+        "/admin/contacts/%2B919811100001".to_string(),
+        "/admin/contacts/IN.1648738043044942".to_string(),
+        "/admin/contacts/abc919811100002xyz".to_string(),
+    ] {
+        let status = app.get_no_redirect(&path).status;
+        assert!(status >= 300, "{path}: {status}");
+    }
+
+    // Assert: each request was logged, and none whole.
+    wait_until("the request lines", PATIENCE, || {
+        app.logs()
+            .lines()
+            .filter(|l| l.contains("orderlink::http") && l.contains("/admin/contacts/"))
+            .count()
+            == 3
+    });
+    let logs = app.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("/admin/contacts/%2B***0001") && l.contains("404")),
+        "no masked request line for the number:\n{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("/admin/contacts/IN.***4942")),
+        "no masked request line for the BSUID:\n{logs}"
+    );
+    let lowered = logs.to_lowercase();
+    for whole in [
+        simple.as_str(),
+        &processed.token[9..],
+        "919811100001",
+        "919811100002",
+        "1648738043044942",
+    ] {
+        let line = lowered.lines().find(|l| l.contains(whole));
+        assert!(
+            line.is_none(),
+            "the log leaks {whole:?}: {}",
+            line.unwrap_or_default()
+        );
+    }
+}
+
+/// issue 13: Rocket's start and every 404 are not warnings; the start is one
+/// INFO line naming where it listens. With RUST_LOG unset, as a new user runs it.
+#[test]
+fn the_start_and_404s_are_not_warnings() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph).without("RUST_LOG").spawn();
+
+    // Act: the 404s a new user and the internet produce.
+    let paths = [
+        "/nope".to_string(),
+        format!("/w/invite/{}", uuid::Uuid::new_v4()),
+        "/admin/orders/ORD-1".to_string(),
+    ];
+    for path in &paths {
+        assert_eq!(app.get_no_redirect(path).status, 404, "{path}");
+    }
+    let head = ureq::head(&app.url("/nope")).call();
+    assert!(matches!(head, Err(ureq::Error::Status(404, _))), "{head:?}");
+
+    // Assert
+    wait_until("the request lines", PATIENCE, || {
+        app.logs()
+            .lines()
+            .filter(|l| l.contains("orderlink::http"))
+            .count()
+            >= 4
+    });
+    let logs = app.logs();
+    let alarming: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| {
+            [
+                "launched",
+                "404",
+                "No matching routes",
+                "Request guard",
+                "catcher",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect();
+    assert!(
+        alarming.is_empty(),
+        "warnings for nothing wrong: {alarming:#?}"
+    );
+    let listening = format!("listening on http://127.0.0.1:{}", app.port);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" INFO ") && l.contains(&listening)),
+        "no INFO line saying {listening:?}:\n{logs}"
+    );
+}

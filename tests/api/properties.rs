@@ -127,3 +127,98 @@ fn any_note_reaches_meta_without_newlines_tabs_or_runs_of_spaces() {
         })
         .unwrap();
 }
+
+/// The confirmation's note parameter exactly as Meta received it.
+fn note_sent_to_meta(graph: &FakeGraph, order_id: &str) -> String {
+    let is_it = |r: &RecordedRequest| {
+        r.order_id() == Some(order_id) && r.message_type() == Some("template")
+    };
+    let all = graph.wait_for(&format!("template for {order_id}"), PATIENCE, |all| {
+        all.iter().any(is_it)
+    });
+    let template = all.iter().find(|r| is_it(r)).unwrap();
+    template
+        .body
+        .pointer("/template/components/0/parameters/2/text")
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("no note parameter in {}", template.body))
+        .to_string()
+}
+
+/// SPEC §5, issue 8 §3: control characters never reach Meta, and a note
+/// nobody could see is replaced by CONFIRMATION_NOTE.
+#[test]
+fn control_characters_are_removed_and_an_invisible_note_gives_the_default() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .env("CONFIRMATION_NOTE", "Thanks from the corner shop")
+        .spawn();
+    let cases = [
+        ("Arrives\u{0} by\u{7} Friday\u{1b}", "Arrives by Friday"),
+        ("\u{1b}[31mRed\u{1b}[0m", "[31mRed[0m"),
+        ("\u{200B}", "Thanks from the corner shop"),
+        (
+            " \u{200B}\u{200C}\u{200D} \u{2060}\u{FEFF} ",
+            "Thanks from the corner shop",
+        ),
+        ("\u{0}\u{7}\u{1b}", "Thanks from the corner shop"),
+    ];
+
+    for (n, (note, expected)) in cases.iter().enumerate() {
+        // Act
+        let order_id = format!("ORD-NOTE-CC-{n}");
+        pay(
+            &app,
+            &payment_event_with(&order_id, json!({ "note": note })),
+        );
+
+        // Assert
+        let sent = note_sent_to_meta(&graph, &order_id);
+        assert_eq!(&sent, expected, "note {note:?}");
+        assert!(!sent.chars().any(char::is_control), "{sent:?}");
+    }
+}
+
+/// SPEC §4, issue 8 §3: a body that repeats a key, at any depth, is 422 with
+/// the JSON error body, writes nothing and leaves its key usable.
+#[test]
+fn a_repeated_key_at_any_depth_is_422_writes_nothing_and_leaves_the_key_usable() {
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let good = payment_event("ORD-DUP").to_string();
+    let bodies = [
+        // Inside `data` (the last value used to win).
+        good.replace("\"amount\":49900", "\"amount\":1,\"amount\":49900"),
+        good.replace(
+            "\"customer_phone\":\"+91 98765 43210\"",
+            "\"customer_phone\":\"+91 98765 43210\",\"customer_phone\":\"+44 7700 900123\"",
+        ),
+        // Deeper, in an object orderlink does not even read.
+        good.replace(
+            "\"user_id\":\"user_77\"",
+            "\"user_id\":\"user_77\",\"meta\":{\"tags\":[{\"k\":1,\"k\":2}]}",
+        ),
+        // At the top level, a field orderlink ignores.
+        good.replace(
+            "\"created_at\":\"2026-11-26T10:00:00Z\"",
+            "\"created_at\":\"2026-11-26T10:00:00Z\",\"created_at\":\"x\"",
+        ),
+    ];
+
+    for (n, body) in bodies.iter().enumerate() {
+        assert_ne!(body, &good, "case {n} changed nothing");
+        // Act
+        let resp = app.post_webhook_with_id("msg_dup_fixed_later", body);
+
+        // Assert
+        assert_eq!(resp.status, 422, "case {n}: {}", resp.body);
+        resp.error_code();
+        assert_nothing_written(&app);
+    }
+    graph.assert_no_more_requests(0, GRACE);
+    let retry = app.post_webhook_with_id("msg_dup_fixed_later", &good);
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.json()["status"], "processed", "{}", retry.body);
+}

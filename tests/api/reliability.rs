@@ -1137,3 +1137,243 @@ fn cli_check_exits_zero_on_a_good_sandbox_config_and_on_a_good_live_database() {
     assert!(migrated.status.success(), "{}", migrated.output());
     assert!(!migrated.stdout.contains("error"), "{}", migrated.output());
 }
+
+fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// SPEC §10, issue 8 §3: every problem at once, one line each, and a
+/// database path under a regular file is a problem, not a warning.
+#[test]
+fn cli_check_names_every_problem_at_once_a_missing_variable_hiding_no_malformed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let path = file.join("orderlink.db");
+    let env = env_of(&[
+        ("WHATSAPP_TOKEN", "EAAG-test-token"),
+        // Missing: WHATSAPP_PHONE_NUMBER_ID, WHATSAPP_APP_SECRET.
+        ("WHATSAPP_BUSINESS_NUMBER_E164", "+91 99999 00000"),
+        (
+            "PAYMENT_WEBHOOK_SECRET",
+            crate::support::app::WEBHOOK_SECRET,
+        ),
+        ("SEND_WORKERS", "zero"),
+        ("DATABASE_PATH", path.to_str().unwrap()),
+    ]);
+
+    let run = run_cli(&["check"], &env, Duration::from_secs(20));
+
+    assert!(!run.status.success(), "{}", run.output());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    let mut lines_seen = BTreeSet::new();
+    for needle in [
+        "WHATSAPP_PHONE_NUMBER_ID",
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_BUSINESS_NUMBER_E164",
+        "SEND_WORKERS",
+        "DATABASE_PATH",
+    ] {
+        let lines: Vec<(usize, &str)> = out
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .collect();
+        assert_eq!(lines.len(), 1, "{needle} on {} lines:\n{out}", lines.len());
+        assert!(
+            lines[0].1.starts_with("error"),
+            "{needle} is not named as a problem:\n{out}"
+        );
+        assert!(
+            lines_seen.insert(lines[0].0),
+            "two problems share a line:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("EAAG-test-token"),
+        "check printed the token:\n{out}"
+    );
+}
+
+/// A sandbox configuration that is otherwise fine fails `check` when its
+/// database can never be created.
+#[test]
+fn cli_check_fails_on_a_database_path_that_can_never_be_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    let mut paths = vec![
+        file.join("orderlink.db"),
+        file.join("deeper/still/orderlink.db"),
+        // Nobody, root included, creates files in /proc.
+        std::path::PathBuf::from("/proc/orderlink/orderlink.db"),
+    ];
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // Root writes into a 0555 folder anyway: only test it where it holds.
+        if std::fs::write(read_only.join("probe"), "x").is_err() {
+            paths.push(read_only.join("orderlink.db"));
+            paths.push(read_only.join("sub/orderlink.db"));
+        }
+    }
+
+    for path in &paths {
+        let env = env_of(&[("DATABASE_PATH", path.to_str().unwrap())]);
+
+        let run = run_cli(&["check"], &env, Duration::from_secs(20));
+
+        assert!(
+            !run.status.success(),
+            "{}: {}",
+            path.display(),
+            run.output()
+        );
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with("error") && l.contains("DATABASE_PATH")),
+            "{}: no problem line naming DATABASE_PATH:\n{}",
+            path.display(),
+            run.output()
+        );
+        assert!(!path.exists(), "check created {}", path.display());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 2, "check left files behind: {leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The first hour (issue 13): what a new user meets at the command line.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cli_version_prints_the_version() {
+    for flag in ["--version", "-V"] {
+        let run = run_cli(&[flag], &[], Duration::from_secs(20));
+
+        assert!(run.status.success(), "{}", run.output());
+        assert_eq!(
+            run.stdout,
+            format!("orderlink {}\n", env!("CARGO_PKG_VERSION")),
+            "{}",
+            run.output()
+        );
+    }
+}
+
+#[test]
+fn serve_on_a_port_in_use_names_the_port_before_creating_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/orderlink.db");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let env = env_of(&[
+        ("RUST_LOG", "info"),
+        ("ROCKET_ADDRESS", "127.0.0.1"),
+        ("ROCKET_PORT", &port),
+        ("DATABASE_PATH", path.to_str().unwrap()),
+    ]);
+
+    let run = run_cli(&["serve"], &env, Duration::from_secs(20));
+
+    assert!(!run.status.success(), "{}", run.output());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("already in use"))
+        .collect();
+    assert_eq!(lines.len(), 1, "said {} times:\n{out}", lines.len());
+    assert!(lines[0].contains(&format!("port {port}")), "{out}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "the database folder was created before the port was found taken:\n{out}"
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_database_is_refused_once() {
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let mut env = live_env(graph.base_url(), &app.db_path);
+    env.push(("ROCKET_ADDRESS".into(), "127.0.0.1".into()));
+    env.push(("ROCKET_PORT".into(), free_port().to_string()));
+
+    let run = run_cli(&["serve"], &env, Duration::from_secs(20));
+
+    assert!(!run.status.success(), "{}", run.output());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        out.matches("another orderlink process is already serving")
+            .count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn backup_to_an_existing_path_says_so_and_leaves_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orderlink.db");
+    let env = env_of(&[("DATABASE_PATH", path.to_str().unwrap())]);
+    assert!(run_cli(&["migrate"], &env, Duration::from_secs(20))
+        .status
+        .success());
+    let existing = dir.path().join("yesterday.db");
+    std::fs::write(&existing, "keep me").unwrap();
+
+    let run = run_cli(
+        &["backup", existing.to_str().unwrap()],
+        &env,
+        Duration::from_secs(20),
+    );
+
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(run.stderr.contains("already exists"), "{}", run.output());
+    assert!(
+        run.stderr.contains("date +%Y%m%d"),
+        "no dated name offered:\n{}",
+        run.output()
+    );
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+}
+
+/// issue 13: live mode without a verify token, or with an http:// base URL,
+/// starts but is half broken: check says so as warnings (exit 0).
+#[test]
+fn cli_check_warns_about_a_missing_verify_token_and_an_http_base_url_in_live_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = FakeGraph::start();
+    let mut env = live_env(graph.base_url(), &dir.path().join("orderlink.db"));
+    env.push(("APP_BASE_URL".into(), "http://shop.example".into()));
+
+    let run = run_cli(&["check"], &env, Duration::from_secs(20));
+
+    assert!(run.status.success(), "{}", run.output());
+    for variable in ["WHATSAPP_VERIFY_TOKEN", "APP_BASE_URL"] {
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.contains(variable))
+            .collect();
+        assert_eq!(lines.len(), 1, "{variable}:\n{}", run.output());
+        assert!(lines[0].starts_with("warning"), "{}", run.output());
+    }
+
+    // Set as they should be: nothing to say about them.
+    env.retain(|(k, _)| k != "APP_BASE_URL");
+    env.push(("APP_BASE_URL".into(), "https://shop.example".into()));
+    env.push(("WHATSAPP_VERIFY_TOKEN".into(), "verify-me-please".into()));
+    let good = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(good.status.success(), "{}", good.output());
+    assert!(
+        !good.stdout.contains("WHATSAPP_VERIFY_TOKEN") && !good.stdout.contains("APP_BASE_URL"),
+        "{}",
+        good.output()
+    );
+}
