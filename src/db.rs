@@ -265,7 +265,7 @@ pub fn copy_database(src: &Connection, dest: &Path) -> Result<i32, String> {
     use rusqlite::backup::{Backup, StepResult};
     if dest.exists() {
         return Err(format!(
-            "{} already exists; choose a new path",
+            "{} already exists and a backup never overwrites a file; choose a new path, e.g. a dated name such as orderlink-$(date +%Y%m%d-%H%M%S).db",
             dest.display()
         ));
     }
