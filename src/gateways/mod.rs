@@ -172,6 +172,11 @@ impl<'r, S: Source> FromData<'r> for Verified<S> {
                 return fail(AppError::InvalidSignature(why));
             }
         }
+        // §4: a key repeated at any depth is ambiguous (two parsers may read
+        // it differently), for a gateway's body as for orderlink's own.
+        if let Err(e) = refuse_duplicate_keys(&body) {
+            return fail(e);
+        }
         let mapped = match S::map(req.headers(), &body, config) {
             Ok(m) => m,
             Err(e) => return fail(e),
@@ -224,6 +229,66 @@ pub fn event_error(e: EventError) -> AppError {
     match e {
         EventError::Malformed(m) => AppError::MalformedJson(m),
         EventError::Invalid(m) => AppError::InvalidPayload(m),
+    }
+}
+
+/// 422 when a JSON object of the body repeats a key, at any depth; bodies
+/// that are not JSON are left to the mapping (400 there).
+pub fn refuse_duplicate_keys(body: &[u8]) -> Result<(), AppError> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use std::collections::HashSet;
+
+    struct Unique;
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if !seen.insert(key.clone().into_owned()) {
+                    return Err(A::Error::custom(format!(
+                        "the key {key:?} appears twice in one object"
+                    )));
+                }
+                map.next_value_seed(Unique)?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Unique)?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match Unique.deserialize(&mut de) {
+        Err(e) if e.is_data() => Err(AppError::InvalidPayload(format!("ambiguous JSON: {e}"))),
+        _ => Ok(()),
     }
 }
 
@@ -291,6 +356,29 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains(STRIPE_SECRET_VAR) && errors[0].contains("secret 2"));
         assert!(!errors[0].contains("sk_live_oops"));
+    }
+
+    #[test]
+    fn repeated_keys_at_any_depth_are_refused() {
+        for bad in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"data":{"order":{"order_id":"A","order_id":"B"}}}"#,
+            r#"[{"x":[{"k":1,"k":1}]}]"#,
+            r#"{"a\u0062":1,"ab":2}"#,
+        ] {
+            let e = refuse_duplicate_keys(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.status().code, 422, "{bad}");
+        }
+        for ok in [
+            r#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#,
+            "[]",
+            "{",
+            "",
+            "1.5",
+            r#""x""#,
+        ] {
+            assert!(refuse_duplicate_keys(ok.as_bytes()).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -251,6 +251,15 @@ fn razorpay_tampered_unsigned_or_foreign_signatures_are_refused_and_write_nothin
         assert_eq!(resp.error_code(), "invalid_signature", "{what}");
     }
     assert_nothing_written(&app);
+    // Validly signed but ambiguous: a key repeated inside notes is 422 (§4), nothing written.
+    let ambiguous = body.replace(
+        "\"notes\":[]",
+        "\"notes\":{\"order_id\":\"A-1\",\"order_id\":\"B-1\"}",
+    );
+    assert_ne!(ambiguous, body);
+    let resp = razorpay(&app, &ambiguous, Some("evt_dup_keys"));
+    assert_eq!(resp.status, 422, "{}", resp.body);
+    assert_nothing_written(&app);
     // Either secret of the rotation list signs.
     let old = signing::razorpay("rzp_old_secret_4f1", &body);
     assert_eq!(
