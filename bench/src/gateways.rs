@@ -30,15 +30,15 @@ impl Sum {
         self.seconds += r.elapsed.as_secs_f64();
         self.worst_p99_ms = self.worst_p99_ms.max(r.pct_ms(99.0));
         self.worst_p50_ms = self.worst_p50_ms.max(r.pct_ms(50.0));
-        for (status, body) in &r.bodies {
+        for (status, n) in &r.statuses {
+            *self.answers.entry(format!("HTTP {status}")).or_default() += n;
+        }
+        for (_, body) in &r.bodies {
             let answer = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.get("status")?.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "(no status)".into());
-            *self
-                .answers
-                .entry(format!("{status} {answer}"))
-                .or_default() += 1;
+            *self.answers.entry(answer).or_default() += 1;
         }
         self.chunks.push(load_detail(r, cpu));
     }
@@ -48,7 +48,8 @@ impl Sum {
     }
 
     fn all_processed(&self, expected: usize) -> bool {
-        self.answers.get("200 processed").copied() == Some(expected)
+        self.answers.get("HTTP 200").copied() == Some(expected)
+            && self.answers.get("processed").copied() == Some(expected)
     }
 
     fn answers_text(&self) -> String {
