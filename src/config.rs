@@ -42,6 +42,9 @@ pub struct Config {
     pub elder_reply_text: Option<String>,
     pub admin_token: Option<String>,
     pub max_mps: u32,
+    /// §11: Razorpay, Stripe and Cashfree webhook secrets (each route is 404
+    /// in live mode without its own).
+    pub gateway_secrets: crate::gateways::GatewaySecrets,
 }
 
 impl std::fmt::Debug for Config {
@@ -178,7 +181,10 @@ impl Config {
                 r.fail("WHATSAPP_BUSINESS_NUMBER_E164 must be digits only, with country code and no + (e.g. 919876543210)".into());
             }
         }
-        let secret = need(&mut r, "PAYMENT_WEBHOOK_SECRET");
+        // Optional on its own: live mode needs at least one payment source
+        // (checked with the gateway secrets below).
+        let secret = r.opt("PAYMENT_WEBHOOK_SECRET");
+        let secret_is_set = secret.is_some();
         let webhook_secret = secret.and_then(|s| match WebhookSecret::parse(&s) {
             Ok(secret) => Some(secret),
             Err(why) => {
@@ -246,6 +252,13 @@ impl Config {
             },
         };
 
+        // §11: the gateways' secrets, and at least one payment source.
+        let (gateway_secrets, gateway_errors) = crate::gateways::GatewaySecrets::read(|n| r.opt(n));
+        r.errors.extend(gateway_errors);
+        if live && !secret_is_set && !gateway_secrets.any() {
+            r.fail("PAYMENT_WEBHOOK_SECRET is required in live mode unless a gateway secret is set (RAZORPAY_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET or CASHFREE_CLIENT_SECRET): no payment could reach orderlink".into());
+        }
+
         let config = Config {
             mode: match (live_token, phone_number_id) {
                 (Some(token), Some(phone_number_id)) => Mode::Live {
@@ -275,6 +288,7 @@ impl Config {
             elder_reply_text: r.opt("ELDER_REPLY_TEXT"),
             admin_token: r.opt("ADMIN_TOKEN"),
             max_mps,
+            gateway_secrets,
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -303,6 +317,7 @@ impl Config {
         if let Some(s) = &self.verify_token {
             out.push(s.clone());
         }
+        out.extend(self.gateway_secrets.texts());
         out.retain(|s| s.len() >= 4);
         out
     }
@@ -351,6 +366,73 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    const LIVE: [(&str, &str); 4] = [
+        ("WHATSAPP_TOKEN", "EAAG"),
+        ("WHATSAPP_PHONE_NUMBER_ID", "1065"),
+        ("WHATSAPP_BUSINESS_NUMBER_E164", "919876543210"),
+        ("WHATSAPP_APP_SECRET", "s3cret"),
+    ];
+
+    fn live_with<const N: usize>(
+        extra: [(&'static str, &'static str); N],
+    ) -> Result<Config, ConfigErrors> {
+        let all: Vec<(&str, &str)> = LIVE.iter().chain(extra.iter()).copied().collect();
+        struct Pairs(Vec<(&'static str, &'static str)>);
+        impl Source for Pairs {
+            fn get(&self, name: &str) -> Option<String> {
+                self.0
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        }
+        Config::from_source(&Pairs(all))
+    }
+
+    #[test]
+    fn a_short_payment_secret_is_refused_and_named() {
+        let err = live_with([("PAYMENT_WEBHOOK_SECRET", "whsec_bm9wZQ==")]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].contains("PAYMENT_WEBHOOK_SECRET") && err.0[0].contains("24 to 64 bytes"));
+        assert!(
+            !err.0[0].contains("bm9wZQ"),
+            "the secret itself is never shown"
+        );
+    }
+
+    #[test]
+    fn a_rotation_list_of_payment_secrets_loads() {
+        let c = live_with([(
+            "PAYMENT_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        )])
+        .unwrap();
+        assert!(c.webhook_secret.is_some());
+    }
+
+    #[test]
+    fn live_mode_needs_one_payment_source_of_any_kind() {
+        let err = live_with([]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(
+            err.0[0].contains("PAYMENT_WEBHOOK_SECRET")
+                && err.0[0].contains("RAZORPAY_WEBHOOK_SECRET")
+        );
+        for gateway in [
+            ("RAZORPAY_WEBHOOK_SECRET", "rzp secret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
+            ("CASHFREE_CLIENT_SECRET", "cfsk_ma_test"),
+        ] {
+            let c = live_with([gateway]).unwrap();
+            assert!(c.webhook_secret.is_none());
+            assert!(c.gateway_secrets.any());
+            assert!(c.secrets().iter().any(|s| gateway.1.contains(s.as_str())));
+        }
+        let err = live_with([("STRIPE_WEBHOOK_SECRET", "sk_live_x")]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].contains("STRIPE_WEBHOOK_SECRET"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod gateways;
 pub mod inbound;
 pub mod links;
 pub mod logging;

@@ -171,6 +171,7 @@ impl Orderlink {
             .env("WHATSAPP_BUSINESS_NUMBER_E164", BUSINESS_NUMBER)
             .env("PAYMENT_WEBHOOK_SECRET", crate::events::SECRET)
             .env("WHATSAPP_APP_SECRET", "bench-app-secret")
+            .env("RAZORPAY_WEBHOOK_SECRET", crate::events::RAZORPAY_SECRET)
             .env("WHATSAPP_API_BASE", &o.api_base)
             .env("DATABASE_PATH", &db_path)
             .env("ROCKET_CONFIG", o.rocket_toml)

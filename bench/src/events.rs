@@ -100,3 +100,54 @@ pub fn mark_all_sent(path: &Path) {
     ))
     .expect("mark the outbox sent");
 }
+
+/// The Razorpay webhook secret the bench children run with (§11).
+pub const RAZORPAY_SECRET: &str = "bench_razorpay_webhook_secret";
+
+/// A `payment.captured` body shaped like Razorpay's documented sample
+/// (razorpay.com/docs/webhooks/payloads/payments), the merchant's order id
+/// in `notes.order_id`: a gateway body is larger than §4's, as in real life.
+pub fn razorpay_body(payment_id: &str, order_id: &str) -> String {
+    serde_json::json!({
+        "entity": "event",
+        "account_id": "acc_BFQ7uQEaa7j2z7",
+        "event": "payment.captured",
+        "contains": ["payment"],
+        "payload": {"payment": {"entity": {
+            "id": payment_id, "entity": "payment", "amount": 49900, "currency": "INR",
+            "status": "captured", "order_id": format!("order_{payment_id}"), "invoice_id": null,
+            "international": false, "method": "upi", "amount_refunded": 0,
+            "refund_status": null, "captured": true, "description": "Purchase",
+            "card_id": null, "bank": null, "wallet": null, "vpa": "gaurav.kumar@exampleupi",
+            "email": "gaurav.kumar@example.com", "contact": PHONE,
+            "notes": {"order_id": order_id, "note": "Arrives by Friday"},
+            "fee": 1180, "tax": 180, "error_code": null, "error_description": null,
+            "error_source": null, "error_step": null, "error_reason": null,
+            "acquirer_data": {"rrn": "033814379298"}, "created_at": 1567674599
+        }}},
+        "created_at": 1567674606
+    })
+    .to_string()
+}
+
+/// `n` unique signed `POST /webhooks/razorpay` requests, as raw bytes.
+pub fn razorpay_webhooks(addr: SocketAddr, run: &str, n: usize) -> Vec<Vec<u8>> {
+    let secret = orderlink::signature::TextSecrets::parse(RAZORPAY_SECRET).expect("secret");
+    (0..n)
+        .map(|i| {
+            let body = razorpay_body(&format!("pay_{run}{i:06}"), &format!("RZP-{run}-{i:06}"));
+            let sig: String = secret
+                .sign(&[body.as_bytes()])
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!(
+                "POST /webhooks/razorpay HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 X-Razorpay-Signature: {sig}\r\nx-razorpay-event-id: evt_{run}_{i:06}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect()
+}

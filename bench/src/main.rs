@@ -7,6 +7,7 @@ mod ceiling;
 mod child;
 mod events;
 mod fake_graph;
+mod gateways;
 mod http;
 mod report;
 
@@ -49,7 +50,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,delivery,startup]"
+        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,gateways,delivery,startup]"
     );
     std::process::exit(2)
 }
@@ -73,7 +74,7 @@ fn plan(args: &[String], root: &Path) -> Plan {
                     .collect();
                 if list
                     .iter()
-                    .any(|p| !["webhooks", "delivery", "startup"].contains(&p.as_str()))
+                    .any(|p| !["webhooks", "gateways", "delivery", "startup"].contains(&p.as_str()))
                 {
                     usage()
                 }
@@ -163,6 +164,11 @@ fn main() {
     let mut peak_rss = Vec::new();
     if plan.runs("webhooks") {
         webhooks_and_invites(&plan, &o, &ceilings, &mut report, &mut peak_rss);
+    }
+
+    // 4b. Gateway webhooks against the generic route (issue 9).
+    if plan.runs("gateways") {
+        gateways::gateways(&plan, &o, &mut report, &mut peak_rss);
     }
 
     // 5. Delivery.

@@ -112,7 +112,7 @@ fn order_view(c: &Connection, order_id: &str) -> Result<Option<Value>, DbError> 
     let order = c
         .prepare_cached(
             "SELECT id, user_id, payment_id, status, customer_phone_e164, total_amount, currency, note,
-                    created_at, updated_at, last_confirmation_sent_at
+                    created_at, updated_at, last_confirmation_sent_at, order_id_source
              FROM orders WHERE id = ?1",
         )?
         .query_row([order_id], |r| {
@@ -131,6 +131,7 @@ fn order_view(c: &Connection, order_id: &str) -> Result<Option<Value>, DbError> 
                 "created_at": rfc3339(r.get("created_at")?),
                 "updated_at": rfc3339(r.get("updated_at")?),
                 "last_confirmation_sent_at": rfc3339(r.get("last_confirmation_sent_at")?),
+                "order_id_source": r.get::<_, Option<String>>("order_id_source")?,
             }))
         })
         .optional()?;

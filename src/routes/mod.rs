@@ -2,6 +2,7 @@
 //! answer in the same JSON shape (and the invite pages in HTML).
 
 pub mod admin;
+pub mod gateway_webhooks;
 pub mod health;
 pub mod invite;
 pub mod payment_webhook;
@@ -16,6 +17,7 @@ use rocket::{catch, catchers, Catcher, Request};
 pub fn routes() -> Vec<rocket::Route> {
     let mut all = Vec::new();
     all.extend(payment_webhook::routes());
+    all.extend(gateway_webhooks::routes());
     all.extend(invite::routes());
     all.extend(health::routes());
     all.extend(whatsapp_webhook::routes());

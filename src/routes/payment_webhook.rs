@@ -1,93 +1,102 @@
-//! `POST /webhooks/payment`: verify, parse, commit one unit of work, answer.
-//! Nothing here waits on WhatsApp; the sender picks the messages up.
+//! `POST /webhooks/payment` (§4), and the one path every payment webhook
+//! takes once its source's data guard has verified and mapped it: commit one
+//! unit of work, wake the senders, answer. Nothing here waits on WhatsApp.
 
-use crate::domain::{EventError, EventKind, PaymentEvent};
+use crate::domain::EventKind;
 use crate::error::AppError;
+use crate::gateways::standard::Standard;
+use crate::gateways::{Source, Verified};
 use crate::payments::{self, Context, Outcome};
 use crate::sender::now_ms;
 use crate::state::AppState;
-use rocket::data::Data;
-use rocket::request::{FromRequest, Outcome as GuardOutcome, Request};
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
+use rusqlite::{params, Connection, OptionalExtension};
 
-pub const BODY_LIMIT: u64 = 64 * 1024;
+pub use crate::gateways::BODY_LIMIT;
 
 pub fn routes() -> Vec<rocket::Route> {
     routes![payment_webhook]
 }
 
-/// The Standard Webhooks headers, as sent (any may be missing).
-pub struct WebhookHeaders {
-    id: Option<String>,
-    timestamp: Option<String>,
-    signature: Option<String>,
-}
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for WebhookHeaders {
-    type Error = std::convert::Infallible;
-
-    async fn from_request(req: &'r Request<'_>) -> GuardOutcome<Self, Self::Error> {
-        let get = |name: &str| req.headers().get_one(name).map(str::to_owned);
-        GuardOutcome::Success(WebhookHeaders {
-            id: get("webhook-id"),
-            timestamp: get("webhook-timestamp"),
-            signature: get("webhook-signature"),
-        })
-    }
-}
-
-#[post("/webhooks/payment", data = "<body>")]
+#[post("/webhooks/payment", data = "<webhook>")]
 async fn payment_webhook(
-    headers: WebhookHeaders,
-    body: Data<'_>,
+    webhook: Result<Verified<Standard>, AppError>,
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
-    let config = &state.config;
-    let body = super::read_raw_body(body, BODY_LIMIT).await?;
+    accept(state, webhook?).await
+}
 
-    if let Some(secret) = &config.webhook_secret {
-        let (Some(id), Some(ts), Some(sig)) = (&headers.id, &headers.timestamp, &headers.signature)
-        else {
-            return Err(AppError::InvalidSignature(
-                "webhook-id, webhook-timestamp and webhook-signature headers are required",
-            ));
-        };
-        secret
-            .verify(id, ts, sig, &body, now_ms() / 1000)
-            .map_err(AppError::InvalidSignature)?;
-    }
-
-    let event = PaymentEvent::parse(&body, config.default_region).map_err(|e| match e {
-        EventError::Malformed(m) => AppError::MalformedJson(m),
-        EventError::Invalid(m) => AppError::InvalidPayload(m),
-    })?;
-    let key = headers.id.clone().unwrap_or_else(|| event.event_id.clone());
-    if key.is_empty() || key.len() > 255 {
-        return Err(AppError::InvalidPayload(
-            "webhook-id must be 1 to 255 characters".into(),
-        ));
-    }
-    if let EventKind::PaymentSucceeded(p) = &event.kind {
-        if let Err(why) = &p.phone {
-            log::warn!("order {}: not messaging the customer: {why}", p.order_id);
-        }
-    }
-
+/// Record, wake the senders, answer: the same for every source.
+pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result<Value, AppError> {
+    let (key, mut event, order_id_source) = webhook.into_parts();
     let ctx = Context {
         now_ms: now_ms(),
-        token_ttl_ms: config.token_ttl.as_millis() as i64,
+        token_ttl_ms: state.config.token_ttl.as_millis() as i64,
     };
     let outcome = state
         .db
         .writer
-        .run(move |conn| payments::record(conn, &key, &event, &ctx))
+        .run(move |conn| {
+            if S::NAMESPACED {
+                keep_payment_with_its_order(conn, S::NAME, &mut event.kind)?;
+            }
+            let outcome = payments::record(conn, &key, &event, &ctx)?;
+            let recorded = matches!(
+                outcome,
+                Outcome::Processed { .. }
+                    | Outcome::SkippedInvalidPhone { .. }
+                    | Outcome::AlreadyConfirmed { .. }
+            );
+            if let (true, Some(source), EventKind::PaymentSucceeded(p)) =
+                (recorded, &order_id_source, &event.kind)
+            {
+                // The first payment that named the order says where its id came from.
+                conn.prepare_cached(
+                    "UPDATE orders SET order_id_source = COALESCE(order_id_source, ?2) WHERE id = ?1",
+                )?
+                .execute(params![p.order_id.as_str(), source])?;
+            }
+            Ok(outcome)
+        })
         .await?;
     if matches!(outcome, Outcome::Processed { .. }) {
         state.sender.wake();
     }
     Ok(respond(state, outcome))
+}
+
+/// A gateway payment already recorded under an order stays with that order.
+/// Razorpay's `payment.captured` carries no order entity, so when the
+/// merchant's id is only in the order's `notes` or `receipt`, it maps to
+/// another candidate than the `order.paid` of the same payment; both must
+/// still give one confirmation.
+fn keep_payment_with_its_order(
+    conn: &Connection,
+    source: &str,
+    kind: &mut EventKind,
+) -> Result<(), crate::db::DbError> {
+    let EventKind::PaymentSucceeded(p) = kind else {
+        return Ok(());
+    };
+    let existing: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",
+        )?
+        .query_row(params![p.payment_id, format!("{source} %")], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        if id != p.order_id.as_str() {
+            if let Ok(order_id) = crate::domain::OrderId::parse(&id) {
+                log::info!(
+                    "{source} payment for order {}: already recorded under order {id}",
+                    p.order_id
+                );
+                p.order_id = order_id;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn links(state: &AppState, order_id: &str, token: Option<&str>) -> Value {

@@ -4,6 +4,7 @@
 mod admin;
 mod delivery;
 mod elder_chat;
+mod gateways;
 mod invite;
 mod lifecycle;
 mod logging;

@@ -1,0 +1,347 @@
+//! Where payment webhooks come in (SPEC §4 and §11). Each source — the
+//! generic Standard Webhooks route and each gateway — is a module holding its
+//! signature scheme and its mapping onto the one `PaymentEvent`; the data
+//! guard `Verified<S>` is the only way a handler gets an event, so no route
+//! can skip reading the body once under the limit, checking the signature
+//! over those exact bytes, or deriving the idempotency key. Below the
+//! mapping nothing is gateway-specific: `payments::record` does the rest.
+
+pub mod cashfree;
+pub mod razorpay;
+pub mod standard;
+pub mod stripe;
+
+use crate::config::Config;
+use crate::domain::{EventError, EventKind, OrderId, PaymentEvent, Region};
+use crate::error::AppError;
+use crate::signature::TextSecrets;
+use crate::state::AppState;
+use rocket::data::{self, Data, FromData};
+use rocket::http::{HeaderMap, Status};
+use rocket::outcome::Outcome;
+use rocket::Request;
+use serde::Deserialize;
+use std::marker::PhantomData;
+
+/// Every webhook body is read once, as bytes, and never past this.
+pub const BODY_LIMIT: u64 = 64 * 1024;
+
+/// The gateways' secrets, each a space-separated list (rotation). Grouped
+/// so the configuration holds them as one field.
+#[derive(Clone, Debug, Default)]
+pub struct GatewaySecrets {
+    pub razorpay: Option<TextSecrets>,
+    pub stripe: Option<TextSecrets>,
+    pub cashfree: Option<TextSecrets>,
+}
+
+pub const RAZORPAY_SECRET_VAR: &str = "RAZORPAY_WEBHOOK_SECRET";
+pub const STRIPE_SECRET_VAR: &str = "STRIPE_WEBHOOK_SECRET";
+pub const CASHFREE_SECRET_VAR: &str = "CASHFREE_CLIENT_SECRET";
+
+impl GatewaySecrets {
+    /// Reads the three variables through `get` (which treats empty as
+    /// unset); returns the problems found, one line each.
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> (GatewaySecrets, Vec<String>) {
+        let mut errors = Vec::new();
+        let razorpay = get(RAZORPAY_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
+        let cashfree = get(CASHFREE_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
+        let stripe = get(STRIPE_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
+        if let Some(s) = &stripe {
+            if let Some(i) = s
+                .all()
+                .iter()
+                .position(|one| !one.starts_with("whsec_") || one.len() <= "whsec_".len())
+            {
+                errors.push(format!(
+                    "{STRIPE_SECRET_VAR} must be the endpoint's signing secret from Stripe's dashboard, whsec_… (secret {} of the list is not)",
+                    i + 1
+                ));
+            }
+        }
+        (
+            GatewaySecrets {
+                razorpay,
+                stripe,
+                cashfree,
+            },
+            errors,
+        )
+    }
+
+    pub fn any(&self) -> bool {
+        self.razorpay.is_some() || self.stripe.is_some() || self.cashfree.is_some()
+    }
+
+    /// Every secret, for the log filter.
+    pub fn texts(&self) -> Vec<String> {
+        [&self.razorpay, &self.stripe, &self.cashfree]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.all().iter().cloned())
+            .collect()
+    }
+}
+
+/// A webhook source: its secret, its signature scheme, its mapping.
+pub trait Source: Send + Sync + 'static {
+    /// Secrets as configured for this source.
+    type Secret: Send + Sync;
+    /// `razorpay`, `stripe`, …: the idempotency-key namespace, and the
+    /// prefix of `order_id_source`.
+    const NAME: &'static str;
+    /// Whether idempotency keys are namespaced with `NAME:`. The generic
+    /// route keeps `webhook-id` as it is (keys already stored stay valid).
+    const NAMESPACED: bool;
+
+    fn secret(config: &Config) -> Option<&Self::Secret>;
+
+    /// Checks the signature over the raw bytes; the message says what is
+    /// wrong without revealing anything secret.
+    fn verify(
+        secret: &Self::Secret,
+        headers: &HeaderMap<'_>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), &'static str>;
+
+    /// Maps a verified body onto the payment event.
+    fn map(headers: &HeaderMap<'_>, body: &[u8], config: &Config) -> Result<Mapped, AppError>;
+}
+
+/// A source's event, mapped.
+#[derive(Debug)]
+pub struct Mapped {
+    /// The key within the source's namespace.
+    pub key: String,
+    pub event: PaymentEvent,
+    /// Which field the order id came from (`payment.notes.order_id`, …).
+    pub order_id_source: Option<&'static str>,
+}
+
+/// A payment webhook that passed its source's checks: read once under
+/// `BODY_LIMIT`, signature verified (or unsigned in sandbox mode without a
+/// secret), mapped, keyed. Only the guard below can build one.
+pub struct Verified<S: Source> {
+    key: String,
+    event: PaymentEvent,
+    order_id_source: Option<String>,
+    _source: PhantomData<S>,
+}
+
+impl<S: Source> Verified<S> {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn event(&self) -> &PaymentEvent {
+        &self.event
+    }
+
+    /// What `payments::record` needs, plus where the order id came from.
+    pub fn into_parts(self) -> (String, PaymentEvent, Option<String>) {
+        (self.key, self.event, self.order_id_source)
+    }
+}
+
+fn fail<'r, T>(e: AppError) -> data::Outcome<'r, T, AppError> {
+    Outcome::Error((e.status(), e))
+}
+
+#[rocket::async_trait]
+impl<'r, S: Source> FromData<'r> for Verified<S> {
+    type Error = AppError;
+
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        let Some(state) = req.rocket().state::<AppState>() else {
+            return fail(AppError::Internal("no AppState managed".into()));
+        };
+        let config = &state.config;
+        let secret = S::secret(config);
+        // Live mode without this source's secret: the route does not exist.
+        if secret.is_none() && !config.is_sandbox() {
+            return Outcome::Forward((data, Status::NotFound));
+        }
+        let body = match crate::routes::read_raw_body(data, BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
+        if let Some(secret) = secret {
+            let now = crate::sender::now_ms() / 1000;
+            if let Err(why) = S::verify(secret, req.headers(), &body, now) {
+                return fail(AppError::InvalidSignature(why));
+            }
+        }
+        // §4: a key repeated at any depth is ambiguous (two parsers may read
+        // it differently), for a gateway's body as for orderlink's own.
+        if let Err(e) = refuse_duplicate_keys(&body) {
+            return fail(e);
+        }
+        let mapped = match S::map(req.headers(), &body, config) {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        };
+        let key = if S::NAMESPACED {
+            format!("{}:{}", S::NAME, mapped.key)
+        } else {
+            mapped.key.clone()
+        };
+        if mapped.key.is_empty() || key.len() > 255 {
+            return fail(AppError::InvalidPayload(
+                "the idempotency key must be 1 to 255 characters".into(),
+            ));
+        }
+        if let EventKind::PaymentSucceeded(p) = &mapped.event.kind {
+            if let Err(why) = &p.phone {
+                log::warn!(
+                    "{} order {}: not messaging the customer: {why}",
+                    S::NAME,
+                    p.order_id
+                );
+            }
+        }
+        Outcome::Success(Verified {
+            key,
+            event: mapped.event,
+            order_id_source: mapped
+                .order_id_source
+                .map(|field| format!("{} {field}", S::NAME)),
+            _source: PhantomData,
+        })
+    }
+}
+
+/// A JSON body into `T`, with §4's split: not JSON at all is 400, JSON of
+/// the wrong shape 422.
+pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                AppError::MalformedJson(format!("body is not valid JSON: {e}"))
+            }
+            Category::Data => AppError::InvalidPayload(format!("{e}")),
+        }
+    })
+}
+
+pub fn event_error(e: EventError) -> AppError {
+    match e {
+        EventError::Malformed(m) => AppError::MalformedJson(m),
+        EventError::Invalid(m) => AppError::InvalidPayload(m),
+    }
+}
+
+/// 422 when a JSON object of the body repeats a key, at any depth (the
+/// domain's rule, for a gateway's body as for orderlink's own); a body that
+/// is not JSON at all is 400.
+pub fn refuse_duplicate_keys(body: &[u8]) -> Result<(), AppError> {
+    crate::domain::reject_duplicate_keys(body).map_err(event_error)
+}
+
+/// The first candidate that is a valid order id (§4), with its field name.
+pub fn first_order_id<'a>(
+    candidates: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Option<(OrderId, &'static str)> {
+    candidates.into_iter().find_map(|(field, value)| {
+        value
+            .and_then(|v| OrderId::parse(v).ok())
+            .map(|id| (id, field))
+    })
+}
+
+/// A stable key for an ignored event that carries no id of its own.
+pub fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(body)[..16])
+}
+
+/// Gateway ids end up in the database and in answers: printable, bounded.
+pub fn gateway_text(field: &str, value: &str) -> Result<String, AppError> {
+    if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+        return Err(AppError::InvalidPayload(format!(
+            "{field} must be 1 to 255 printable characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// Phone text to E.164 with the given default region; a missing phone is
+/// not an error of the event (§4: `skipped_invalid_phone`).
+pub fn phone(
+    raw: Option<&str>,
+    region: Option<Region>,
+) -> Result<crate::domain::PhoneE164, String> {
+    match raw {
+        Some(p) => crate::domain::PhoneE164::parse(p, region),
+        None => Err("the gateway sent no phone number".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_secrets_are_read_as_rotation_lists() {
+        let (s, errors) = GatewaySecrets::read(|name| match name {
+            RAZORPAY_SECRET_VAR => Some("old new".into()),
+            STRIPE_SECRET_VAR => Some("whsec_a whsec_b".into()),
+            _ => None,
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.razorpay.unwrap().all(), ["old", "new"]);
+        assert_eq!(s.stripe.unwrap().all().len(), 2);
+        assert!(s.cashfree.is_none());
+    }
+
+    #[test]
+    fn a_stripe_secret_without_whsec_is_named() {
+        let (_, errors) = GatewaySecrets::read(|name| {
+            (name == STRIPE_SECRET_VAR).then(|| "whsec_a sk_live_oops".into())
+        });
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains(STRIPE_SECRET_VAR) && errors[0].contains("secret 2"));
+        assert!(!errors[0].contains("sk_live_oops"));
+    }
+
+    #[test]
+    fn repeated_keys_at_any_depth_are_refused() {
+        for bad in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"data":{"order":{"order_id":"A","order_id":"B"}}}"#,
+            r#"[{"x":[{"k":1,"k":1}]}]"#,
+            r#"{"a\u0062":1,"ab":2}"#,
+        ] {
+            let e = refuse_duplicate_keys(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.status().code, 422, "{bad}");
+        }
+        for ok in [
+            r#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#,
+            "[]",
+            "1.5",
+            r#""x""#,
+        ] {
+            assert!(refuse_duplicate_keys(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for not_json in ["{", ""] {
+            let e = refuse_duplicate_keys(not_json.as_bytes()).unwrap_err();
+            assert_eq!(e.status().code, 400, "{not_json}");
+        }
+    }
+
+    #[test]
+    fn the_first_valid_candidate_wins() {
+        let found = first_order_id([
+            ("a", None),
+            ("b", Some("not valid!")),
+            ("c", Some("ORD-1")),
+            ("d", Some("ORD-2")),
+        ]);
+        assert_eq!(
+            found.map(|(id, f)| (id.as_str().to_owned(), f)),
+            Some(("ORD-1".into(), "c"))
+        );
+        assert!(first_order_id([("a", Some(""))]).is_none());
+    }
+}
