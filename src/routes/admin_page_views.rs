@@ -152,7 +152,7 @@ pub fn overview(o: &Overview, paused: bool, csrf: &str) -> Markup {
                     thead { tr { th { "Step" } @for (name, _) in &o.windows { th.n { (name) } } } }
                     tbody {
                         @for (i, (label, _)) in Funnel::default().steps().iter().enumerate() {
-                            tr { td { (label) } @for (_, f) in &o.windows { td.n { (f.steps()[i].1) } } }
+                            tr { td { (label) } @for (name, f) in &o.windows { td.n data-cell=(format!("{name}:{i}")) { (f.steps()[i].1) } } }
                         }
                     }
                 }
@@ -182,7 +182,7 @@ pub fn overview(o: &Overview, paused: bool, csrf: &str) -> Markup {
                             thead { tr { th { "Billable, by category" } @for (name, _) in &o.windows { th.n { (name) } } } }
                             tbody {
                                 @for (category, counts) in &o.costs {
-                                    tr { td { (category) } @for n in counts { td.n { (n) } } }
+                                    tr { td { (category) } @for (n, (name, _)) in counts.iter().zip(&o.windows) { td.n data-cell=(format!("cost:{category}:{name}")) { (n) } } }
                                 }
                             }
                         }
