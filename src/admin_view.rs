@@ -601,7 +601,7 @@ pub fn overview(c: &Connection, windows: &[(&'static str, i64)]) -> Result<Overv
 pub struct Event {
     pub at: i64,
     /// A short kind for the page's icon and colour: webhook, message,
-    /// error, click, preview, elder.
+    /// error, click, preview, linked, elder (what an elder wrote).
     pub kind: &'static str,
     pub title: String,
     pub detail: Option<String>,

@@ -16,8 +16,9 @@ pub enum Nav {
 }
 
 pub fn when(ms: i64) -> String {
-    let format =
-        time::macros::format_description!("[day] [month repr:short] [year], [hour]:[minute] UTC");
+    let format = time::macros::format_description!(
+        "[day] [month repr:short] [year], [hour]:[minute]:[second] UTC"
+    );
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&format).ok())
@@ -256,6 +257,28 @@ pub fn orders(
     )
 }
 
+/// Where the customer's message of this kind stands, in a few words.
+fn delivery(view: &Value, kind: &str) -> String {
+    let Some(m) = view["messages"]
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["kind"] == kind))
+    else {
+        return "not queued".into();
+    };
+    match (text(&m["status"]), m["delivery_status"].as_str()) {
+        (_, Some("read")) => "delivered, read".into(),
+        (_, Some("delivered")) => "delivered".into(),
+        (_, Some("failed")) => format!(
+            "failed at WhatsApp: {}",
+            m["delivery_error"].as_str().unwrap_or("no reason given")
+        ),
+        ("sent", _) => "accepted by WhatsApp, not yet delivered".into(),
+        ("dead", _) => "dead-lettered".into(),
+        ("waiting", _) => "waiting for the confirmation".into(),
+        (status, _) => status.to_owned(),
+    }
+}
+
 fn funnel_stage(funnel: &Value) -> Stage {
     let mut stage = Stage::Paid;
     for s in Stage::ALL {
@@ -280,6 +303,8 @@ pub fn order(view: &Value, timeline: &[Event], csrf: &str) -> Markup {
                 div.card {
                     dl.facts {
                         dt { "Stage" } dd { span.stage data-stage=(stage.code()) { (stage.label()) } " " span.steps { (steps_svg(stage)) } }
+                        dt { "Confirmation" } dd #confirmation { (delivery(view, "confirmation")) }
+                        dt { "Link message" } dd #link { (delivery(view, "link")) }
                         dt { "Amount" } dd { (text(&o["amount"])) }
                         dt { "Customer" } dd { (o["customer_phone"].as_str().unwrap_or("no valid phone")) }
                         dt { "Paid" } dd { (when_text(&o["created_at"])) }
