@@ -9,7 +9,7 @@
 //! /usr/bin/chromedriver, and /usr/bin/chromium).
 
 #[path = "api/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 #[path = "api/admin_page_seed.rs"]
