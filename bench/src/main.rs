@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release -p bench [-- --quick] [-- --out bench/results.json]`
 
+mod admin_page;
 mod ceiling;
 mod child;
 mod events;
@@ -73,7 +74,7 @@ fn plan(args: &[String], root: &Path) -> Plan {
                     .collect();
                 if list
                     .iter()
-                    .any(|p| !["webhooks", "delivery", "startup"].contains(&p.as_str()))
+                    .any(|p| !["webhooks", "delivery", "startup", "admin"].contains(&p.as_str()))
                 {
                     usage()
                 }
@@ -216,6 +217,16 @@ fn main() {
     ));
     report.detail("binary_bytes", json!(size));
     report.detail("wall_seconds", json!(started.elapsed().as_secs_f64()));
+
+    if plan.runs("admin") {
+        admin_page::measure(
+            &bin,
+            &root.join("Rocket.toml"),
+            &scratch.0,
+            plan.quick,
+            &mut report,
+        );
+    }
 
     // 7. The table and the JSON.
     report.print();
