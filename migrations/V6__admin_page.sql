@@ -16,8 +16,9 @@ CREATE TABLE admin_sessions (
 
 CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
 
--- Orders list: newest first, keyset pagination.
-CREATE INDEX orders_created ON orders (created_at, id);
+-- Orders list: newest first, keyset pagination; the phone is in the index so
+-- a search by its last digits reads the index alone.
+CREATE INDEX orders_created ON orders (created_at, id, customer_phone_e164);
 -- Overview funnel: messages of each kind queued in a window, with their
 -- delivery state, and their price, read from the index alone.
 CREATE INDEX outbox_funnel ON outbox (kind, created_at, delivery_status);

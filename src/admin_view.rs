@@ -417,7 +417,39 @@ pub fn orders_list(
     let id_hi = search.map(|s| format!("{s}\u{10FFFF}"));
     let phone_like = search.and_then(phone_tail).map(|d| format!("%{d}"));
     let limit = q.limit.clamp(1, ORDERS_MAX_LIMIT);
-    let mut stmt = c.prepare_cached(
+    // Only the conditions in use are in the statement, so that SQLite can
+    // seek: the keyset as a row value on (created_at, id), an id prefix as a
+    // range of the primary key. A phone tail cannot use an index; it is
+    // checked on the covering index orders_created (V6), never the table.
+    let mut conditions = Vec::new();
+    let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
+    if let Some((at, id)) = &cursor {
+        conditions.push("(o.created_at, o.id) < (:before_at, :before_id)");
+        args.push((":before_at", at));
+        args.push((":before_id", id));
+    }
+    match (&id_lo, &id_hi, &phone_like) {
+        (Some(lo), Some(hi), None) => {
+            conditions.push("o.id >= :lo AND o.id < :hi");
+            args.push((":lo", lo));
+            args.push((":hi", hi));
+        }
+        (Some(lo), Some(hi), Some(like)) => {
+            conditions.push("((o.id >= :lo AND o.id < :hi) OR o.customer_phone_e164 LIKE :like)");
+            args.push((":lo", lo));
+            args.push((":hi", hi));
+            args.push((":like", like));
+        }
+        _ => {}
+    }
+    let fetch = (limit + 1) as i64;
+    args.push((":limit", &fetch));
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT o.id, o.status, o.customer_phone_e164, o.total_amount, o.currency, o.created_at,
                 (SELECT m.status FROM outbox m WHERE m.order_id = o.id AND m.kind = 'confirmation' AND m.slot = ''),
                 (SELECT m.delivery_status FROM outbox m WHERE m.order_id = o.id AND m.kind = 'confirmation' AND m.slot = ''),
@@ -428,47 +460,36 @@ pub fn orders_list(
                 (SELECT MIN(m.kind) FROM outbox m WHERE m.order_id = o.id
                    AND (m.status = 'dead' OR m.delivery_status = 'failed'))
          FROM orders o
-         WHERE (?1 IS NULL OR o.created_at < ?1 OR (o.created_at = ?1 AND o.id < ?2))
-           AND (?3 IS NULL OR (o.id >= ?3 AND o.id < ?4) OR (?5 IS NOT NULL AND o.customer_phone_e164 LIKE ?5))
+         {filter}
          ORDER BY o.created_at DESC, o.id DESC
-         LIMIT ?6",
-    )?;
+         LIMIT :limit"
+    ))?;
     let mut rows: Vec<OrderRow> = stmt
-        .query_map(
-            params![
-                cursor.as_ref().map(|c| c.0),
-                cursor.as_ref().map(|c| c.1.as_str()),
-                id_lo,
-                id_hi,
-                phone_like,
-                (limit + 1) as i64
-            ],
-            |r| {
-                let amount: i64 = r.get(3)?;
-                let currency: String = r.get(4)?;
-                let conf_status: Option<String> = r.get(6)?;
-                let conf_delivery: Option<String> = r.get(7)?;
-                let link_status: Option<String> = r.get(8)?;
-                let link_delivery: Option<String> = r.get(9)?;
-                let trouble: Option<String> = r.get(12)?;
-                Ok(OrderRow {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    phone_e164: r.get(2)?,
-                    amount: Money::new(amount, &currency)
-                        .map(|m| m.display())
-                        .unwrap_or_else(|_| format!("{currency} {amount}")),
-                    created_at: r.get(5)?,
-                    stage: stage_of(
-                        (conf_status.as_deref(), conf_delivery.as_deref()),
-                        (link_status.as_deref(), link_delivery.as_deref()),
-                        r.get(10)?,
-                        r.get(11)?,
-                    ),
-                    trouble: trouble.map(|kind| format!("{kind} failed")),
-                })
-            },
-        )?
+        .query_map(args.as_slice(), |r| {
+            let amount: i64 = r.get(3)?;
+            let currency: String = r.get(4)?;
+            let conf_status: Option<String> = r.get(6)?;
+            let conf_delivery: Option<String> = r.get(7)?;
+            let link_status: Option<String> = r.get(8)?;
+            let link_delivery: Option<String> = r.get(9)?;
+            let trouble: Option<String> = r.get(12)?;
+            Ok(OrderRow {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                phone_e164: r.get(2)?,
+                amount: Money::new(amount, &currency)
+                    .map(|m| m.display())
+                    .unwrap_or_else(|_| format!("{currency} {amount}")),
+                created_at: r.get(5)?,
+                stage: stage_of(
+                    (conf_status.as_deref(), conf_delivery.as_deref()),
+                    (link_status.as_deref(), link_delivery.as_deref()),
+                    r.get(10)?,
+                    r.get(11)?,
+                ),
+                trouble: trouble.map(|kind| format!("{kind} failed")),
+            })
+        })?
         .collect::<Result<_, _>>()?;
     let next_before = if rows.len() > limit {
         rows.truncate(limit);
@@ -528,7 +549,7 @@ pub fn funnel_since(c: &Connection, since: i64) -> Result<Funnel, DbError> {
     })
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
     pub queued: i64,
     pub waiting: i64,
@@ -565,6 +586,7 @@ pub fn billable_since(c: &Connection, since: i64) -> Result<Vec<(String, i64)>, 
 }
 
 /// Everything the overview shows, for the windows starting at each `since`.
+#[derive(Debug, Clone)]
 pub struct Overview {
     pub windows: Vec<(&'static str, Funnel)>,
     pub queue: QueueDepth,

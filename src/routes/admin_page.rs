@@ -18,6 +18,8 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Redirect, Responder, Response};
 use rocket::{get, post, routes, State};
 use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub fn routes() -> Vec<rocket::Route> {
     routes![
@@ -38,6 +40,104 @@ pub fn routes() -> Vec<rocket::Route> {
 #[derive(Default)]
 pub struct PageState {
     pub throttle: Throttle,
+    pub overview: Arc<OverviewCache>,
+}
+
+/// How long the overview's funnel and costs are shown without a recount.
+const OVERVIEW_FRESH: Duration = Duration::from_secs(10);
+
+/// The overview's funnel and costs, counted at most every
+/// [`OVERVIEW_FRESH`]. Each count is an index range scan, but a month of a
+/// busy shop is a hundred thousand index entries per step: tens of
+/// milliseconds. So a view older than that is shown once more while a
+/// background read recounts (stale-while-revalidate): only the first view
+/// after start waits for the count. The queue is always read live.
+#[derive(Default)]
+pub struct OverviewCache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    snapshot: Option<Arc<Snapshot>>,
+    refreshing: bool,
+}
+
+pub struct Snapshot {
+    pub counted_at: i64,
+    taken: Instant,
+    pub overview: admin_view::Overview,
+}
+
+impl OverviewCache {
+    fn store(&self, snapshot: Snapshot) {
+        let mut state = self.state.lock().expect("overview cache lock");
+        state.snapshot = Some(Arc::new(snapshot));
+        state.refreshing = false;
+    }
+
+    fn failed(&self) {
+        self.state.lock().expect("overview cache lock").refreshing = false;
+    }
+}
+
+fn count_overview(c: &rusqlite::Connection) -> Result<Snapshot, crate::db::DbError> {
+    let now = now_ms();
+    let day = 86_400_000;
+    let windows = [
+        ("Today", utc_midnight(now)),
+        ("7 days", now - 7 * day),
+        ("30 days", now - 30 * day),
+    ];
+    Ok(Snapshot {
+        counted_at: now,
+        taken: Instant::now(),
+        overview: admin_view::overview(c, &windows)?,
+    })
+}
+
+async fn overview_snapshot(
+    cache: &Arc<OverviewCache>,
+    reads: &crate::db::ReadPool,
+) -> Result<Arc<Snapshot>, PageError> {
+    let (snapshot, refresh) = {
+        let mut state = cache.state.lock().expect("overview cache lock");
+        match state.snapshot.clone() {
+            Some(s) if s.taken.elapsed() < OVERVIEW_FRESH => (Some(s), false),
+            Some(s) => {
+                let refresh = !std::mem::replace(&mut state.refreshing, true);
+                (Some(s), refresh)
+            }
+            None => (None, false),
+        }
+    };
+    if refresh {
+        let cache = cache.clone();
+        let reads = reads.clone();
+        rocket::tokio::spawn(async move {
+            match reads.read(count_overview).await {
+                Ok(s) => cache.store(s),
+                Err(e) => {
+                    log::error!("admin page: cannot count the overview: {e}");
+                    cache.failed();
+                }
+            }
+        });
+    }
+    match snapshot {
+        Some(s) => Ok(s),
+        None => {
+            let s = reads.read(count_overview).await?;
+            cache.store(s);
+            Ok(cache
+                .state
+                .lock()
+                .expect("overview cache lock")
+                .snapshot
+                .clone()
+                .expect("just stored"))
+        }
+    }
 }
 
 /// No script runs on these pages, none may be injected, and they are never
@@ -192,22 +292,19 @@ fn utc_midnight(now: i64) -> i64 {
 }
 
 #[get("/admin")]
-async fn overview(auth: PageAuth, state: &State<AppState>) -> Result<Html, PageError> {
+async fn overview(
+    auth: PageAuth,
+    state: &State<AppState>,
+    page: &State<PageState>,
+) -> Result<Html, PageError> {
     let session = auth.require()?;
-    let now = now_ms();
-    let day = 86_400_000;
-    let windows = [
-        ("Today", utc_midnight(now)),
-        ("7 days", now - 7 * day),
-        ("30 days", now - 30 * day),
-    ];
-    let view = state
-        .db
-        .reads
-        .read(move |c| admin_view::overview(c, &windows))
-        .await?;
+    let snapshot = overview_snapshot(&page.overview, &state.db.reads).await?;
+    let queue = state.db.reads.read(admin_view::queue_depth).await?;
+    let mut view = snapshot.overview.clone();
+    view.queue = queue;
     Ok(ok(views::overview(
         &view,
+        snapshot.counted_at,
         state.sender.is_paused(),
         &session.csrf,
     )))

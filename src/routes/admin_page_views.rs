@@ -132,7 +132,7 @@ pub fn funnel_svg(f: &Funnel) -> Markup {
     }
 }
 
-pub fn overview(o: &Overview, paused: bool, csrf: &str) -> Markup {
+pub fn overview(o: &Overview, counted_at: i64, paused: bool, csrf: &str) -> Markup {
     layout(
         "Overview",
         Nav::Overview,
@@ -157,7 +157,7 @@ pub fn overview(o: &Overview, paused: bool, csrf: &str) -> Markup {
                         }
                     }
                 }
-                p.muted.small { "Orders by the time they were paid; their messages with them; link opens and linked elders when they happened. Days are UTC." }
+                p.muted.small { "Orders by the time they were paid; their messages with them; link opens and linked elders when they happened. Days are UTC. Counted " (when(counted_at)) "; recounted at most every 10 seconds." }
             }
             div.grid.two {
                 div.card {

@@ -224,7 +224,15 @@ fn no_page_shows_markup_an_elder_wrote_or_a_whole_token() {
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ELDER_REPLY_TEXT", REPLY_TEXT)
         .spawn();
-    let processed = pay_and_send(&app, ORDER);
+    // The customer's note is theirs too (through the merchant's shop).
+    let processed = pay(
+        &app,
+        &payment_event_with(
+            ORDER,
+            serde_json::json!({"note": "<script>alert('note')</script>"}),
+        ),
+    );
+    app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
     let script = "<script>alert('elder')</script>";
     app.deliver(&text_payload(
         ELDER_A,
