@@ -248,11 +248,29 @@ impl Browser {
             let png = self
                 .rt
                 .block_on(async {
+                    // The window includes what headless chromium counts as
+                    // its frame: size it so the page itself gets w × h.
                     self.c().set_window_size(w, h).await?;
+                    let inner = self
+                        .c()
+                        .execute("return [window.innerWidth, window.innerHeight]", vec![])
+                        .await?;
+                    let (iw, ih) = (
+                        inner[0].as_u64().unwrap_or(w as u64) as u32,
+                        inner[1].as_u64().unwrap_or(h as u64) as u32,
+                    );
+                    self.c()
+                        .set_window_size(2 * w - iw.min(w), 2 * h - ih.min(h))
+                        .await?;
                     self.c().screenshot().await
                 })
                 .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
             assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+            let size = (
+                u32::from_be_bytes(png[16..20].try_into().unwrap()),
+                u32::from_be_bytes(png[20..24].try_into().unwrap()),
+            );
+            assert_eq!(size, (w, h), "{name}: the screenshot's size");
             let path = self.shots.join(format!("{name}-{w}x{h}.png"));
             std::fs::write(&path, png).expect("write screenshot");
             eprintln!("screenshot: {}", path.display());

@@ -319,7 +319,11 @@ pub fn order(view: &Value, timeline: &[Event], csrf: &str) -> Markup {
                     @let contacts = view["contacts"].as_array().cloned().unwrap_or_default();
                     @if contacts.is_empty() { p.muted { "No elder has written about this order yet." } }
                     @for c in &contacts {
-                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · +" (text(&c["wa_id"])) br; span.muted.small { "linked " (when_text(&c["linked_at"])) } }
+                        @let said = c["messages"].as_array().cloned().unwrap_or_default();
+                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · +" (text(&c["wa_id"])) br; span.muted.small { "linked " (when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
+                        @if let Some(last) = said.last() {
+                            div.quote.small { (last["text"].as_str().map(str::to_owned).unwrap_or_else(|| format!("({} message)", text(&last["type"])))) }
+                        }
                     }
                 }
             }
