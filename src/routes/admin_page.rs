@@ -176,12 +176,21 @@ pub enum PageError {
     /// A state-changing form without this session's CSRF token.
     Forbidden,
     NotFound(String),
+    /// The request conflicts with the state (e.g. a message that is no
+    /// longer dead): 409 with the reason.
+    Refused(String),
     App(AppError),
 }
 
 impl From<AppError> for PageError {
+    /// What the merchant can act on is a page; the rest (the database is
+    /// unavailable) keeps the API's JSON error.
     fn from(e: AppError) -> Self {
-        PageError::App(e)
+        match e {
+            AppError::NotFound(m) => PageError::NotFound(m),
+            AppError::Conflict(m) | AppError::InvalidPayload(m) => PageError::Refused(m),
+            other => PageError::App(other),
+        }
     }
 }
 
@@ -217,6 +226,9 @@ impl<'r> Responder<'r, 'static> for PageError {
             }
             PageError::NotFound(what) => {
                 Html(Status::NotFound, views::message("Not found", &what)).respond_to(req)
+            }
+            PageError::Refused(why) => {
+                Html(Status::Conflict, views::message("Not done", &why)).respond_to(req)
             }
             PageError::App(e) => e.respond_to(req),
         }

@@ -207,6 +207,16 @@ fn state_changing_forms_are_refused_without_the_session_csrf_token() {
     assert_eq!(resp.status, 303, "{}", resp.body);
     app.wait_for_outbox_status(ORDER, "confirmation", "sent", PATIENCE);
     graph.wait_for_accepted("template", 1, PATIENCE);
+    graph.wait_for_accepted("text", 1, PATIENCE);
+    // A second press (the message was sent meanwhile) sends nothing more.
+    let again = client.post_form(&retry, &[("csrf", &csrf)]);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again.body.contains("only dead or cancelled"),
+        "{}",
+        again.body
+    );
+    graph.assert_no_more_requests(3, GRACE);
 
     // Sign-out with its token ends the session for good.
     let resp = client.post_form("/admin/sign-out", &[("csrf", &csrf)]);
