@@ -22,7 +22,7 @@ CREATE INDEX orders_created ON orders (created_at, id, customer_phone_e164);
 -- Overview funnel: messages of each kind queued in a window, with their
 -- delivery state, and their price, read from the index alone.
 CREATE INDEX outbox_funnel ON outbox (kind, created_at, delivery_status);
-CREATE INDEX outbox_pricing ON outbox (created_at, pricing_billable, pricing_category);
+CREATE INDEX outbox_pricing ON outbox (pricing_billable, created_at, pricing_category);
 CREATE INDEX invite_clicks_time ON invite_clicks (clicked_at, is_preview, order_id);
 CREATE INDEX contact_links_time ON contact_links (linked_at, order_id);
 -- One order's timeline.

@@ -522,33 +522,6 @@ impl Funnel {
     }
 }
 
-/// Counts each funnel step over `[since, ∞)`. Each step is counted where it
-/// happened: orders by payment time, messages by the time they were queued
-/// (in the payment's own transaction, so the same cohort), clicks and links
-/// by their own time. Every count is a range scan of an index of V6, so the
-/// cost follows the window's traffic, not the database's size.
-pub fn funnel_since(c: &Connection, since: i64) -> Result<Funnel, DbError> {
-    let one = |sql: &str| -> Result<i64, DbError> {
-        Ok(c.prepare_cached(sql)?.query_row([since], |r| r.get(0))?)
-    };
-    Ok(Funnel {
-        paid: one("SELECT COUNT(*) FROM orders WHERE created_at >= ?1")?,
-        confirmation_delivered: one(
-            "SELECT COUNT(*) FROM outbox WHERE kind = 'confirmation' AND created_at >= ?1
-               AND delivery_status IN ('delivered', 'read')",
-        )?,
-        link_delivered: one(
-            "SELECT COUNT(*) FROM outbox WHERE kind = 'link' AND created_at >= ?1
-               AND delivery_status IN ('delivered', 'read')",
-        )?,
-        link_opened: one("SELECT COUNT(DISTINCT order_id) FROM invite_clicks
-             WHERE clicked_at >= ?1 AND NOT is_preview")?,
-        elder_linked: one(
-            "SELECT COUNT(DISTINCT order_id) FROM contact_links WHERE linked_at >= ?1",
-        )?,
-    })
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
     pub queued: i64,
@@ -573,18 +546,6 @@ pub fn queue_depth(c: &Connection) -> Result<QueueDepth, DbError> {
     Ok(depth)
 }
 
-/// Billable messages by Meta's pricing category, for messages queued since
-/// `since` (the columns of migration V3, filled from Meta's statuses).
-pub fn billable_since(c: &Connection, since: i64) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(c.prepare_cached(
-        "SELECT COALESCE(pricing_category, 'unknown'), COUNT(*) FROM outbox
-             WHERE created_at >= ?1 AND pricing_billable = TRUE
-             GROUP BY COALESCE(pricing_category, 'unknown') ORDER BY 1",
-    )?
-    .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
-    .collect::<Result<_, _>>()?)
-}
-
 /// Everything the overview shows, for the windows starting at each `since`.
 #[derive(Debug, Clone)]
 pub struct Overview {
@@ -594,27 +555,103 @@ pub struct Overview {
     pub costs: Vec<(String, Vec<i64>)>,
 }
 
+/// One count per window, `?1`…`?n` being the windows' starts: a single scan
+/// of the widest window (`?n+1`) counts them all.
+fn per_window(column: &str, n: usize, distinct: Option<&str>) -> String {
+    (1..=n)
+        .map(|i| match distinct {
+            None => format!("COALESCE(SUM(CASE WHEN {column} >= ?{i} THEN 1 ELSE 0 END), 0)"),
+            Some(d) => format!("COUNT(DISTINCT CASE WHEN {column} >= ?{i} THEN {d} END)"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The funnel and the billable messages for windows `[since, now]`. Each
+/// step is counted where it happened: orders by payment time, their messages
+/// by the time they were queued (in the payment's own transaction, so the
+/// same cohort), link opens and linked elders by their own time; billable
+/// messages (migration V3's columns, filled from Meta's statuses) by the
+/// time they were queued. Five index range scans of V6's indexes, one per
+/// table and step, each over the widest window: the cost follows the
+/// month's traffic, not the database's size.
 pub fn overview(c: &Connection, windows: &[(&'static str, i64)]) -> Result<Overview, DbError> {
-    let mut funnels = Vec::new();
-    let mut costs: Vec<(String, Vec<i64>)> = Vec::new();
-    for (i, (name, since)) in windows.iter().enumerate() {
-        funnels.push((*name, funnel_since(c, *since)?));
-        for (category, n) in billable_since(c, *since)? {
-            let at = match costs.iter().position(|(k, _)| *k == category) {
-                Some(at) => at,
-                None => {
-                    costs.push((category, vec![0; windows.len()]));
-                    costs.len() - 1
-                }
-            };
-            costs[at].1[i] = n;
-        }
-    }
-    costs.sort_by(|a, b| a.0.cmp(&b.0));
+    let n = windows.len();
+    let widest = windows.iter().map(|w| w.1).min().unwrap_or(0);
+    let args: Vec<i64> = windows.iter().map(|w| w.1).chain([widest]).collect();
+    let args = rusqlite::params_from_iter(args.iter());
+    let counts = |r: &rusqlite::Row<'_>, from: usize| -> rusqlite::Result<Vec<i64>> {
+        (from..from + n).map(|i| r.get(i)).collect()
+    };
+    let w = n + 1;
+    let paid = c
+        .prepare_cached(&format!(
+            "SELECT {} FROM orders WHERE created_at >= ?{w}",
+            per_window("created_at", n, None)
+        ))?
+        .query_row(args.clone(), |r| counts(r, 0))?;
+    let mut delivered: Vec<(String, Vec<i64>)> = c
+        .prepare_cached(&format!(
+            "SELECT kind, {} FROM outbox WHERE kind IN ('confirmation', 'link') AND created_at >= ?{w}
+               AND delivery_status IN ('delivered', 'read') GROUP BY kind",
+            per_window("created_at", n, None)
+        ))?
+        .query_map(args.clone(), |r| Ok((r.get(0)?, counts(r, 1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut delivered_of = |kind: &str| {
+        delivered
+            .iter_mut()
+            .find(|(k, _)| k == kind)
+            .map(|(_, v)| std::mem::take(v))
+            .unwrap_or_else(|| vec![0; n])
+    };
+    let confirmation = delivered_of(outbox::CONFIRMATION);
+    let link = delivered_of(outbox::LINK);
+    let opened = c
+        .prepare_cached(&format!(
+            "SELECT {} FROM invite_clicks WHERE clicked_at >= ?{w} AND NOT is_preview",
+            per_window("clicked_at", n, Some("order_id"))
+        ))?
+        .query_row(args.clone(), |r| counts(r, 0))?;
+    let linked = c
+        .prepare_cached(&format!(
+            "SELECT {} FROM contact_links WHERE linked_at >= ?{w}",
+            per_window("linked_at", n, Some("order_id"))
+        ))?
+        .query_row(args.clone(), |r| counts(r, 0))?;
+    let costs: Vec<(String, Vec<i64>)> = c
+        .prepare_cached(&format!(
+            "SELECT COALESCE(pricing_category, 'unknown'), {} FROM outbox
+             WHERE pricing_billable = TRUE AND created_at >= ?{w}
+             GROUP BY COALESCE(pricing_category, 'unknown') ORDER BY 1",
+            per_window("created_at", n, None)
+        ))?
+        .query_map(args, |r| Ok((r.get(0)?, counts(r, 1)?)))?
+        .collect::<Result<_, _>>()?;
+    let funnels = windows
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            (
+                *name,
+                Funnel {
+                    paid: paid[i],
+                    confirmation_delivered: confirmation[i],
+                    link_delivered: link[i],
+                    link_opened: opened[i],
+                    elder_linked: linked[i],
+                },
+            )
+        })
+        .collect();
     Ok(Overview {
         windows: funnels,
         queue: queue_depth(c)?,
-        costs,
+        // A category billed in no window of the page is left out.
+        costs: costs
+            .into_iter()
+            .filter(|(_, v)| v.iter().any(|n| *n > 0))
+            .collect(),
     })
 }
 
