@@ -126,6 +126,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
             db,
             sender,
         })
+        .manage(routes::admin_page::PageState::default())
         .mount("/", routes::routes())
         .register("/", routes::catchers())
         .attach(routes::request_log::RequestLog)

@@ -1,6 +1,7 @@
 //! orderlink: a paid order becomes a WhatsApp confirmation and a forwardable
 //! link that brings an elder's chat back to the order.
 
+pub mod admin_view;
 pub mod app;
 pub mod cli;
 pub mod clicks;

@@ -186,6 +186,17 @@ impl Sender {
         self.shared.changed.notify_one();
     }
 
+    /// Whether a configuration fault holds all sending (until Meta accepts
+    /// again); the merchant's page shows it.
+    pub fn is_paused(&self) -> bool {
+        self.shared
+            .state
+            .lock()
+            .expect("sender lock")
+            .paused_until
+            .is_some()
+    }
+
     /// Stops taking new messages, lets in-flight sends finish (each is
     /// bounded by the HTTP timeout) and waits up to `bound` for the workers.
     /// Returns how many sends were still in flight when the bound ran out.

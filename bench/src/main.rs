@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release -p bench [-- --quick] [-- --out bench/results.json]`
 
+mod admin_page;
 mod ceiling;
 mod child;
 mod events;
@@ -50,7 +51,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,gateways,delivery,startup]"
+        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,gateways,delivery,startup,admin]"
     );
     std::process::exit(2)
 }
@@ -72,10 +73,9 @@ fn plan(args: &[String], root: &Path) -> Plan {
                     .split(',')
                     .map(str::to_owned)
                     .collect();
-                if list
-                    .iter()
-                    .any(|p| !["webhooks", "gateways", "delivery", "startup"].contains(&p.as_str()))
-                {
+                if list.iter().any(|p| {
+                    !["webhooks", "gateways", "delivery", "startup", "admin"].contains(&p.as_str())
+                }) {
                     usage()
                 }
                 only = Some(list)
@@ -222,6 +222,16 @@ fn main() {
     ));
     report.detail("binary_bytes", json!(size));
     report.detail("wall_seconds", json!(started.elapsed().as_secs_f64()));
+
+    if plan.runs("admin") {
+        admin_page::measure(
+            &bin,
+            &root.join("Rocket.toml"),
+            &scratch.0,
+            plan.quick,
+            &mut report,
+        );
+    }
 
     // 7. The table and the JSON.
     report.print();

@@ -2,6 +2,9 @@
 //! answer in the same JSON shape (and the invite pages in HTML).
 
 pub mod admin;
+pub mod admin_page;
+pub mod admin_page_session;
+pub mod admin_page_views;
 pub mod gateway_webhooks;
 pub mod health;
 pub mod invite;
@@ -22,6 +25,7 @@ pub fn routes() -> Vec<rocket::Route> {
     all.extend(health::routes());
     all.extend(whatsapp_webhook::routes());
     all.extend(admin::routes());
+    all.extend(admin_page::routes());
     all
 }
 

@@ -570,3 +570,76 @@ fn retrying_a_sent_message_is_409_and_sends_nothing_and_an_unknown_id_is_404() {
     assert_eq!(app.outbox_row(ORDER, "confirmation").status, "sent");
     assert_eq!(app.outbox_row(ORDER, "link").status, "sent");
 }
+
+// ---------------------------------------------------------------- orders list
+
+#[test]
+fn orders_list_is_newest_first_and_pages_with_before() {
+    // Arrange: five orders, paid one after another.
+    let graph = FakeGraph::start();
+    let app = admin_app(&graph);
+    for n in 1..=5 {
+        pay(&app, &payment_event(&format!("ORD-L{n}")));
+    }
+    let newest_first: Vec<String> = {
+        let db = app.db();
+        let mut stmt = db
+            .prepare("SELECT id FROM orders ORDER BY created_at DESC, id DESC")
+            .unwrap();
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<Vec<String>, _>>()
+            .unwrap();
+        ids
+    };
+
+    // Act: pages of two, each from the previous page's `next_before`.
+    let mut seen = Vec::new();
+    let mut path = "/admin/orders?limit=2".to_string();
+    loop {
+        let (page, body) = admin_json(&app, &path);
+        assert_no_secrets(&body, &[]);
+        let orders = page["orders"].as_array().expect("orders[]");
+        assert!(orders.len() <= 2, "{page}");
+        assert_eq!(page["count"], orders.len(), "{page}");
+        for o in orders {
+            assert_eq!(o["status"], "PAID", "{o}");
+            assert_eq!(o["amount"], "INR 499.00", "{o}");
+            assert!(o["stage"].is_string(), "{o}");
+            seen.push(o["id"].as_str().unwrap().to_string());
+        }
+        match page["next_before"].as_str() {
+            Some(before) => path = format!("/admin/orders?limit=2&before={before}"),
+            None => break,
+        }
+    }
+
+    // Assert
+    assert_eq!(seen, newest_first);
+    let (all, _) = admin_json(&app, "/admin/orders");
+    assert_eq!(all["orders"].as_array().unwrap().len(), 5, "{all}");
+    assert!(all["next_before"].is_null(), "{all}");
+}
+
+#[test]
+fn orders_list_refuses_a_bad_limit_or_cursor_and_needs_the_bearer() {
+    let graph = FakeGraph::start();
+    let app = admin_app(&graph);
+    pay(&app, &payment_event(ORDER));
+    for path in [
+        "/admin/orders?limit=0",
+        "/admin/orders?limit=201",
+        "/admin/orders?limit=ten",
+        "/admin/orders?before=NOPE-1",
+    ] {
+        let resp = app.admin("GET", path, Some(&bearer()));
+        assert_eq!(resp.status, 422, "{path}: {}", resp.body);
+        assert_eq!(resp.error_code(), "invalid_payload", "{path}");
+    }
+    let resp = app.admin("GET", "/admin/orders", Some("Bearer wrong"));
+    assert_eq!(resp.status, 401, "{}", resp.body);
+    let off = TestApp::builder(&graph).without("ADMIN_TOKEN").spawn();
+    let resp = off.admin("GET", "/admin/orders", Some(&bearer()));
+    assert_eq!(resp.status, 404, "{}", resp.body);
+}

@@ -2,6 +2,8 @@
 //! fresh database, driven over HTTP, with a fake WhatsApp Graph API.
 
 mod admin;
+mod admin_page;
+mod admin_page_seed;
 mod delivery;
 mod elder_chat;
 mod gateways;
