@@ -44,16 +44,19 @@ fn shape(path: &Path, days: i64) {
          INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
            SELECT t.id || '-h', t.id, o.id, o.created_at + 60000, 'Mozilla/5.0 (Linux; Android 14)', FALSE
              FROM orders o JOIN whatsapp_tokens t ON t.order_id = o.id WHERE o.rowid % 3 = 0;
-         INSERT INTO contact_links (id, order_id, wa_id, profile_name, token_id, linked_at)
-           SELECT t.id || '-l', o.id, '9188' || substr('0000000' || o.rowid, -8), 'Elder ' || o.rowid,
-                  t.id, o.created_at + 90000
+         INSERT INTO contacts (id, wa_id, user_id, profile_name, created_at, updated_at)
+           SELECT t.id || '-c', '9188' || substr('0000000' || o.rowid, -8), NULL, 'Elder ' || o.rowid,
+                  o.created_at + 90000, o.created_at + 90000
              FROM orders o JOIN whatsapp_tokens t ON t.order_id = o.id WHERE o.rowid % 10 = 0;
-         INSERT INTO inbound_messages (id, wamid, wa_id, profile_name, message_type, body, sent_at,
-                                       received_at, attribution, order_id, token_id)
-           SELECT l.id || '-m', 'wamid.bench.' || l.id, l.wa_id, l.profile_name, 'text',
+         INSERT INTO contact_links (id, order_id, contact_id, profile_name, token_id, linked_at)
+           SELECT t.id || '-l', o.id, t.id || '-c', 'Elder ' || o.rowid, t.id, o.created_at + 90000
+             FROM orders o JOIN whatsapp_tokens t ON t.order_id = o.id WHERE o.rowid % 10 = 0;
+         INSERT INTO inbound_messages (id, wamid, contact_id, wa_id, user_id, profile_name, message_type,
+                                       body, sent_at, received_at, attribution, order_id, token_id)
+           SELECT l.id || '-m', 'wamid.bench.' || l.id, c.id, c.wa_id, NULL, l.profile_name, 'text',
                   'When will order ' || l.order_id || ' arrive?', l.linked_at, l.linked_at, 'token',
                   l.order_id, l.token_id
-             FROM contact_links l;
+             FROM contact_links l JOIN contacts c ON c.id = l.contact_id;
          COMMIT;"
     ))
     .expect("shape the admin bench database");

@@ -155,13 +155,24 @@ fn insert_order(db: &Connection, id: &str, phone: &str, at: i64, o: &Seeded) {
         .expect("seed click");
     }
     if o.linked {
+        let contact_id = uuid::Uuid::new_v4().simple().to_string();
         db.execute(
-            "INSERT INTO contact_links (id, order_id, wa_id, profile_name, token_id, linked_at)
+            "INSERT INTO contacts (id, wa_id, user_id, profile_name, created_at, updated_at)
+             VALUES (?1, ?2, NULL, 'Seeded Elder', ?3, ?3)",
+            params![
+                contact_id,
+                format!("9188{}", &phone[phone.len() - 8..]),
+                at + 3000
+            ],
+        )
+        .expect("seed contact");
+        db.execute(
+            "INSERT INTO contact_links (id, order_id, contact_id, profile_name, token_id, linked_at)
              VALUES (?1, ?2, ?3, 'Seeded Elder', ?4, ?5)",
             params![
                 uuid::Uuid::new_v4().to_string(),
                 id,
-                format!("9188{}", &phone[phone.len() - 8..]),
+                contact_id,
                 token_id,
                 at + 3000
             ],
