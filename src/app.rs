@@ -173,7 +173,9 @@ pub fn announce(config: &Config) {
         }
     }
     if config.admin_token.is_none() {
-        log::info!("ADMIN_TOKEN is not set: the admin API is disabled (404)");
+        log::info!(
+            "ADMIN_TOKEN is not set: the admin API and the merchant's page are disabled (404)"
+        );
     }
     log::info!("database: {}", config.database_path.display());
 }
