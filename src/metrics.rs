@@ -2,8 +2,9 @@
 //! crate and written in its classic text format.
 //!
 //! Counters and histograms live in memory and are bumped where things
-//! happen; the gauges that describe the database (outbox depth, billable
-//! messages) are read at scrape time from indexed queries. One process
+//! happen; the gauges that describe the database are read at scrape time:
+//! outbox depth through the `outbox_due` index, billable messages from
+//! counts kept as statuses arrive (`count_billable`). One process
 //! serves one database, so one process-wide set of families is enough: the
 //! sender reaches it without a handle threaded through its constructor.
 //! Label values are bounded sets (sources, outcomes, kinds, Graph error
@@ -206,7 +207,7 @@ impl Metrics {
 
     /// Reads the gauges from the database and writes every family in the
     /// text format (the inner error: encoding failed). `conn` is a read
-    /// connection; both queries use indexes (`outbox_due`, `outbox_pricing`).
+    /// connection; both queries use indexes (`outbox_due`, `billable_counts`' key).
     pub fn render(
         &self,
         conn: &Connection,
@@ -231,10 +232,9 @@ impl Metrics {
         for (state, n) in DEPTH_STATES.iter().zip(depth) {
             self.outbox.with_label_values(&[state]).set(n);
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT COALESCE(pricing_category, 'unknown'), COUNT(*) FROM outbox
-             WHERE pricing_billable = 1 GROUP BY 1",
-        )?;
+        // Kept by `count_billable` as statuses arrive: a few rows at any size.
+        let mut stmt = conn
+            .prepare_cached("SELECT category, messages FROM billable_counts WHERE messages > 0")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let rows = rows.collect::<Result<Vec<_>, _>>()?;
         // Rebuilt at each scrape from what the database holds now.
@@ -250,6 +250,25 @@ impl Metrics {
             .map_err(|e| e.to_string())
             .and_then(|()| String::from_utf8(out).map_err(|e| e.to_string())))
     }
+}
+
+/// Adds `delta` to the billable count of message `graph_message_id`'s
+/// category when the row is billable: called with -1 before its pricing
+/// changes and +1 after, in the same transaction, so `billable_counts`
+/// always equals a count over `outbox` without the scrape having to make it.
+pub fn count_billable(
+    conn: &Connection,
+    graph_message_id: &str,
+    delta: i64,
+) -> Result<(), crate::db::DbError> {
+    conn.prepare_cached(
+        "INSERT INTO billable_counts (category, messages)
+         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
+          WHERE graph_message_id = ?1 AND pricing_billable = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
+    )?
+    .execute(rusqlite::params![graph_message_id, delta])?;
+    Ok(())
 }
 
 /// The `outcome` label of a payment webhook: its response's status, or
@@ -272,8 +291,10 @@ pub struct Refused(pub &'static str);
 /// else (a value this build has not seen) is folded into `other` so a
 /// payload cannot mint unbounded series.
 fn bounded_category(category: &str) -> String {
-    let ok = !category.is_empty()
-        && category.len() <= 32
+    if category.is_empty() {
+        return "unknown".to_owned();
+    }
+    let ok = category.len() <= 32
         && category
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b == b'_');
@@ -297,6 +318,6 @@ mod tests {
         );
         assert_eq!(bounded_category("ORD-1042"), "other");
         assert_eq!(bounded_category("919876543210"), "other");
-        assert_eq!(bounded_category(""), "other");
+        assert_eq!(bounded_category(""), "unknown");
     }
 }
