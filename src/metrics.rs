@@ -309,6 +309,94 @@ fn bounded_category(category: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::inbound::{apply_status, Pricing, StatusUpdate};
+    use crate::outbox::DeliveryState;
+
+    mod embedded {
+        refinery::embed_migrations!("migrations");
+    }
+
+    fn kept(conn: &Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT category, messages FROM billable_counts WHERE messages > 0 ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn counted(conn: &Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+                 WHERE pricing_billable = TRUE GROUP BY 1 ORDER BY 1",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn status(
+        id: &str,
+        state: DeliveryState,
+        billable: Option<bool>,
+        category: Option<&str>,
+    ) -> StatusUpdate {
+        StatusUpdate {
+            message_id: id.to_owned(),
+            state,
+            error_code: None,
+            error_title: None,
+            pricing: Some(Pricing {
+                billable,
+                category: category.map(str::to_owned),
+            }),
+        }
+    }
+
+    #[test]
+    fn billable_counts_equal_a_count_over_the_outbox_whatever_statuses_arrive() {
+        // Arrange: a database from before V8 with one billable message,
+        // then migrated (the migration counts what is there).
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::open_writer(&dir.path().join("m.db")).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(6))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
+               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at, graph_message_id,
+                                 pricing_billable, pricing_category)
+               VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1', TRUE, 'utility'),
+                      ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2', NULL, NULL),
+                      ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3', NULL, NULL);",
+        )
+        .unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        assert_eq!(kept(&conn), vec![("utility".to_owned(), 1)]);
+
+        // Act and assert: after every status, the kept counts are the count.
+        use DeliveryState::*;
+        for s in [
+            status("g2", Delivered, Some(true), Some("marketing")),
+            status("g2", Read, Some(true), Some("marketing")),
+            status("g1", Read, Some(false), Some("utility")),
+            status("g3", Delivered, None, Some("service")),
+            status("g3", Read, Some(true), None),
+            status("g2", Read, Some(true), Some("utility")),
+            status("g9", Sent, Some(true), Some("utility")),
+        ] {
+            apply_status(&conn, &s, 2).unwrap();
+            assert_eq!(kept(&conn), counted(&conn), "after {s:?}");
+        }
+        assert_eq!(
+            kept(&conn),
+            vec![("service".to_owned(), 1), ("utility".to_owned(), 1)]
+        );
+    }
+
     #[test]
     fn categories_are_bounded() {
         assert_eq!(bounded_category("utility"), "utility");
