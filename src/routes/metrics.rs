@@ -98,9 +98,23 @@ impl Fairing for WebhookTimer {
             return;
         };
         let m = metrics::get();
-        if res.status().code >= 400 {
-            // Refusals Rocket made itself (no `AppError`) have no code of ours.
-            let refused = req.local_cache(|| metrics::Refused("refused"));
+        let status = res.status().code;
+        if status >= 400 {
+            // Refusals made by Rocket's catchers (a gateway route whose
+            // secret is unset forwards to the 404 catcher) carry no
+            // `AppError`: the catchers' own codes, from the status.
+            let refused = req.local_cache(|| {
+                metrics::Refused(match status {
+                    400 => "bad_request",
+                    401 => "unauthorized",
+                    404 => "not_found",
+                    413 => "payload_too_large",
+                    415 => "unsupported_media_type",
+                    422 => "invalid_payload",
+                    500.. => "internal",
+                    _ => "error",
+                })
+            });
             m.webhook(source, refused.0);
         }
         let started = req.local_cache(|| Started(Instant::now()));

@@ -171,9 +171,15 @@ fn after_a_scripted_flow_the_scrape_counts_exactly_what_happened_and_passes_prom
     );
     assert_eq!(resp.json()["status"], "processed", "{}", resp.body);
     app.wait_for_outbox_status("ORD-M13-C", "link", "sent", PATIENCE);
-    // An unsigned delivery is refused.
+    // An unsigned delivery is refused; Stripe's route is off (no secret).
     let refused = app.post_webhook_with_headers(&payment_event("ORD-M13-D").to_string(), &[]);
     assert_eq!(refused.status, 401, "{}", refused.body);
+    let off = into_resp(
+        ureq::post(&app.url("/webhooks/stripe"))
+            .set("Content-Type", "application/json")
+            .send_string("{}"),
+    );
+    assert_eq!(off.status, 404, "{}", off.body);
     // A person opens A's invite, and WhatsApp fetches its preview.
     let path = format!("/w/invite/{token_a}");
     let person = app.get_no_redirect_with(
@@ -215,15 +221,14 @@ fn after_a_scripted_flow_the_scrape_counts_exactly_what_happened_and_passes_prom
     );
     let s = Samples::parse(&resp.body);
     let webhooks: BTreeMap<String, f64> = [
-        ("cashfree", "processed", 0.0),
         ("payment", "processed", 2.0),
         ("payment", "duplicate", 1.0),
         ("payment", "invalid_signature", 1.0),
         ("razorpay", "processed", 1.0),
+        ("stripe", "not_found", 1.0),
         ("whatsapp", "processed", 3.0),
     ]
     .into_iter()
-    .filter(|(_, _, n)| *n > 0.0)
     .map(|(source, outcome, n)| {
         (
             format!("orderlink_webhooks_total{{outcome=\"{outcome}\",source=\"{source}\"}}"),
@@ -265,6 +270,7 @@ fn after_a_scripted_flow_the_scrape_counts_exactly_what_happened_and_passes_prom
     let histogram = "orderlink_webhook_duration_seconds_count";
     assert_eq!(s.get(histogram, &[("source", "payment")]), 4.0);
     assert_eq!(s.get(histogram, &[("source", "razorpay")]), 1.0);
+    assert_eq!(s.get(histogram, &[("source", "stripe")]), 1.0);
     assert_eq!(s.get(histogram, &[("source", "whatsapp")]), 3.0);
     let clicks = "orderlink_invite_clicks_total";
     assert_eq!(s.get(clicks, &[("visitor", "person")]), 1.0);
