@@ -6,8 +6,9 @@
 
 use crate::http;
 use crate::report::{Report, Row};
+use orderlink::whatsapp::SendOutcome;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const ORDERS: usize = 100_000;
 
@@ -35,6 +36,34 @@ pub fn measure(scratch: &Path, quick: bool, report: &mut Report) {
     );
     let conn = orderlink::db::open_reader(&db).expect("a read connection");
     let metrics = orderlink::metrics::get();
+    // Every series a busy server has, so the encoding is timed at full size.
+    for source in ["payment", "razorpay", "stripe", "cashfree", "whatsapp"] {
+        for outcome in [
+            "processed",
+            "duplicate",
+            "already_confirmed",
+            "ignored",
+            "invalid_signature",
+        ] {
+            metrics.webhook(source, outcome);
+        }
+        metrics.webhook_latency(source, Duration::from_millis(3));
+    }
+    for kind in ["confirmation", "link", "elder_reply"] {
+        for outcome in ["sent", "retry", "paused", "dead"] {
+            metrics.message(kind, outcome);
+        }
+        for code in [130429, 131026, 131047, 190] {
+            let failed = SendOutcome::Rejected {
+                code: Some(code),
+                reason: String::new(),
+            };
+            metrics.send_result(kind, &failed, Duration::from_millis(120));
+        }
+    }
+    metrics.invite_click(true);
+    metrics.invite_click(false);
+    metrics.elder_linked();
     let mut bytes = 0;
     let mut took_us: Vec<u32> = (0..if quick { 50 } else { 500 })
         .map(|_| {
