@@ -130,6 +130,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         .mount("/", routes::routes())
         .register("/", routes::catchers())
         .attach(routes::request_log::RequestLog)
+        .attach(routes::metrics::WebhookTimer)
         .attach(rocket::fairing::AdHoc::on_liftoff("listening", |rocket| {
             Box::pin(async move {
                 // Rocket's own "launched" line is kept at INFO under its

@@ -45,6 +45,9 @@ pub struct Config {
     /// §11: Razorpay, Stripe and Cashfree webhook secrets (each route is 404
     /// in live mode without its own).
     pub gateway_secrets: crate::gateways::GatewaySecrets,
+
+    // §14: `GET /metrics` answers only with this Bearer token; 404 unset.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -289,6 +292,7 @@ impl Config {
             admin_token: r.opt("ADMIN_TOKEN"),
             max_mps,
             gateway_secrets,
+            metrics_token: r.opt("METRICS_TOKEN"),
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -318,6 +322,9 @@ impl Config {
             out.push(s.clone());
         }
         out.extend(self.gateway_secrets.texts());
+        if let Some(s) = &self.metrics_token {
+            out.push(s.clone());
+        }
         out.retain(|s| s.len() >= 4);
         out
     }

@@ -95,6 +95,8 @@ impl<'r> Responder<'r, 'static> for AppError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         let status = self.status();
         let path = req.uri().path();
+        // The metrics count a refused webhook under the code it was refused with.
+        req.local_cache(|| crate::metrics::Refused(self.code()));
         match &self {
             AppError::Unavailable(cause) | AppError::Internal(cause) => {
                 log::error!("{} {path}: {} ({cause})", req.method(), status.code)

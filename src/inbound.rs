@@ -682,12 +682,15 @@ pub fn apply_status(conn: &Connection, s: &StatusUpdate, now: i64) -> Result<boo
         return Ok(false);
     };
     if s.pricing.is_some() {
+        // The metrics' billable counts follow the row (out before, in after).
+        crate::metrics::count_billable(conn, &s.message_id, -1)?;
         conn.prepare_cached(
             "UPDATE outbox SET pricing_billable = COALESCE(?2, pricing_billable),
                     pricing_category = COALESCE(?3, pricing_category)
              WHERE graph_message_id = ?1",
         )?
         .execute(params![s.message_id, pricing.billable, pricing.category])?;
+        crate::metrics::count_billable(conn, &s.message_id, 1)?;
     }
     let Some(next) = DeliveryState::advance(current, s.state) else {
         return Ok(false);

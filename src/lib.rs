@@ -13,6 +13,7 @@ pub mod gateways;
 pub mod inbound;
 pub mod links;
 pub mod logging;
+pub mod metrics;
 pub mod outbox;
 pub mod payments;
 pub mod routes;

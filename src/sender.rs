@@ -388,11 +388,15 @@ fn process(shared: &Shared, job: &Due) {
                 job,
                 Record::Dead(format!("cannot build the message: {why}"), attempts),
             );
+            crate::metrics::get().message(job.kind.as_str(), "dead");
             return;
         }
     };
     shared.pacer.wait_turn();
+    let started = Instant::now();
     let outcome = shared.transport.send(&message);
+    crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
+    let fault = matches!(outcome, SendOutcome::ConfigFault { .. });
     let what = format!(
         "{} for order {} to {}",
         job.kind, job.order_id, job.recipient
@@ -476,6 +480,13 @@ fn process(shared: &Shared, job: &Due) {
             }
         }
     };
+    let counted = match &next {
+        Record::Sent(..) => "sent",
+        Record::Retry { .. } if fault => "paused",
+        Record::Retry { .. } => "retry",
+        Record::Dead(..) => "dead",
+    };
+    crate::metrics::get().message(job.kind.as_str(), counted);
     record(shared, job, next);
 }
 

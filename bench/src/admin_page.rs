@@ -22,7 +22,7 @@ const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// Spreads the populated orders over `days` and adds the traffic a page
 /// reads: deliveries with pricing, clicks, linked elders and their
 /// messages, dead letters.
-fn shape(path: &Path, days: i64) {
+pub(crate) fn shape(path: &Path, days: i64) {
     let conn = crate::ceiling::open_migrated(path);
     let now = crate::events::now_ms();
     let span_s = days * 86_400;

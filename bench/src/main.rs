@@ -10,6 +10,7 @@ mod events;
 mod fake_graph;
 mod gateways;
 mod http;
+mod metrics;
 mod report;
 
 use child::{CeilingServer, Options, Orderlink};
@@ -51,7 +52,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,gateways,delivery,startup,admin]"
+        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,gateways,delivery,startup,admin,metrics]"
     );
     std::process::exit(2)
 }
@@ -74,7 +75,10 @@ fn plan(args: &[String], root: &Path) -> Plan {
                     .map(str::to_owned)
                     .collect();
                 if list.iter().any(|p| {
-                    !["webhooks", "gateways", "delivery", "startup", "admin"].contains(&p.as_str())
+                    ![
+                        "webhooks", "gateways", "delivery", "startup", "admin", "metrics",
+                    ]
+                    .contains(&p.as_str())
                 }) {
                     usage()
                 }
@@ -231,6 +235,10 @@ fn main() {
             plan.quick,
             &mut report,
         );
+    }
+
+    if plan.runs("metrics") {
+        metrics::measure(&scratch.0, plan.quick, &mut report);
     }
 
     // 7. The table and the JSON.

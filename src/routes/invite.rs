@@ -177,6 +177,7 @@ async fn answer(token: &str, head: bool, user_agent: UserAgent, state: &AppState
     // Recorded all the same (someone fetched the link), as a click that is
     // not a person's: the same column that sets preview fetchers apart.
     let preview = !is_person(head, user_agent.0.as_deref());
+    crate::metrics::get().invite_click(preview);
     state.clicks.record(Click {
         token_id: found.token_id,
         order_id: found.order_id,

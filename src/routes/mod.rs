@@ -8,6 +8,7 @@ pub mod admin_page_views;
 pub mod gateway_webhooks;
 pub mod health;
 pub mod invite;
+pub mod metrics;
 pub mod payment_webhook;
 pub mod request_log;
 pub mod whatsapp_webhook;
@@ -26,6 +27,7 @@ pub fn routes() -> Vec<rocket::Route> {
     all.extend(whatsapp_webhook::routes());
     all.extend(admin::routes());
     all.extend(admin_page::routes());
+    all.extend(metrics::routes());
     all
 }
 

@@ -63,6 +63,10 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
     if matches!(outcome, Outcome::Processed { .. }) {
         state.sender.wake();
     }
+    crate::metrics::get().webhook(
+        if S::NAMESPACED { S::NAME } else { "payment" },
+        crate::metrics::payment_outcome(&outcome),
+    );
     Ok(respond(state, outcome))
 }
 

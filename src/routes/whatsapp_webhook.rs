@@ -85,6 +85,7 @@ async fn receive(
             log::warn!(
                 "POST /webhooks/whatsapp: signed body is not JSON ({e}); acknowledged and dropped"
             );
+            crate::metrics::get().webhook("whatsapp", "ignored");
             return Ok(json!({"status": "ignored"}));
         }
     };
@@ -161,11 +162,15 @@ async fn receive(
                     }
                 );
                 new_replies |= *new_link && reply_configured;
+                if *new_link {
+                    crate::metrics::get().elder_linked();
+                }
             }
         }
     }
     if new_replies {
         state.sender.wake();
     }
+    crate::metrics::get().webhook("whatsapp", "processed");
     Ok(json!({"status": "ok", "messages": counts.0, "statuses": counts.1}))
 }

@@ -10,6 +10,7 @@ mod gateways;
 mod invite;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod payment_webhook;
 mod properties;
 mod reliability;

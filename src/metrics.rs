@@ -1,0 +1,411 @@
+//! The numbers an operator watches (SPEC §14), kept by the `prometheus`
+//! crate and written in its classic text format.
+//!
+//! Counters and histograms live in memory and are bumped where things
+//! happen; the gauges that describe the database are read at scrape time:
+//! outbox depth through the `outbox_due` index, billable messages from
+//! counts kept as statuses arrive (`count_billable`). One process
+//! serves one database, so one process-wide set of families is enough: the
+//! sender reaches it without a handle threaded through its constructor.
+//! Label values are bounded sets (sources, outcomes, kinds, Graph error
+//! codes): never an order id, a phone number or a token.
+
+use crate::whatsapp::SendOutcome;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use rusqlite::Connection;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+/// The `Content-Type` of the classic text format (what `TextEncoder` writes).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Outbox states a scrape reports. `sent` and `cancelled` only grow with
+/// history; counting them would scan the table, and the messages counter
+/// already tells how many were sent.
+const DEPTH_STATES: [&str; 3] = ["waiting", "queued", "dead"];
+
+pub struct Metrics {
+    registry: Registry,
+    scrape: Mutex<()>,
+    webhooks: IntCounterVec,
+    webhook_seconds: HistogramVec,
+    messages: IntCounterVec,
+    graph_errors: IntCounterVec,
+    send_seconds: HistogramVec,
+    invite_clicks: IntCounterVec,
+    elders_linked: IntCounter,
+    outbox: IntGaugeVec,
+    paused: IntGauge,
+    billable: IntGaugeVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    // From a fast local commit (a millisecond) to Graph's worst (the HTTP
+    // timeout, tens of seconds).
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let paused = IntGauge::new(
+            "orderlink_sending_paused",
+            "1 while a configuration fault (token, template, account) holds all sending, else 0.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(paused.clone())).expect("unique metric");
+        let elders_linked = IntCounter::new(
+            "orderlink_elders_linked_total",
+            "Senders newly linked to an order by a token in their WhatsApp message.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(elders_linked.clone()))
+            .expect("unique metric");
+        let m = Metrics {
+            webhooks: counter(
+                &r,
+                "orderlink_webhooks_total",
+                "Webhooks received, by source and outcome (an error code when refused).",
+                &["source", "outcome"],
+            ),
+            webhook_seconds: histogram(
+                &r,
+                "orderlink_webhook_duration_seconds",
+                "Time to answer a webhook, from its first byte to the response.",
+                &["source"],
+            ),
+            messages: counter(
+                &r,
+                "orderlink_messages_total",
+                "Send attempts by message kind and outcome (sent, retry, paused, dead).",
+                &["kind", "outcome"],
+            ),
+            graph_errors: counter(
+                &r,
+                "orderlink_graph_errors_total",
+                "Errors the Graph API answered with an error code, by that code.",
+                &["code"],
+            ),
+            send_seconds: histogram(
+                &r,
+                "orderlink_send_duration_seconds",
+                "Duration of one Graph API send call, by message kind.",
+                &["kind"],
+            ),
+            invite_clicks: counter(
+                &r,
+                "orderlink_invite_clicks_total",
+                "Invite links opened, by a person or by a link-preview fetcher.",
+                &["visitor"],
+            ),
+            outbox: gauge(
+                &r,
+                "orderlink_outbox_messages",
+                "Messages in the outbox that are not sent, by state.",
+                &["state"],
+            ),
+            billable: gauge(
+                &r,
+                "orderlink_billable_messages",
+                "Messages Meta reported as billable, by pricing category.",
+                &["category"],
+            ),
+            elders_linked,
+            paused,
+            registry: r,
+            scrape: Mutex::new(()),
+        };
+        // Families with known label values start at zero, so a rate over
+        // a counter that has not moved yet is 0, not absent.
+        for state in DEPTH_STATES {
+            m.outbox.with_label_values(&[state]).set(0);
+        }
+        for visitor in ["person", "preview"] {
+            m.invite_clicks.with_label_values(&[visitor]);
+        }
+        m
+    }
+
+    /// One webhook answered: `outcome` is the response's status
+    /// (`processed`, `duplicate`…) or the error code it was refused with.
+    pub fn webhook(&self, source: &str, outcome: &str) {
+        self.webhooks.with_label_values(&[source, outcome]).inc();
+    }
+
+    pub fn webhook_latency(&self, source: &str, took: Duration) {
+        self.webhook_seconds
+            .with_label_values(&[source])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One send attempt's outcome, as the sender records it.
+    pub fn message(&self, kind: &str, outcome: &str) {
+        self.messages.with_label_values(&[kind, outcome]).inc();
+    }
+
+    /// One Graph API call's result: its latency, and its error code when
+    /// Graph answered with one (transport failures and bare HTTP errors
+    /// carry none; they show in the messages' `retry`/`dead` outcomes).
+    pub fn send_result(&self, kind: &str, outcome: &SendOutcome, took: Duration) {
+        self.send_seconds
+            .with_label_values(&[kind])
+            .observe(took.as_secs_f64());
+        let code = match outcome {
+            SendOutcome::Accepted { .. } => None,
+            SendOutcome::Transient { code, .. } | SendOutcome::Rejected { code, .. } => *code,
+            SendOutcome::ConfigFault { code, .. } => Some(*code),
+        };
+        if let Some(code) = code {
+            self.graph_errors
+                .with_label_values(&[&code.to_string()])
+                .inc();
+        }
+    }
+
+    pub fn invite_click(&self, preview: bool) {
+        let visitor = if preview { "preview" } else { "person" };
+        self.invite_clicks.with_label_values(&[visitor]).inc();
+    }
+
+    pub fn elder_linked(&self) {
+        self.elders_linked.inc();
+    }
+
+    /// Reads the gauges from the database and writes every family in the
+    /// text format (the inner error: encoding failed). `conn` is a read
+    /// connection; both queries use indexes (`outbox_due`, `billable_counts`' key).
+    pub fn render(
+        &self,
+        conn: &Connection,
+        paused: bool,
+    ) -> Result<Result<String, String>, crate::db::DbError> {
+        // Two scrapes at once must not interleave rebuilding the gauges.
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.paused.set(i64::from(paused));
+        let mut stmt = conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM outbox WHERE status IN (?1, ?2, ?3) GROUP BY status",
+        )?;
+        let rows = stmt.query_map(DEPTH_STATES, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut depth = [0i64; DEPTH_STATES.len()];
+        for row in rows {
+            let (state, n) = row?;
+            if let Some(i) = DEPTH_STATES.iter().position(|s| *s == state) {
+                depth[i] = n;
+            }
+        }
+        for (state, n) in DEPTH_STATES.iter().zip(depth) {
+            self.outbox.with_label_values(&[state]).set(n);
+        }
+        // Kept by `count_billable` as statuses arrive: a few rows at any size.
+        let mut stmt = conn
+            .prepare_cached("SELECT category, messages FROM billable_counts WHERE messages > 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = rows.collect::<Result<Vec<_>, _>>()?;
+        // Rebuilt at each scrape from what the database holds now.
+        self.billable.reset();
+        for (category, n) in rows {
+            self.billable
+                .with_label_values(&[&bounded_category(&category)])
+                .add(n);
+        }
+        let mut out = Vec::new();
+        Ok(TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .map_err(|e| e.to_string())
+            .and_then(|()| String::from_utf8(out).map_err(|e| e.to_string())))
+    }
+}
+
+/// Adds `delta` to the billable count of message `graph_message_id`'s
+/// category when the row is billable: called with -1 before its pricing
+/// changes and +1 after, in the same transaction, so `billable_counts`
+/// always equals a count over `outbox` without the scrape having to make it.
+pub fn count_billable(
+    conn: &Connection,
+    graph_message_id: &str,
+    delta: i64,
+) -> Result<(), crate::db::DbError> {
+    conn.prepare_cached(
+        "INSERT INTO billable_counts (category, messages)
+         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
+          WHERE graph_message_id = ?1 AND pricing_billable = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
+    )?
+    .execute(rusqlite::params![graph_message_id, delta])?;
+    Ok(())
+}
+
+/// The `outcome` label of a payment webhook: its response's status, or
+/// `skipped_invalid_phone` when the order was recorded without a message.
+pub fn payment_outcome(outcome: &crate::payments::Outcome) -> &'static str {
+    use crate::payments::Outcome;
+    match outcome {
+        Outcome::Processed { .. } => "processed",
+        Outcome::SkippedInvalidPhone { .. } => "skipped_invalid_phone",
+        Outcome::Duplicate { .. } => "duplicate",
+        Outcome::AlreadyConfirmed { .. } => "already_confirmed",
+        Outcome::Ignored => "ignored",
+    }
+}
+
+/// Set by `AppError`'s responder: the code a request was refused with.
+pub struct Refused(pub &'static str);
+
+/// Meta's pricing categories are a short list of lowercase words; anything
+/// else (a value this build has not seen) is folded into `other` so a
+/// payload cannot mint unbounded series.
+fn bounded_category(category: &str) -> String {
+    if category.is_empty() {
+        return "unknown".to_owned();
+    }
+    let ok = category.len() <= 32
+        && category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_');
+    if ok {
+        category.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::inbound::{apply_status, Pricing, StatusUpdate};
+    use crate::outbox::DeliveryState;
+
+    mod embedded {
+        refinery::embed_migrations!("migrations");
+    }
+
+    fn kept(conn: &Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT category, messages FROM billable_counts WHERE messages > 0 ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn counted(conn: &Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+                 WHERE pricing_billable = TRUE GROUP BY 1 ORDER BY 1",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn status(
+        id: &str,
+        state: DeliveryState,
+        billable: Option<bool>,
+        category: Option<&str>,
+    ) -> StatusUpdate {
+        StatusUpdate {
+            message_id: id.to_owned(),
+            state,
+            error_code: None,
+            error_title: None,
+            pricing: Some(Pricing {
+                billable,
+                category: category.map(str::to_owned),
+            }),
+        }
+    }
+
+    #[test]
+    fn billable_counts_equal_a_count_over_the_outbox_whatever_statuses_arrive() {
+        // Arrange: a database from before V8 with one billable message,
+        // then migrated (the migration counts what is there).
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::open_writer(&dir.path().join("m.db")).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(6))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
+               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at, graph_message_id,
+                                 pricing_billable, pricing_category)
+               VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1', TRUE, 'utility'),
+                      ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2', NULL, NULL),
+                      ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3', NULL, NULL);",
+        )
+        .unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        assert_eq!(kept(&conn), vec![("utility".to_owned(), 1)]);
+
+        // Act and assert: after every status, the kept counts are the count.
+        use DeliveryState::*;
+        for s in [
+            status("g2", Delivered, Some(true), Some("marketing")),
+            status("g2", Read, Some(true), Some("marketing")),
+            status("g1", Read, Some(false), Some("utility")),
+            status("g3", Delivered, None, Some("service")),
+            status("g3", Read, Some(true), None),
+            status("g2", Read, Some(true), Some("utility")),
+            status("g9", Sent, Some(true), Some("utility")),
+        ] {
+            apply_status(&conn, &s, 2).unwrap();
+            assert_eq!(kept(&conn), counted(&conn), "after {s:?}");
+        }
+        assert_eq!(
+            kept(&conn),
+            vec![("service".to_owned(), 1), ("utility".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn categories_are_bounded() {
+        assert_eq!(bounded_category("utility"), "utility");
+        assert_eq!(
+            bounded_category("authentication_international"),
+            "authentication_international"
+        );
+        assert_eq!(bounded_category("ORD-1042"), "other");
+        assert_eq!(bounded_category("919876543210"), "other");
+        assert_eq!(bounded_category(""), "unknown");
+    }
+}
