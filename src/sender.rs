@@ -1,13 +1,14 @@
-//! The sender: `SEND_WORKERS` blocking threads that take due messages from
-//! the outbox, send them, and record each outcome durably.
+//! The sender: `SEND_WORKERS` threads, each a loop around one step,
+//! [`Sender::deliver_next`], that claims due rows in storage, sends one
+//! message and records its outcome.
 //!
-//! Claiming happens in memory: one process owns the database (the serve
-//! command holds an exclusive lock file), and a message id stays in the
-//! `claimed` set from the moment a worker takes it until a refill that
-//! started after its outcome was committed has run (an earlier refill may
-//! read a snapshot from before that commit, still showing the row queued),
-//! so two workers can never send the same row. No transaction
-//! is ever open across an HTTP call.
+//! The claim is a row's own state (`sending`, `claimed_by`, `lease_until`),
+//! taken with one write in the writer's transaction, so no two senders (in
+//! this process or, on a shared store, in another) can hold the same row.
+//! No transaction is open across an HTTP call. An outcome is written only
+//! while the claim still holds the row; a row whose lease ran out (its
+//! sender crashed) is simply due again, so start-up needs no recovery pass.
+//! What each outcome means for the row is the pure [`decide`].
 
 use crate::config::Config;
 use crate::db::Db;
@@ -16,7 +17,8 @@ use crate::links;
 use crate::outbox::{self, Due, Kind, Variant};
 use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
 use rand::Rng;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,8 +26,11 @@ use std::time::{Duration, Instant};
 /// Longest a worker sleeps before looking at the queue again, so a row made
 /// due by the clock (a backoff running out) is never waited on for long.
 const MAX_IDLE: Duration = Duration::from_millis(500);
-const REFILL: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Slack on a lease beyond the HTTP timeout: time spent waiting for the
+/// rate cap's turn and recording the outcome.
+const LEASE_SLACK: Duration = Duration::from_secs(5);
+
 /// A configuration fault pauses sending for 15 retry steps at first, then
 /// twice as long each time it persists, up to 300 steps or five minutes.
 /// (Steps of `WHATSAPP_RETRY_BASE_MS`: 15 s at the default, milliseconds in
@@ -36,6 +41,13 @@ fn pause_bounds(base: Duration) -> (Duration, Duration) {
     (first, base.saturating_mul(300).min(ceiling).max(first))
 }
 
+/// The pause after a configuration fault: the first one, or the previous
+/// one doubled up to the bound.
+pub fn next_pause(previous: Option<Duration>, base: Duration) -> Duration {
+    let (first, max) = pause_bounds(base);
+    previous.map_or(first, |p| (p * 2).min(max).max(first))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -43,24 +55,143 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What one call of [`Sender::deliver_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Sent,
+    Retried,
+    Dead,
+    /// A configuration fault holds all sending until the pause ends.
+    Paused,
+    /// Nothing is due now.
+    Empty,
+}
+
+/// What to write for a row after an attempt: the whole retry, 24-hour,
+/// pair-rate and dead-letter policy, as a pure function of the row, what
+/// Meta said, the configuration and the time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Sent {
+        message_id: String,
+        variant: Variant,
+        attempts: u32,
+    },
+    Retry {
+        attempts: u32,
+        variant: Variant,
+        at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+        attempts: u32,
+    },
+    /// Our configuration is at fault, not the message: sending pauses and
+    /// the row is retried after the pause, its attempt not counted.
+    Fault {
+        code: i64,
+        reason: String,
+    },
+}
+
+/// The rules. `sent_variant` is how the message went out (a link may have
+/// gone as the invite template). Jitter comes from the row id, so the same
+/// inputs always give the same answer and rows retrying together still
+/// spread out.
+pub fn decide(
+    due: &Due,
+    sent_variant: Variant,
+    outcome: SendOutcome,
+    config: &Config,
+    now: i64,
+) -> Decision {
+    let attempts = due.attempts + 1;
+    match outcome {
+        SendOutcome::Accepted { message_id } => Decision::Sent {
+            message_id,
+            variant: sent_variant,
+            attempts,
+        },
+        SendOutcome::Rejected {
+            code: Some(OUTSIDE_WINDOW),
+            reason,
+        } if due.kind == Kind::Link && due.variant == Variant::Text => {
+            if config.invite_template.is_some() {
+                Decision::Retry {
+                    attempts,
+                    variant: Variant::Template,
+                    at: now,
+                    error: reason,
+                }
+            } else {
+                Decision::Dead {
+                    error: format!(
+                        "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
+                    ),
+                    attempts,
+                }
+            }
+        }
+        SendOutcome::Rejected { reason, .. } => Decision::Dead {
+            error: reason,
+            attempts,
+        },
+        SendOutcome::Transient {
+            reason,
+            retry_after,
+            code,
+        } => {
+            if attempts >= config.max_attempts {
+                return Decision::Dead {
+                    error: format!("{reason} (gave up after {attempts} attempts)"),
+                    attempts,
+                };
+            }
+            let mut delay = backoff_with(config.retry_base, attempts, jitter(&due.id, attempts));
+            if code == Some(PAIR_RATE_LIMIT) {
+                // Only this recipient is throttled; the row's own delay
+                // keeps everyone else's messages flowing.
+                delay = delay.max(Duration::from_secs(1));
+            }
+            if let Some(after) = retry_after {
+                delay = delay.max(after);
+            }
+            Decision::Retry {
+                attempts,
+                variant: due.variant,
+                at: now + delay.as_millis() as i64,
+                error: reason,
+            }
+        }
+        SendOutcome::ConfigFault { code, reason } => Decision::Fault { code, reason },
+    }
+}
+
+/// A factor in [0.5, 1] from the row and attempt (FNV-1a).
+fn jitter(id: &str, attempts: u32) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes().chain(attempts.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    0.5 + 0.5 * ((h >> 11) as f64 / (1u64 << 53) as f64)
+}
+
 struct State {
-    ready: VecDeque<Due>,
-    /// Ids that are in `ready`, being sent, or done but possibly still
-    /// queued in the snapshot of a refill that is running.
-    claimed: HashSet<String>,
-    /// Done ids, each with the number of refills started when it finished.
-    done: Vec<(String, u64)>,
-    refills_started: u64,
-    refilling: bool,
+    /// Rows this sender has claimed in storage and not yet sent.
+    claimed: VecDeque<(String, Due)>,
     stopping: bool,
     /// Bumped by `wake`; lets a worker that found nothing notice that work
     /// arrived while it was looking.
     generation: u64,
-    /// Set while a configuration fault (bad token, missing template) holds
-    /// all sending.
-    paused_until: Option<Instant>,
-    pause_len: Duration,
+    /// Set (in clock milliseconds) while a configuration fault holds all
+    /// sending.
+    paused_until: Option<i64>,
+    pause_len: Option<Duration>,
     in_flight: usize,
+    /// When the next row falls due, as last seen by a claim that found none.
+    next_due: Option<i64>,
 }
 
 struct Shared {
@@ -70,6 +201,11 @@ struct Shared {
     config: Arc<Config>,
     transport: Box<dyn Transport>,
     pacer: Pacer,
+    /// This sender's name in `claimed_by`; each claim adds its sequence
+    /// number, so a slow send whose lease another claim took over (even in
+    /// this process) cannot overwrite the newer outcome.
+    instance: String,
+    claims: AtomicU64,
 }
 
 /// Spaces sends evenly so that no one-second window holds more than
@@ -140,48 +276,55 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+    /// A sender with no threads: the caller drives it with `deliver_next`.
+    pub fn new(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                ready: VecDeque::new(),
-                claimed: HashSet::new(),
-                done: Vec::new(),
-                refills_started: 0,
-                refilling: false,
+                claimed: VecDeque::new(),
                 stopping: false,
                 generation: 0,
                 paused_until: None,
-                pause_len: pause_bounds(config.retry_base).0,
+                pause_len: None,
                 in_flight: 0,
+                next_due: None,
             }),
             changed: Condvar::new(),
             pacer: Pacer::new(config.max_mps),
             db,
             transport,
-            config: config.clone(),
+            config,
+            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            claims: AtomicU64::new(0),
         });
-        let handles = (0..config.send_workers)
-            .map(|i| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("sender-{i}"))
-                    .spawn(move || worker(&shared))
-                    .expect("spawn a sender thread")
-            })
-            .collect();
         Sender {
             shared,
-            handles: Arc::new(Mutex::new(handles)),
+            handles: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
+    /// The sender with its `SEND_WORKERS` threads, each a loop around
+    /// `deliver_next` on the wall clock.
+    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+        let workers = config.send_workers;
+        let sender = Sender::new(db, config, transport);
+        let handles = (0..workers)
+            .map(|i| {
+                let sender = sender.clone();
+                std::thread::Builder::new()
+                    .name(format!("sender-{i}"))
+                    .spawn(move || sender.work())
+                    .expect("spawn a sender thread")
+            })
+            .collect();
+        *sender.handles.lock().expect("handles lock") = handles;
+        sender
+    }
+
     /// New or newly due messages exist; look now rather than at the next tick.
-    /// One waiting worker is enough: it refills and wakes the others only
-    /// if it found work (a burst of webhooks must not set every worker
-    /// querying the outbox for each one).
     pub fn wake(&self) {
         let mut state = self.shared.state.lock().expect("sender lock");
         state.generation += 1;
+        state.next_due = None;
         drop(state);
         self.shared.changed.notify_one();
     }
@@ -197,14 +340,296 @@ impl Sender {
             .is_some()
     }
 
+    /// One step at time `now` (clock milliseconds): claims due rows if this
+    /// sender holds none, sends one, records its outcome.
+    pub fn deliver_next(&self, now: i64) -> Step {
+        let shared = &*self.shared;
+        let mut state = shared.state.lock().expect("sender lock");
+        if state.stopping {
+            return Step::Empty;
+        }
+        if state.paused_until.is_some_and(|until| until > now) {
+            return Step::Paused;
+        }
+        // Counted from before the claim, so `stop` waits for it.
+        state.in_flight += 1;
+        let job = match state.claimed.pop_front() {
+            Some(job) => Some(job),
+            None => {
+                drop(state);
+                self.claim(now)
+            }
+        };
+        let step = match job {
+            Some((claim, job)) => self.send_one(&claim, &job, now),
+            None => Step::Empty,
+        };
+        shared.state.lock().expect("sender lock").in_flight -= 1;
+        shared.changed.notify_all();
+        step
+    }
+
+    /// Claims a batch (one per worker, so no claimed row waits behind more
+    /// than one send of each worker); keeps all but the first for the next
+    /// steps.
+    fn claim(&self, now: i64) -> Option<(String, Due)> {
+        let shared = &*self.shared;
+        let claim = format!(
+            "{}:{}",
+            shared.instance,
+            shared.claims.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease = (shared.config.timeout * 2 + LEASE_SLACK).as_millis() as i64;
+        let limit = shared.config.send_workers.max(1);
+        let result = {
+            let claim = claim.clone();
+            shared.db.writer.run_blocking(move |c| {
+                let rows = outbox::claim(c, &claim, now, now + lease, limit)?;
+                let next = if rows.is_empty() {
+                    outbox::next_due_at(c)?
+                } else {
+                    None
+                };
+                Ok((rows, next))
+            })
+        };
+        let (rows, next) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                log::error!("sender: cannot claim from the outbox: {e}");
+                return None;
+            }
+        };
+        let mut state = shared.state.lock().expect("sender lock");
+        state.next_due = next;
+        let mut rows = rows.into_iter().map(|r| (claim.clone(), r));
+        let first = rows.next();
+        let more = rows.len() > 0;
+        state.claimed.extend(rows);
+        drop(state);
+        if more {
+            shared.changed.notify_all();
+        }
+        first
+    }
+
+    fn send_one(&self, claim: &str, job: &Due, now: i64) -> Step {
+        let shared = &*self.shared;
+        let config = &shared.config;
+        let message = match render(config, job) {
+            Ok(m) => m,
+            Err(why) => {
+                let decision = Decision::Dead {
+                    error: format!("cannot build the message: {why}"),
+                    attempts: job.attempts + 1,
+                };
+                return self.record(claim, job, decision, now);
+            }
+        };
+        shared.pacer.wait_turn();
+        let outcome = shared.transport.send(&message);
+        let sent_variant = if message.is_template() && job.kind == Kind::Link {
+            Variant::Template
+        } else {
+            job.variant
+        };
+        let decision = decide(job, sent_variant, outcome, config, now);
+        self.record(claim, job, decision, now)
+    }
+
+    /// Logs and writes a decision; the one place each outcome passes.
+    fn record(&self, claim: &str, job: &Due, decision: Decision, now: i64) -> Step {
+        let what = format!(
+            "{} for order {} to {}",
+            job.kind, job.order_id, job.recipient
+        );
+        let (decision, step) = match decision {
+            Decision::Fault { code, reason } => {
+                let pause = self.pause_for_fault(code, &reason, now);
+                // Not the message's fault: the attempt is not counted.
+                let retry = Decision::Retry {
+                    attempts: job.attempts,
+                    variant: job.variant,
+                    at: now + pause.as_millis() as i64,
+                    error: reason,
+                };
+                (retry, Step::Paused)
+            }
+            Decision::Sent {
+                ref message_id,
+                attempts,
+                ..
+            } => {
+                log::info!("sent {what} (attempt {attempts}): {message_id}");
+                self.resume_after_fault();
+                (decision, Step::Sent)
+            }
+            Decision::Retry {
+                attempts,
+                variant,
+                at,
+                ref error,
+            } => {
+                if variant != job.variant {
+                    log::info!("{what}: outside the 24-hour window (131047), sending it as the invite template");
+                } else {
+                    log::info!(
+                        "retrying {what} in {} ms (attempt {attempts}): {error}",
+                        at - now
+                    );
+                }
+                (decision, Step::Retried)
+            }
+            Decision::Dead {
+                ref error,
+                attempts,
+            } => {
+                log::warn!("dead-lettered {what} (attempt {attempts}): {error}");
+                (decision, Step::Dead)
+            }
+        };
+        self.write(claim, job, &decision, now);
+        if step == Step::Sent && job.kind == Kind::Confirmation {
+            // The link message has just become due.
+            self.wake_all();
+        }
+        step
+    }
+
+    fn wake_all(&self) {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        state.generation += 1;
+        state.next_due = None;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// Writes the outcome durably; keeps trying while the database refuses
+    /// (a full disk), because losing a "sent" would mean a second copy.
+    fn write(&self, claim: &str, job: &Due, decision: &Decision, now: i64) {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let (id, claim, decision) = (job.id.clone(), claim.to_owned(), decision.clone());
+            let result = self.shared.db.writer.run_blocking(move |c| match decision {
+                Decision::Sent {
+                    message_id,
+                    variant,
+                    attempts,
+                } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
+                Decision::Retry {
+                    attempts,
+                    variant,
+                    at,
+                    error,
+                } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
+                Decision::Dead { error, attempts } => {
+                    outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                }
+                Decision::Fault { .. } => Ok(()),
+            });
+            match result {
+                Ok(()) => return,
+                Err(crate::db::DbError::Closed) => {
+                    log::error!(
+                        "sender: database closed before the outcome of message {} was recorded",
+                        job.id
+                    );
+                    return;
+                }
+                Err(e) => {
+                    log::error!(
+                        "sender: cannot record the outcome of message {}: {e}; retrying",
+                        job.id
+                    );
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn pause_for_fault(&self, code: i64, reason: &str, now: i64) -> Duration {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        if let (Some(until), Some(len)) = (state.paused_until, state.pause_len) {
+            if until > now {
+                // Another worker's send hit the same fault meanwhile.
+                return len;
+            }
+        }
+        let first = state.paused_until.is_none();
+        let pause = next_pause(state.pause_len, self.shared.config.retry_base);
+        state.pause_len = Some(pause);
+        state.paused_until = Some(now + pause.as_millis() as i64);
+        if first {
+            log::error!(
+                "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept and sending resumes by itself once WhatsApp accepts a message again (next try in {} ms).",
+                pause.as_millis()
+            );
+        } else {
+            log::warn!(
+                "sending still paused: configuration fault {code} persists; next try in {} s",
+                pause.as_secs()
+            );
+        }
+        pause
+    }
+
+    fn resume_after_fault(&self) {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        if state.paused_until.take().is_some() {
+            state.pause_len = None;
+            log::warn!("sending resumed: WhatsApp accepted a message again");
+        }
+    }
+
+    /// A worker thread: steps on the wall clock, sleeping when there is
+    /// nothing to do until woken, the next row falls due, or the pause ends.
+    fn work(&self) {
+        let shared = &*self.shared;
+        loop {
+            let generation = {
+                let state = shared.state.lock().expect("sender lock");
+                if state.stopping {
+                    return;
+                }
+                state.generation
+            };
+            let now = now_ms();
+            let step = self.deliver_next(now);
+            if !matches!(step, Step::Empty | Step::Paused) {
+                continue;
+            }
+            let state = shared.state.lock().expect("sender lock");
+            if state.stopping {
+                return;
+            }
+            if !state.claimed.is_empty() || state.generation != generation {
+                continue;
+            }
+            let until = match step {
+                Step::Paused => state.paused_until,
+                _ => state.next_due,
+            };
+            let wait = until
+                .map(|at| {
+                    Duration::from_millis((at - now).clamp(1, MAX_IDLE.as_millis() as i64) as u64)
+                })
+                .unwrap_or(MAX_IDLE);
+            let _unused = shared
+                .changed
+                .wait_timeout(state, wait)
+                .expect("sender lock");
+        }
+    }
+
     /// Stops taking new messages, lets in-flight sends finish (each is
-    /// bounded by the HTTP timeout) and waits up to `bound` for the workers.
-    /// Returns how many sends were still in flight when the bound ran out.
+    /// bounded by the HTTP timeout) and waits up to `bound` for the workers;
+    /// rows claimed but not sent are given back. Returns how many sends were
+    /// still in flight when the bound ran out.
     pub fn stop(&self, bound: Duration) -> usize {
         {
             let mut state = self.shared.state.lock().expect("sender lock");
             state.stopping = true;
-            state.ready.clear();
         }
         self.shared.changed.notify_all();
         let deadline = Instant::now() + bound;
@@ -221,114 +646,36 @@ impl Sender {
                 .expect("sender lock")
                 .0;
         }
+        let unsent: Vec<(String, Due)> = state.claimed.drain(..).collect();
         drop(state);
         for handle in self.handles.lock().expect("handles lock").drain(..) {
             let _ = handle.join();
         }
-        0
-    }
-}
-
-fn worker(shared: &Shared) {
-    while let Some(job) = next_job(shared) {
-        process(shared, &job);
-        let mut state = shared.state.lock().expect("sender lock");
-        let seq = state.refills_started;
-        state.done.push((job.id.clone(), seq));
-        state.in_flight -= 1;
-        drop(state);
-        shared.changed.notify_all();
-    }
-}
-
-/// Blocks until a message is due (claiming it) or the sender stops.
-fn next_job(shared: &Shared) -> Option<Due> {
-    let mut state = shared.state.lock().expect("sender lock");
-    loop {
-        if state.stopping {
-            return None;
-        }
-        if let Some(until) = state.paused_until {
-            let now = Instant::now();
-            if until > now {
-                state = shared
-                    .changed
-                    .wait_timeout(state, until - now)
-                    .expect("sender lock")
-                    .0;
-                continue;
-            }
-        }
-        if let Some(job) = state.ready.pop_front() {
-            state.in_flight += 1;
-            return Some(job);
-        }
-        if state.refilling {
-            state = shared
-                .changed
-                .wait_timeout(state, MAX_IDLE)
+        // Workers may have claimed more while stopping; they are joined now.
+        let mut unsent = unsent;
+        unsent.extend(
+            self.shared
+                .state
+                .lock()
                 .expect("sender lock")
-                .0;
-            continue;
+                .claimed
+                .drain(..),
+        );
+        let mut by_claim: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (claim, row) in unsent {
+            by_claim.entry(claim).or_default().push(row.id);
         }
-        state.refilling = true;
-        state.refills_started += 1;
-        let refill = state.refills_started;
-        let generation = state.generation;
-        drop(state);
-        let found = shared.db.reads.with(|conn| {
-            let now = now_ms();
-            let rows = outbox::due(conn, now, REFILL)?;
-            let next = if rows.is_empty() {
-                outbox::next_due_at(conn)?
-            } else {
-                None
-            };
-            Ok((rows, next, now))
-        });
-        state = shared.state.lock().expect("sender lock");
-        state.refilling = false;
-        let (rows, next_due, now) = match found {
-            Ok(found) => found,
-            Err(e) => {
-                log::error!("sender: cannot read the outbox: {e}");
-                (Vec::new(), None, now_ms())
-            }
-        };
-        // Outcomes recorded before this refill started are in its snapshot;
-        // their ids may be claimed again (a retry that is due at once).
-        let State { done, claimed, .. } = &mut *state;
-        done.retain(|(id, finished)| {
-            let visible = *finished < refill;
-            if visible {
-                claimed.remove(id);
-            }
-            !visible
-        });
-        let mut added = 0;
-        for row in rows {
-            if state.claimed.insert(row.id.clone()) {
-                state.ready.push_back(row);
-                added += 1;
+        for (claim, ids) in by_claim {
+            if let Err(e) = self
+                .shared
+                .db
+                .writer
+                .run_blocking(move |c| outbox::release(c, &claim, &ids))
+            {
+                log::warn!("sender: claimed messages not given back ({e}); they are due again when their lease ends");
             }
         }
-        if added > 0 {
-            shared.changed.notify_all();
-            continue;
-        }
-        if state.generation != generation {
-            continue;
-        }
-        let wait = next_due
-            .map(
-                |at| Duration::from_millis((at - now).clamp(1, MAX_IDLE.as_millis() as i64) as u64),
-            )
-            .unwrap_or(MAX_IDLE);
-        state = shared
-            .changed
-            .wait_timeout(state, wait)
-            .expect("sender lock")
-            .0;
+        0
     }
 }
 
@@ -377,225 +724,17 @@ fn render(config: &Config, job: &Due) -> Result<Message, String> {
     Ok(message.with_callback(order.as_str()))
 }
 
-fn process(shared: &Shared, job: &Due) {
-    let config = &shared.config;
-    let attempts = job.attempts + 1;
-    let message = match render(config, job) {
-        Ok(m) => m,
-        Err(why) => {
-            record(
-                shared,
-                job,
-                Record::Dead(format!("cannot build the message: {why}"), attempts),
-            );
-            return;
-        }
-    };
-    shared.pacer.wait_turn();
-    let outcome = shared.transport.send(&message);
-    let what = format!(
-        "{} for order {} to {}",
-        job.kind, job.order_id, job.recipient
-    );
-    let next = match outcome {
-        SendOutcome::Accepted { message_id } => {
-            log::info!("sent {what} (attempt {attempts}): {message_id}");
-            resume_after_fault(shared);
-            let variant = if message.is_template() && job.kind == Kind::Link {
-                Variant::Template
-            } else {
-                job.variant
-            };
-            Record::Sent(message_id, variant, attempts)
-        }
-        SendOutcome::Rejected {
-            code: Some(OUTSIDE_WINDOW),
-            reason,
-        } if job.kind == Kind::Link && job.variant == Variant::Text => {
-            if config.invite_template.is_some() {
-                log::info!("{what}: outside the 24-hour window (131047), sending it as the invite template");
-                Record::Retry {
-                    attempts,
-                    variant: Variant::Template,
-                    delay: Duration::ZERO,
-                    error: reason,
-                }
-            } else {
-                let why = format!(
-                    "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
-                );
-                log::warn!("dead-lettered {what}: {why}");
-                Record::Dead(why, attempts)
-            }
-        }
-        SendOutcome::Rejected { reason, .. } => {
-            log::warn!("dead-lettered {what}: {reason}");
-            Record::Dead(reason, attempts)
-        }
-        SendOutcome::Transient {
-            reason,
-            retry_after,
-            code,
-        } => {
-            if attempts >= config.max_attempts {
-                log::warn!("dead-lettered {what} after {attempts} attempts: {reason}");
-                Record::Dead(
-                    format!("{reason} (gave up after {attempts} attempts)"),
-                    attempts,
-                )
-            } else {
-                let mut delay = backoff(config.retry_base, attempts);
-                if code == Some(PAIR_RATE_LIMIT) {
-                    // Only this recipient is throttled; the row's own delay
-                    // keeps everyone else's messages flowing.
-                    delay = delay.max(Duration::from_secs(1));
-                }
-                if let Some(after) = retry_after {
-                    delay = delay.max(after);
-                }
-                log::info!(
-                    "retrying {what} in {} ms (attempt {attempts}): {reason}",
-                    delay.as_millis()
-                );
-                Record::Retry {
-                    attempts,
-                    variant: job.variant,
-                    delay,
-                    error: reason,
-                }
-            }
-        }
-        SendOutcome::ConfigFault { code, reason } => {
-            let pause = pause_for_fault(shared, code, &reason);
-            // Not the message's fault: the attempt is not counted.
-            Record::Retry {
-                attempts: job.attempts,
-                variant: job.variant,
-                delay: pause,
-                error: reason,
-            }
-        }
-    };
-    record(shared, job, next);
-}
-
 /// Exponential backoff with jitter: the n-th retry waits between half and
 /// all of `base · 2^(n-1)`.
 pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    backoff_with(base, attempts, rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// The backoff with a given jitter factor in [0.5, 1].
+fn backoff_with(base: Duration, attempts: u32, factor: f64) -> Duration {
     let exp = attempts.saturating_sub(1).min(30);
     let full = base.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
-    let factor = rand::thread_rng().gen_range(0.5..=1.0);
     full.mul_f64(factor)
-}
-
-fn pause_for_fault(shared: &Shared, code: i64, reason: &str) -> Duration {
-    let mut state = shared.state.lock().expect("sender lock");
-    let now = Instant::now();
-    if state.paused_until.is_some_and(|until| until > now) {
-        return state.pause_len;
-    }
-    let first = state.paused_until.is_none();
-    let (first_pause, max_pause) = pause_bounds(shared.config.retry_base);
-    let pause = if first {
-        first_pause
-    } else {
-        (state.pause_len * 2).min(max_pause)
-    };
-    state.pause_len = pause;
-    state.paused_until = Some(now + pause);
-    if first {
-        log::error!(
-            "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept and sending resumes by itself once WhatsApp accepts a message again (next try in {} ms).",
-            pause.as_millis()
-        );
-    } else {
-        log::warn!(
-            "sending still paused: configuration fault {code} persists; next try in {} s",
-            pause.as_secs()
-        );
-    }
-    pause
-}
-
-fn resume_after_fault(shared: &Shared) {
-    let mut state = shared.state.lock().expect("sender lock");
-    if state.paused_until.take().is_some() {
-        state.pause_len = pause_bounds(shared.config.retry_base).0;
-        log::warn!("sending resumed: WhatsApp accepted a message again");
-    }
-}
-
-enum Record {
-    Sent(String, Variant, u32),
-    Retry {
-        attempts: u32,
-        variant: Variant,
-        delay: Duration,
-        error: String,
-    },
-    Dead(String, u32),
-}
-
-/// Writes the outcome durably; keeps trying while the database refuses
-/// (a full disk), because losing a "sent" would mean a second copy.
-fn record(shared: &Shared, job: &Due, outcome: Record) {
-    let mut wait = Duration::from_millis(50);
-    loop {
-        let id = job.id.clone();
-        let now = now_ms();
-        let result = match &outcome {
-            Record::Sent(message_id, variant, attempts) => {
-                let (message_id, variant, attempts) = (message_id.clone(), *variant, *attempts);
-                shared.db.writer.run_blocking(move |c| {
-                    outbox::mark_sent(c, &id, &message_id, variant, attempts, now)
-                })
-            }
-            Record::Retry {
-                attempts,
-                variant,
-                delay,
-                error,
-            } => {
-                let (attempts, variant, error) = (*attempts, *variant, error.clone());
-                let next = now + delay.as_millis() as i64;
-                shared.db.writer.run_blocking(move |c| {
-                    outbox::mark_retry(c, &id, attempts, variant, next, &error, now)
-                })
-            }
-            Record::Dead(error, attempts) => {
-                let (error, attempts) = (error.clone(), *attempts);
-                shared
-                    .db
-                    .writer
-                    .run_blocking(move |c| outbox::mark_dead(c, &id, attempts, &error, now))
-            }
-        };
-        match result {
-            Ok(()) => break,
-            Err(crate::db::DbError::Closed) => {
-                log::error!(
-                    "sender: database closed before the outcome of message {} was recorded",
-                    job.id
-                );
-                return;
-            }
-            Err(e) => {
-                log::error!(
-                    "sender: cannot record the outcome of message {}: {e}; retrying",
-                    job.id
-                );
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    if matches!(outcome, Record::Sent(..)) && job.kind == Kind::Confirmation {
-        // The link message has just become due.
-        let mut state = shared.state.lock().expect("sender lock");
-        state.generation += 1;
-        drop(state);
-        shared.changed.notify_all();
-    }
 }
 
 /// Sandbox mode: nothing leaves the machine; each message is logged (phone
