@@ -767,6 +767,462 @@ pub fn mask_tokens_in(text: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::outbox::Recipient;
+    use crate::whatsapp::CONFIG_FAULT_CODES;
+
+    struct Pairs(Vec<(&'static str, &'static str)>);
+
+    impl crate::config::Source for Pairs {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    /// Sandbox configuration; `pairs` override the defaults.
+    fn config(pairs: &[(&'static str, &'static str)]) -> Config {
+        let mut all = pairs.to_vec();
+        all.extend([
+            ("WHATSAPP_MAX_MPS", "1000000"),
+            ("WHATSAPP_RETRY_BASE_MS", "1000"),
+            ("WHATSAPP_MAX_ATTEMPTS", "3"),
+        ]);
+        Config::from_source(&Pairs(all)).unwrap()
+    }
+
+    fn due(kind: Kind, variant: Variant, attempts: u32) -> Due {
+        Due {
+            id: "0190f0f0-0000-7000-8000-000000000001".into(),
+            order_id: "ORD-1".into(),
+            kind,
+            recipient: Recipient::Phone("919876543210".into()),
+            variant,
+            attempts,
+            total_amount: 49900,
+            currency: "INR".into(),
+            note: None,
+            token: None,
+        }
+    }
+
+    fn transient(code: Option<i64>, retry_after: Option<Duration>) -> SendOutcome {
+        SendOutcome::Transient {
+            reason: "busy".into(),
+            retry_after,
+            code,
+        }
+    }
+
+    fn rejected(code: i64) -> SendOutcome {
+        SendOutcome::Rejected {
+            code: Some(code),
+            reason: format!("({code})"),
+        }
+    }
+
+    /// What a decision amounts to, for the table: the kind, the attempts it
+    /// records, the variant, and the delay (ms) before the retry.
+    fn shape(d: &Decision, now: i64) -> (&'static str, u32, Option<Variant>, i64) {
+        match d {
+            Decision::Sent {
+                attempts, variant, ..
+            } => ("sent", *attempts, Some(*variant), 0),
+            Decision::Retry {
+                attempts,
+                variant,
+                at,
+                ..
+            } => ("retry", *attempts, Some(*variant), at - now),
+            Decision::Dead { attempts, .. } => ("dead", *attempts, None, 0),
+            Decision::Fault { .. } => ("fault", 0, None, 0),
+        }
+    }
+
+    #[test]
+    fn decide_follows_the_rules_of_spec_5_as_a_table() {
+        let plain = config(&[]);
+        let fast = config(&[("WHATSAPP_RETRY_BASE_MS", "10")]);
+        let invite = config(&[("WHATSAPP_INVITE_TEMPLATE", "order_link")]);
+        let now = 1_000_000;
+        let (c, l, t, x) = (
+            Kind::Confirmation,
+            Kind::Link,
+            Variant::Template,
+            Variant::Text,
+        );
+        let accepted = || SendOutcome::Accepted {
+            message_id: "wamid.1".into(),
+        };
+        // (config, row kind, row variant, attempts so far, sent as, outcome)
+        //   → (decision, attempts recorded, variant, delay in ms: exact or a range)
+        type Case<'a> = (
+            &'a Config,
+            Kind,
+            Variant,
+            u32,
+            Variant,
+            SendOutcome,
+            (&'static str, u32, Option<Variant>),
+            (i64, i64),
+        );
+        let table: Vec<Case> = vec![
+            // Accepted: sent, attempt counted, the variant it went out as.
+            (&plain, c, t, 0, t, accepted(), ("sent", 1, Some(t)), (0, 0)),
+            (
+                &invite,
+                l,
+                t,
+                1,
+                t,
+                accepted(),
+                ("sent", 2, Some(t)),
+                (0, 0),
+            ),
+            // 5xx/429: backoff base·2^(n-1), jittered into [half, all].
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                transient(None, None),
+                ("retry", 1, Some(t)),
+                (500, 1000),
+            ),
+            (
+                &plain,
+                c,
+                t,
+                1,
+                t,
+                transient(None, None),
+                ("retry", 2, Some(t)),
+                (1000, 2000),
+            ),
+            // Retry-After wins when longer.
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                transient(None, Some(Duration::from_secs(7))),
+                ("retry", 1, Some(t)),
+                (7000, 7000),
+            ),
+            // Pair rate (131056): at least a second, this row only.
+            (
+                &fast,
+                c,
+                t,
+                0,
+                t,
+                transient(Some(PAIR_RATE_LIMIT), None),
+                ("retry", 1, Some(t)),
+                (1000, 1000),
+            ),
+            // The last attempt dead-letters.
+            (
+                &plain,
+                c,
+                t,
+                2,
+                t,
+                transient(None, None),
+                ("dead", 3, None),
+                (0, 0),
+            ),
+            // 24-hour rule: a text link refused with 131047 goes again at once
+            // as the invite template, or dies naming the setting.
+            (
+                &invite,
+                l,
+                x,
+                0,
+                x,
+                rejected(OUTSIDE_WINDOW),
+                ("retry", 1, Some(t)),
+                (0, 0),
+            ),
+            (
+                &plain,
+                l,
+                x,
+                0,
+                x,
+                rejected(OUTSIDE_WINDOW),
+                ("dead", 1, None),
+                (0, 0),
+            ),
+            // …but a confirmation (already a template) refused so just dies.
+            (
+                &invite,
+                c,
+                t,
+                0,
+                t,
+                rejected(OUTSIDE_WINDOW),
+                ("dead", 1, None),
+                (0, 0),
+            ),
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                rejected(131026),
+                ("dead", 1, None),
+                (0, 0),
+            ),
+        ];
+        for (i, (config, kind, variant, attempts, sent_as, outcome, want, (lo, hi))) in
+            table.into_iter().enumerate()
+        {
+            let d = decide(&due(kind, variant, attempts), sent_as, outcome, config, now);
+            let (what, n, v, delay) = shape(&d, now);
+            assert_eq!((what, n, v), want, "row {i}: {d:?}");
+            assert!(
+                (lo..=hi).contains(&delay),
+                "row {i}: delay {delay} not in {lo}..={hi}"
+            );
+        }
+        let dead = decide(&due(l, x, 0), x, rejected(OUTSIDE_WINDOW), &plain, now);
+        assert!(
+            matches!(dead, Decision::Dead { ref error, .. } if error.contains("WHATSAPP_INVITE_TEMPLATE"))
+        );
+        for code in CONFIG_FAULT_CODES {
+            let outcome = SendOutcome::ConfigFault {
+                code,
+                reason: "bad token".into(),
+            };
+            let d = decide(&due(c, t, 0), t, outcome, &plain, now);
+            assert!(matches!(d, Decision::Fault { code: got, .. } if got == code));
+        }
+        // Pure: the same inputs, the same answer (jitter comes from the row).
+        let once = decide(&due(c, t, 1), t, transient(None, None), &plain, now);
+        assert_eq!(
+            once,
+            decide(&due(c, t, 1), t, transient(None, None), &plain, now)
+        );
+    }
+
+    #[test]
+    fn pauses_start_at_fifteen_steps_and_double_up_to_the_bound() {
+        let base = Duration::from_millis(10);
+        let first = next_pause(None, base);
+        assert_eq!(first, Duration::from_millis(150));
+        assert_eq!(next_pause(Some(first), base), Duration::from_millis(300));
+        assert_eq!(
+            next_pause(Some(Duration::from_secs(2)), base),
+            Duration::from_millis(3000)
+        );
+    }
+
+    /// A transport that answers from a script (then accepts) and records
+    /// what it was asked to send.
+    struct Scripted {
+        script: Mutex<VecDeque<SendOutcome>>,
+        sent: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&self, message: &Message) -> SendOutcome {
+            let mut sent = self.sent.lock().unwrap();
+            sent.push(message.describe());
+            let n = sent.len();
+            self.script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(SendOutcome::Accepted {
+                    message_id: format!("wamid.{n}"),
+                })
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        sender: Sender,
+        sent: Arc<Mutex<Vec<String>>>,
+        db: Db,
+    }
+
+    const T0: i64 = 1_900_000_000_000;
+
+    /// One paid order (its confirmation queued, its link waiting) in a fresh
+    /// database, and a sender with no threads over a scripted transport.
+    fn rig(script: Vec<SendOutcome>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        crate::db::prepare_path(&path).unwrap();
+        let mut conn = crate::db::open_writer(&path).unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let body = r#"{"id":"evt_1","type":"payment_succeeded","created_at":"2026-11-26T10:00:00Z",
+            "data":{"order_id":"ORD-1","payment_id":"pay_1","user_id":"u","amount":49900,
+                    "currency":"INR","customer_phone":"+91 98765 43210"}}"#;
+        let event = crate::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
+        let ctx = crate::payments::Context {
+            now_ms: T0,
+            token_ttl_ms: 90 * 24 * 3600 * 1000,
+        };
+        crate::payments::record(&conn, "evt_1", &event, &ctx).unwrap();
+        let (writer, _) = crate::db::Writer::start(conn);
+        let db = Db {
+            writer,
+            reads: crate::db::ReadPool::new(&path),
+        };
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let transport = Scripted {
+            script: Mutex::new(script.into()),
+            sent: sent.clone(),
+        };
+        let sender = Sender::new(db.clone(), Arc::new(config(&[])), Box::new(transport));
+        Rig {
+            _dir: dir,
+            path,
+            sender,
+            sent,
+            db,
+        }
+    }
+
+    impl Rig {
+        /// Steps until nothing is due at `now`; the steps taken.
+        fn drain(&self, now: i64) -> Vec<Step> {
+            let mut steps = Vec::new();
+            loop {
+                let step = self.sender.deliver_next(now);
+                if step == Step::Empty || step == Step::Paused || steps.len() > 50 {
+                    return steps;
+                }
+                steps.push(step);
+            }
+        }
+
+        fn statuses(&self) -> Vec<(String, String)> {
+            let conn = crate::db::open_reader(&self.path).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT kind, status FROM outbox ORDER BY kind")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows
+        }
+    }
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_retry_waits_for_its_backoff_on_the_clock_then_each_message_goes_once() {
+        let rig = rig(vec![transient(None, None)]);
+        assert_eq!(rig.drain(T0), vec![Step::Retried]);
+        // The backoff (500–1000 ms) has not run out; the link waits.
+        assert_eq!(rig.drain(T0 + 499), vec![]);
+        assert_eq!(rig.drain(T0 + 1000), vec![Step::Sent, Step::Sent]);
+        // Past every backoff and lease: nothing more goes out, ever.
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 3);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "sent".into()),
+                ("link".into(), "sent".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dead_confirmation_cancels_its_link() {
+        let rig = rig(vec![rejected(131026)]);
+        assert_eq!(rig.drain(T0), vec![Step::Dead]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 1);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "dead".into()),
+                ("link".into(), "cancelled".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_configuration_fault_pauses_every_send_until_the_pause_ends() {
+        let rig = rig(vec![SendOutcome::ConfigFault {
+            code: 190,
+            reason: "token expired".into(),
+        }]);
+        assert_eq!(rig.sender.deliver_next(T0), Step::Paused);
+        assert!(rig.sender.is_paused());
+        // 15 steps of 1000 ms.
+        assert_eq!(rig.sender.deliver_next(T0 + 14_999), Step::Paused);
+        assert_eq!(rig.drain(T0 + 15_000), vec![Step::Sent, Step::Sent]);
+        assert!(!rig.sender.is_paused());
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_claim_whose_lease_ran_out_is_taken_over_and_its_late_outcome_is_ignored() {
+        let rig = rig(vec![]);
+        // A sender that crashed (or hangs) after claiming the confirmation.
+        let stale = rig
+            .db
+            .writer
+            .run_blocking(|c| outbox::claim(c, "gone:0", T0, T0 + 30_000, 10))
+            .unwrap();
+        assert_eq!(stale.len(), 1);
+        // Held until its lease runs out.
+        assert_eq!(rig.drain(T0 + 29_999), vec![]);
+        assert_eq!(rig.drain(T0 + 30_000), vec![Step::Sent, Step::Sent]);
+        // The old claimant comes back with an outcome: nothing changes.
+        let id = stale[0].id.clone();
+        rig.db
+            .writer
+            .run_blocking(move |c| {
+                outbox::mark_retry(c, &id, "gone:0", 1, Variant::Template, T0, "late", T0)
+            })
+            .unwrap();
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 2);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "sent".into()),
+                ("link".into(), "sent".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn stopping_gives_claimed_rows_back_at_once() {
+        let rig = rig(vec![]);
+        // Claim and keep: the sender holds the row in hand, unsent.
+        let claimed = rig.sender.claim(T0).unwrap();
+        rig.sender
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .claimed
+            .push_back(claimed);
+        rig.sender.stop(Duration::from_secs(1));
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "queued".into()),
+                ("link".into(), "waiting".into())
+            ]
+        );
+    }
+
     #[test]
     fn backoff_doubles_within_jitter_bounds() {
         let base = Duration::from_millis(100);
