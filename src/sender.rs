@@ -180,7 +180,7 @@ fn jitter(id: &str, attempts: u32) -> f64 {
 
 struct State {
     /// Rows this sender has claimed in storage and not yet sent.
-    claimed: VecDeque<(String, Due)>,
+    claimed: VecDeque<Held>,
     stopping: bool,
     /// Bumped by `wake`; lets a worker that found nothing notice that work
     /// arrived while it was looking.
@@ -193,6 +193,18 @@ struct State {
     /// When the next row falls due, as last seen by a claim that found none.
     next_due: Option<i64>,
 }
+
+/// A claimed row in hand: the claim that holds it and until when.
+struct Held {
+    claim: String,
+    lease_until: i64,
+    row: Due,
+}
+
+/// A row is sent only while its lease has room for the whole send (the HTTP
+/// timeout) plus this: a row held too long is given back, never sent on a
+/// lease another sender may take over mid-call.
+const SEND_MARGIN: Duration = Duration::from_secs(2);
 
 struct Shared {
     state: Mutex<State>,
@@ -353,15 +365,27 @@ impl Sender {
         }
         // Counted from before the claim, so `stop` waits for it.
         state.in_flight += 1;
-        let job = match state.claimed.pop_front() {
-            Some(job) => Some(job),
-            None => {
-                drop(state);
-                self.claim(now)
+        let room = (shared.config.timeout + SEND_MARGIN).as_millis() as i64;
+        let job = loop {
+            match state.claimed.pop_front() {
+                Some(held) if held.lease_until - room > now => {
+                    // Never send with the lock held: recording takes it.
+                    drop(state);
+                    break Some(held);
+                }
+                Some(held) => {
+                    drop(state);
+                    self.give_back(vec![held]);
+                    state = shared.state.lock().expect("sender lock");
+                }
+                None => {
+                    drop(state);
+                    break self.claim(now);
+                }
             }
         };
         let step = match job {
-            Some((claim, job)) => self.send_one(&claim, &job, now),
+            Some(held) => self.send_one(&held.claim, &held.row, now),
             None => Step::Empty,
         };
         shared.state.lock().expect("sender lock").in_flight -= 1;
@@ -369,10 +393,29 @@ impl Sender {
         step
     }
 
-    /// Claims a batch (one per worker, so no claimed row waits behind more
-    /// than one send of each worker); keeps all but the first for the next
-    /// steps.
-    fn claim(&self, now: i64) -> Option<(String, Due)> {
+    /// Gives claimed rows back unsent: due again at once.
+    fn give_back(&self, held: Vec<Held>) {
+        let mut by_claim: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for h in held {
+            by_claim.entry(h.claim).or_default().push(h.row.id);
+        }
+        for (claim, ids) in by_claim {
+            if let Err(e) = self
+                .shared
+                .db
+                .writer
+                .run_blocking(move |c| outbox::release(c, &claim, &ids))
+            {
+                log::warn!("sender: claimed messages not given back ({e}); they are due again when their lease ends");
+            }
+        }
+    }
+
+    /// Claims a batch (a few per worker: one write per batch, not per
+    /// message; at most two seconds of sends under the rate cap, so the
+    /// batch clears the pacer well inside its lease); keeps all but the
+    /// first for the next steps.
+    fn claim(&self, now: i64) -> Option<Held> {
         let shared = &*self.shared;
         let claim = format!(
             "{}:{}",
@@ -380,7 +423,9 @@ impl Sender {
             shared.claims.fetch_add(1, Ordering::Relaxed)
         );
         let lease = (shared.config.timeout * 2 + LEASE_SLACK).as_millis() as i64;
-        let limit = shared.config.send_workers.max(1);
+        let limit = (shared.config.send_workers * 4)
+            .min(shared.config.max_mps as usize * 2)
+            .clamp(1, 256);
         let result = {
             let claim = claim.clone();
             shared.db.writer.run_blocking(move |c| {
@@ -402,7 +447,11 @@ impl Sender {
         };
         let mut state = shared.state.lock().expect("sender lock");
         state.next_due = next;
-        let mut rows = rows.into_iter().map(|r| (claim.clone(), r));
+        let mut rows = rows.into_iter().map(|row| Held {
+            claim: claim.clone(),
+            lease_until: now + lease,
+            row,
+        });
         let first = rows.next();
         let more = rows.len() > 0;
         state.claimed.extend(rows);
@@ -603,7 +652,8 @@ impl Sender {
             if state.stopping {
                 return;
             }
-            if !state.claimed.is_empty() || state.generation != generation {
+            if (step == Step::Empty && !state.claimed.is_empty()) || state.generation != generation
+            {
                 continue;
             }
             let until = match step {
@@ -646,13 +696,12 @@ impl Sender {
                 .expect("sender lock")
                 .0;
         }
-        let unsent: Vec<(String, Due)> = state.claimed.drain(..).collect();
+        let mut unsent: Vec<Held> = state.claimed.drain(..).collect();
         drop(state);
         for handle in self.handles.lock().expect("handles lock").drain(..) {
             let _ = handle.join();
         }
         // Workers may have claimed more while stopping; they are joined now.
-        let mut unsent = unsent;
         unsent.extend(
             self.shared
                 .state
@@ -661,20 +710,7 @@ impl Sender {
                 .claimed
                 .drain(..),
         );
-        let mut by_claim: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for (claim, row) in unsent {
-            by_claim.entry(claim).or_default().push(row.id);
-        }
-        for (claim, ids) in by_claim {
-            if let Err(e) = self
-                .shared
-                .db
-                .writer
-                .run_blocking(move |c| outbox::release(c, &claim, &ids))
-            {
-                log::warn!("sender: claimed messages not given back ({e}); they are due again when their lease ends");
-            }
-        }
+        self.give_back(unsent);
         0
     }
 }
@@ -1056,20 +1092,29 @@ mod tests {
     /// One paid order (its confirmation queued, its link waiting) in a fresh
     /// database, and a sender with no threads over a scripted transport.
     fn rig(script: Vec<SendOutcome>) -> Rig {
+        rig_of(script, 1)
+    }
+
+    /// `orders` paid orders, ORD-1…
+    fn rig_of(script: Vec<SendOutcome>, orders: usize) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         crate::db::prepare_path(&path).unwrap();
         let mut conn = crate::db::open_writer(&path).unwrap();
         crate::db::migrate(&mut conn).unwrap();
-        let body = r#"{"id":"evt_1","type":"payment_succeeded","created_at":"2026-11-26T10:00:00Z",
-            "data":{"order_id":"ORD-1","payment_id":"pay_1","user_id":"u","amount":49900,
-                    "currency":"INR","customer_phone":"+91 98765 43210"}}"#;
-        let event = crate::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
         let ctx = crate::payments::Context {
             now_ms: T0,
             token_ttl_ms: 90 * 24 * 3600 * 1000,
         };
-        crate::payments::record(&conn, "evt_1", &event, &ctx).unwrap();
+        for i in 1..=orders {
+            let body = format!(
+                r#"{{"id":"evt_{i}","type":"payment_succeeded","created_at":"2026-11-26T10:00:00Z",
+                "data":{{"order_id":"ORD-{i}","payment_id":"pay_{i}","user_id":"u","amount":49900,
+                        "currency":"INR","customer_phone":"+91 98765 43210"}}}}"#
+            );
+            let event = crate::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
+            crate::payments::record(&conn, &format!("evt_{i}"), &event, &ctx).unwrap();
+        }
         let (writer, _) = crate::db::Writer::start(conn);
         let db = Db {
             writer,
@@ -1136,6 +1181,35 @@ mod tests {
                 ("link".into(), "sent".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_claimed_at_once_is_sent_from_hand_one_step_each() {
+        let rig = rig_of(vec![], 5);
+        // One claim takes the five confirmations; the steps send them from
+        // hand, then the five links they released.
+        assert_eq!(rig.drain(T0), vec![Step::Sent; 10]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_row_in_hand_whose_lease_has_no_room_for_a_send_is_given_back_not_sent() {
+        let rig = rig_of(vec![], 2);
+        let held = rig.sender.claim(T0).unwrap();
+        let lease = held.lease_until;
+        rig.sender
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .claimed
+            .push_back(held);
+        // Its lease ends within the HTTP timeout: handed back and claimed
+        // afresh (one send each, no send on the old claim).
+        let late = lease - 1000;
+        assert_eq!(rig.drain(late), vec![Step::Sent; 4]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 4);
     }
 
     #[test]
