@@ -472,34 +472,40 @@ impl Sender {
                     error: format!("cannot build the message: {why}"),
                     attempts: job.attempts + 1,
                 };
-                return self.record(claim, job, decision, now);
+                return self.record(claim, job, decision, now, now);
             }
         };
+        let started = Instant::now();
         shared.pacer.wait_turn();
         let outcome = shared.transport.send(&message);
+        // Backoffs, Retry-After and pauses count from the answer, not from
+        // the step's start: the call itself may have taken seconds.
+        let answered = now + started.elapsed().as_millis() as i64;
         let sent_variant = if message.is_template() && job.kind == Kind::Link {
             Variant::Template
         } else {
             job.variant
         };
-        let decision = decide(job, sent_variant, outcome, config, now);
-        self.record(claim, job, decision, now)
+        let decision = decide(job, sent_variant, outcome, config, answered);
+        self.record(claim, job, decision, now, answered)
     }
 
     /// Logs and writes a decision; the one place each outcome passes.
-    fn record(&self, claim: &str, job: &Due, decision: Decision, now: i64) -> Step {
+    /// `answered` is when Meta answered (pauses count from it); `now` the
+    /// step's time, stamped on the row.
+    fn record(&self, claim: &str, job: &Due, decision: Decision, now: i64, answered: i64) -> Step {
         let what = format!(
             "{} for order {} to {}",
             job.kind, job.order_id, job.recipient
         );
         let (decision, step) = match decision {
             Decision::Fault { code, reason } => {
-                let pause = self.pause_for_fault(code, &reason, now);
+                let pause = self.pause_for_fault(code, &reason, answered);
                 // Not the message's fault: the attempt is not counted.
                 let retry = Decision::Retry {
                     attempts: job.attempts,
                     variant: job.variant,
-                    at: now + pause.as_millis() as i64,
+                    at: answered + pause.as_millis() as i64,
                     error: reason,
                 };
                 (retry, Step::Paused)
@@ -524,7 +530,7 @@ impl Sender {
                 } else {
                     log::info!(
                         "retrying {what} in {} ms (attempt {attempts}): {error}",
-                        at - now
+                        at - answered
                     );
                 }
                 (decision, Step::Retried)
@@ -1170,7 +1176,8 @@ mod tests {
         assert_eq!(rig.drain(T0), vec![Step::Retried]);
         // The backoff (500–1000 ms) has not run out; the link waits.
         assert_eq!(rig.drain(T0 + 499), vec![]);
-        assert_eq!(rig.drain(T0 + 1000), vec![Step::Sent, Step::Sent]);
+        // (Plus the few real milliseconds the step took.)
+        assert_eq!(rig.drain(T0 + 1100), vec![Step::Sent, Step::Sent]);
         // Past every backoff and lease: nothing more goes out, ever.
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
@@ -1237,7 +1244,7 @@ mod tests {
         assert!(rig.sender.is_paused());
         // 15 steps of 1000 ms.
         assert_eq!(rig.sender.deliver_next(T0 + 14_999), Step::Paused);
-        assert_eq!(rig.drain(T0 + 15_000), vec![Step::Sent, Step::Sent]);
+        assert_eq!(rig.drain(T0 + 15_100), vec![Step::Sent, Step::Sent]);
         assert!(!rig.sender.is_paused());
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
