@@ -355,6 +355,9 @@ impl Sender {
     /// One step at time `now` (clock milliseconds): claims due rows if this
     /// sender holds none, sends one, records its outcome.
     pub fn deliver_next(&self, now: i64) -> Step {
+        // Time spent inside the step (a claim waiting on a commit, the rate
+        // cap, the HTTP call) moves the clock on for what follows the answer.
+        let entered = Instant::now();
         let shared = &*self.shared;
         let mut state = shared.state.lock().expect("sender lock");
         if state.stopping {
@@ -385,7 +388,7 @@ impl Sender {
             }
         };
         let step = match job {
-            Some(held) => self.send_one(&held.claim, &held.row, now),
+            Some(held) => self.send_one(&held.claim, &held.row, now, entered),
             None => Step::Empty,
         };
         shared.state.lock().expect("sender lock").in_flight -= 1;
@@ -462,7 +465,7 @@ impl Sender {
         first
     }
 
-    fn send_one(&self, claim: &str, job: &Due, now: i64) -> Step {
+    fn send_one(&self, claim: &str, job: &Due, now: i64, entered: Instant) -> Step {
         let shared = &*self.shared;
         let config = &shared.config;
         let message = match render(config, job) {
@@ -475,12 +478,11 @@ impl Sender {
                 return self.record(claim, job, decision, now, now);
             }
         };
-        let started = Instant::now();
         shared.pacer.wait_turn();
         let outcome = shared.transport.send(&message);
         // Backoffs, Retry-After and pauses count from the answer, not from
         // the step's start: the call itself may have taken seconds.
-        let answered = now + started.elapsed().as_millis() as i64;
+        let answered = now + entered.elapsed().as_millis() as i64;
         let sent_variant = if message.is_template() && job.kind == Kind::Link {
             Variant::Template
         } else {
