@@ -48,12 +48,7 @@ pub fn next_pause(previous: Option<Duration>, base: Duration) -> Duration {
     previous.map_or(first, |p| (p * 2).min(max).max(first))
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// What one call of [`Sender::deliver_next`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,19 +541,11 @@ impl Sender {
             }
         };
         self.write(claim, job, &decision, now);
-        if step == Step::Sent && job.kind == Kind::Confirmation {
-            // The link message has just become due.
-            self.wake_all();
-        }
+        // A sent confirmation has made its link due; this worker's next step
+        // claims it. Waking the idle ones too would set each of them
+        // claiming (a write) for one row: the profile's largest cost per
+        // message at 0 ms latency.
         step
-    }
-
-    fn wake_all(&self) {
-        let mut state = self.shared.state.lock().expect("sender lock");
-        state.generation += 1;
-        state.next_due = None;
-        drop(state);
-        self.shared.changed.notify_all();
     }
 
     /// Writes the outcome durably; keeps trying while the database refuses
@@ -781,26 +768,7 @@ fn backoff_with(base: Duration, attempts: u32, factor: f64) -> Duration {
     full.mul_f64(factor)
 }
 
-/// Sandbox mode: nothing leaves the machine; each message is logged (phone
-/// and token masked) and recorded as sent with a `sandbox-` id.
-pub struct Sandbox;
-
-impl Transport for Sandbox {
-    fn send(&self, message: &Message) -> SendOutcome {
-        let id = format!("sandbox-{}", uuid::Uuid::new_v4().simple());
-        let text = mask_tokens_in(&message.describe());
-        log::info!(
-            "sandbox: {} to {} recorded as sent ({id}): {text}",
-            if message.is_template() {
-                "template"
-            } else {
-                "text"
-            },
-            message.recipient()
-        );
-        SendOutcome::Accepted { message_id: id }
-    }
-}
+pub use crate::whatsapp::Sandbox;
 
 /// Masks every invite token inside a text, in any case.
 pub fn mask_tokens_in(text: &str) -> String {
