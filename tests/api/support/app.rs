@@ -414,7 +414,20 @@ impl TestApp {
     /// every request this database will cause has arrived. Unlike a quiet
     /// period, a late duplicate cannot slip past it.
     pub fn assert_sends_settled(&self, graph: &FakeGraph, expected: usize) {
-        let deadline = Instant::now() + super::PATIENCE;
+        self.wait_sends_settled(graph, Some(expected), super::PATIENCE);
+        assert_eq!(graph.requests().len(), expected, "fake graph request count");
+    }
+
+    /// Waits until no outbox row can still be sent (see
+    /// `assert_sends_settled`) and returns how many requests the fake got.
+    pub fn wait_sends_settled(
+        &self,
+        graph: &FakeGraph,
+        most: Option<usize>,
+        timeout: Duration,
+    ) -> usize {
+        let expected = most.unwrap_or(usize::MAX);
+        let deadline = Instant::now() + timeout;
         loop {
             let open: Vec<(String, String, String)> = {
                 let conn = self.db();
@@ -441,12 +454,13 @@ impl TestApp {
             }
             assert!(
                 Instant::now() < deadline,
-                "messages still to send after {:?}: {open:?}",
-                super::PATIENCE
+                "messages still to send after {timeout:?}: {} rows, e.g. {:?}",
+                open.len(),
+                open.first()
             );
             thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(graph.requests().len(), expected, "fake graph request count");
+        graph.requests().len()
     }
 
     pub fn wait_for_outbox_status(
