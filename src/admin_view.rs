@@ -584,13 +584,14 @@ pub struct QueueDepth {
 pub fn queue_depth(c: &Connection) -> Result<QueueDepth, DbError> {
     let mut depth = QueueDepth::default();
     let mut stmt = c.prepare_cached(
-        "SELECT status, COUNT(*) FROM outbox WHERE status IN ('queued', 'waiting', 'dead') GROUP BY status",
+        "SELECT status, COUNT(*) FROM outbox WHERE status IN ('queued', 'sending', 'waiting', 'dead') GROUP BY status",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (status, n) = row?;
         match status.as_str() {
-            outbox::QUEUED => depth.queued = n,
+            // A claimed row is still on its way out.
+            outbox::QUEUED | outbox::SENDING => depth.queued += n,
             outbox::WAITING => depth.waiting = n,
             _ => depth.dead = n,
         }

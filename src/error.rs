@@ -77,8 +77,13 @@ impl AppError {
 }
 
 impl From<crate::db::DbError> for AppError {
+    /// A busy or closed database is worth retrying (503); a job that
+    /// panicked is a bug, and retrying it would panic again (500).
     fn from(e: crate::db::DbError) -> Self {
-        AppError::Unavailable(e.to_string())
+        match e {
+            crate::db::DbError::Panicked => AppError::Internal(e.to_string()),
+            e => AppError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -109,5 +114,23 @@ impl<'r> Responder<'r, 'static> for AppError {
             ),
         }
         Ok(json_error(status, self.code(), &self.public_message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::DbError;
+
+    #[test]
+    fn a_panicked_database_job_is_a_500_and_a_closed_database_a_503() {
+        assert_eq!(
+            AppError::from(DbError::Panicked).status(),
+            Status::InternalServerError
+        );
+        assert_eq!(
+            AppError::from(DbError::Closed).status(),
+            Status::ServiceUnavailable
+        );
     }
 }

@@ -25,7 +25,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 /// Outbox states a scrape reports. `sent` and `cancelled` only grow with
 /// history; counting them would scan the table, and the messages counter
 /// already tells how many were sent.
-const DEPTH_STATES: [&str; 3] = ["waiting", "queued", "dead"];
+/// `sending`: claimed by a sender and in flight (its lease not run out).
+const DEPTH_STATES: [&str; 4] = ["waiting", "queued", "sending", "dead"];
 
 pub struct Metrics {
     registry: Registry,
@@ -217,7 +218,7 @@ impl Metrics {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.paused.set(i64::from(paused));
         let mut stmt = conn.prepare_cached(
-            "SELECT status, COUNT(*) FROM outbox WHERE status IN (?1, ?2, ?3) GROUP BY status",
+            "SELECT status, COUNT(*) FROM outbox WHERE status IN (?1, ?2, ?3, ?4) GROUP BY status",
         )?;
         let rows = stmt.query_map(DEPTH_STATES, |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))

@@ -67,6 +67,8 @@ text_enum! {
         /// The link message, held until its confirmation is accepted.
         Waiting = "waiting",
         Queued = "queued",
+        /// Claimed by a sender until `lease_until`; due again after it.
+        Sending = "sending",
         Sent = "sent",
         Dead = "dead",
         /// A link message whose confirmation died.
@@ -114,6 +116,7 @@ pub const LINK: &str = Kind::Link.as_str();
 pub const ELDER_REPLY: &str = Kind::ElderReply.as_str();
 pub const WAITING: &str = Status::Waiting.as_str();
 pub const QUEUED: &str = Status::Queued.as_str();
+pub const SENDING: &str = Status::Sending.as_str();
 pub const SENT: &str = Status::Sent.as_str();
 pub const DEAD: &str = Status::Dead.as_str();
 pub const CANCELLED: &str = Status::Cancelled.as_str();
@@ -181,13 +184,7 @@ pub struct Due {
     pub token: Option<String>,
 }
 
-/// Row ids are time-ordered (UUID v7): new rows append to the end of each
-/// primary-key index instead of landing on a random page, so a batch of
-/// webhooks dirties (and writes to the WAL) a few pages rather than one per
-/// row. Invite tokens stay random v4: they are secrets, ids are not.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
-}
+pub use crate::ids::new_id;
 
 /// Inserts a message row; `false` when the (order, kind, slot) already has
 /// one, which is how a second copy is made impossible.
@@ -223,52 +220,116 @@ pub fn enqueue(
     Ok(n == 1)
 }
 
-/// Queued messages whose time has come, oldest first.
-pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Due>, DbError> {
+/// Claims up to `limit` due rows for `claim` with one write: queued rows
+/// whose time has come, and claimed rows whose lease ran out (their sender
+/// died). Oldest first. Run in the writer's transaction, so two claims can
+/// never take the same row; PostgreSQL adds `FOR UPDATE SKIP LOCKED` to the
+/// inner SELECT.
+pub fn claim(
+    conn: &Connection,
+    claim: &str,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+) -> Result<Vec<Due>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT m.id, m.order_id, m.kind, m.recipient, m.variant, m.attempts,
-                o.total_amount, o.currency, o.note,
-                (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = m.order_id
-                  ORDER BY t.created_at LIMIT 1),
-                m.recipient_user_id
-         FROM outbox m JOIN orders o ON o.id = m.order_id
-         WHERE m.status = ?3 AND m.next_attempt_at <= ?1
-         ORDER BY m.next_attempt_at, m.created_at
-         LIMIT ?2",
+        "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+         WHERE id IN (SELECT id FROM outbox
+                      WHERE (status = ?6 AND next_attempt_at <= ?2)
+                         OR (status = ?5 AND lease_until <= ?2)
+                      ORDER BY next_attempt_at, created_at
+                      LIMIT ?4)
+         RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id",
     )?;
-    let rows = stmt
-        .query_map(params![now, limit as i64, Status::Queued], |r| {
-            Ok(Due {
-                id: r.get(0)?,
-                order_id: r.get(1)?,
-                kind: r.get(2)?,
-                recipient: Recipient::from_columns(r.get(3)?, r.get(10)?)?,
-                variant: r.get(4)?,
-                attempts: r.get(5)?,
-                total_amount: r.get(6)?,
-                currency: r.get(7)?,
-                note: r.get(8)?,
-                token: r.get(9)?,
-            })
-        })?
+    let claimed = stmt
+        .query_map(
+            params![
+                claim,
+                now,
+                lease_until,
+                limit as i64,
+                Status::Sending,
+                Status::Queued
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Kind>(2)?,
+                    Recipient::from_columns(r.get(3)?, r.get(6)?)?,
+                    r.get::<_, Variant>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            },
+        )?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut order = conn.prepare_cached(
+        "SELECT o.total_amount, o.currency, o.note,
+                (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = o.id
+                  ORDER BY t.created_at LIMIT 1)
+         FROM orders o WHERE o.id = ?1",
+    )?;
+    let mut rows = Vec::with_capacity(claimed.len());
+    for (id, order_id, kind, recipient, variant, attempts) in claimed {
+        let (total_amount, currency, note, token) = order.query_row([&order_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.push(Due {
+            id,
+            order_id,
+            kind,
+            recipient,
+            variant,
+            attempts,
+            total_amount,
+            currency,
+            note,
+            token,
+        });
+    }
+    // RETURNING keeps no order: within a batch the sends may go in any
+    // order, which nothing depends on (a link waits for its confirmation
+    // in the 'waiting' status, not behind it in a batch).
     Ok(rows)
 }
 
-/// When the next queued message falls due, if any is queued.
+/// Gives claimed rows back unsent (a sender stopping with rows in hand), so
+/// they are due at once rather than after the lease.
+pub fn release(conn: &Connection, claim: &str, ids: &[String]) -> Result<(), DbError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE outbox SET status = ?3, claimed_by = NULL, lease_until = NULL
+         WHERE id = ?1 AND status = ?4 AND claimed_by = ?2",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, claim, Status::Queued, Status::Sending])?;
+    }
+    Ok(())
+}
+
+/// When the next row falls due (a queued row's time, or a claim's lease
+/// running out), if any can.
 pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, DbError> {
     let at = conn
-        .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE status = ?1")?
-        .query_row([Status::Queued], |r| r.get::<_, Option<i64>>(0))?;
+        .prepare_cached(
+            "SELECT MIN(at) FROM (
+                SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = ?1
+                UNION ALL
+                SELECT MIN(lease_until) AS at FROM outbox WHERE status = ?2)",
+        )?
+        .query_row([Status::Queued, Status::Sending], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?;
     Ok(at)
 }
 
 /// Meta accepted the message. A confirmation releases its link message and
-/// stamps the order. Guarded by the queued status so an outcome can never
-/// be recorded twice.
+/// stamps the order. Guarded by the claim: an outcome is recorded once, and
+/// never by a sender whose lease was taken over.
+#[allow(clippy::too_many_arguments)]
 pub fn mark_sent(
     conn: &Connection,
     id: &str,
+    claim: &str,
     message_id: &str,
     variant: Variant,
     attempts: u32,
@@ -277,8 +338,9 @@ pub fn mark_sent(
     let n = conn
         .prepare_cached(
             "UPDATE outbox SET status = ?6, graph_message_id = ?2, variant = ?3, attempts = ?4,
-                    sent_at = ?5, updated_at = ?5, last_error = NULL
-             WHERE id = ?1 AND status = ?7",
+                    sent_at = ?5, updated_at = ?5, last_error = NULL,
+                    claimed_by = NULL, lease_until = NULL
+             WHERE id = ?1 AND status = ?7 AND claimed_by = ?8",
         )?
         .execute(params![
             id,
@@ -287,7 +349,8 @@ pub fn mark_sent(
             attempts,
             now,
             Status::Sent,
-            Status::Queued
+            Status::Sending,
+            claim
         ])?;
     if n == 0 {
         return Ok(());
@@ -317,10 +380,13 @@ pub fn mark_sent(
     Ok(())
 }
 
-/// A transient failure: try again at `next_at`.
+/// A transient failure: queued again for `next_at`, if the claim still
+/// holds the row.
+#[allow(clippy::too_many_arguments)]
 pub fn mark_retry(
     conn: &Connection,
     id: &str,
+    claim: &str,
     attempts: u32,
     variant: Variant,
     next_at: i64,
@@ -328,9 +394,9 @@ pub fn mark_retry(
     now: i64,
 ) -> Result<(), DbError> {
     conn.prepare_cached(
-        "UPDATE outbox SET attempts = ?2, variant = ?3, next_attempt_at = ?4, last_error = ?5,
-                updated_at = ?6
-         WHERE id = ?1 AND status = ?7",
+        "UPDATE outbox SET status = ?8, attempts = ?2, variant = ?3, next_attempt_at = ?4,
+                last_error = ?5, updated_at = ?6, claimed_by = NULL, lease_until = NULL
+         WHERE id = ?1 AND status = ?7 AND claimed_by = ?9",
     )?
     .execute(params![
         id,
@@ -339,7 +405,9 @@ pub fn mark_retry(
         next_at,
         truncate(error),
         now,
-        Status::Queued
+        Status::Sending,
+        Status::Queued,
+        claim
     ])?;
     Ok(())
 }
@@ -349,14 +417,16 @@ pub fn mark_retry(
 pub fn mark_dead(
     conn: &Connection,
     id: &str,
+    claim: &str,
     attempts: u32,
     error: &str,
     now: i64,
 ) -> Result<(), DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?5, attempts = ?2, last_error = ?3, updated_at = ?4
-             WHERE id = ?1 AND status = ?6",
+            "UPDATE outbox SET status = ?5, attempts = ?2, last_error = ?3, updated_at = ?4,
+                    claimed_by = NULL, lease_until = NULL
+             WHERE id = ?1 AND status = ?6 AND claimed_by = ?7",
         )?
         .execute(params![
             id,
@@ -364,7 +434,8 @@ pub fn mark_dead(
             truncate(error),
             now,
             Status::Dead,
-            Status::Queued
+            Status::Sending,
+            claim
         ])?;
     if n == 0 {
         return Ok(());
@@ -399,12 +470,17 @@ fn truncate(error: &str) -> String {
 pub fn depth(conn: &Connection) -> Result<(i64, i64), DbError> {
     let (queued, dead) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN status IN (?1, ?2) THEN 1 ELSE 0 END), 0),
+            "SELECT COALESCE(SUM(CASE WHEN status IN (?1, ?2, ?4) THEN 1 ELSE 0 END), 0),
                     COALESCE(SUM(CASE WHEN status = ?3 THEN 1 ELSE 0 END), 0)
              FROM outbox",
         )?
         .query_row(
-            params![Status::Queued, Status::Waiting, Status::Dead],
+            params![
+                Status::Queued,
+                Status::Waiting,
+                Status::Dead,
+                Status::Sending
+            ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
     Ok((queued, dead))

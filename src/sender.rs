@@ -1,13 +1,14 @@
-//! The sender: `SEND_WORKERS` blocking threads that take due messages from
-//! the outbox, send them, and record each outcome durably.
+//! The sender: `SEND_WORKERS` threads, each a loop around one step,
+//! [`Sender::deliver_next`], that claims due rows in storage, sends one
+//! message and records its outcome.
 //!
-//! Claiming happens in memory: one process owns the database (the serve
-//! command holds an exclusive lock file), and a message id stays in the
-//! `claimed` set from the moment a worker takes it until a refill that
-//! started after its outcome was committed has run (an earlier refill may
-//! read a snapshot from before that commit, still showing the row queued),
-//! so two workers can never send the same row. No transaction
-//! is ever open across an HTTP call.
+//! The claim is a row's own state (`sending`, `claimed_by`, `lease_until`),
+//! taken with one write in the writer's transaction, so no two senders (in
+//! this process or, on a shared store, in another) can hold the same row.
+//! No transaction is open across an HTTP call. An outcome is written only
+//! while the claim still holds the row; a row whose lease ran out (its
+//! sender crashed) is simply due again, so start-up needs no recovery pass.
+//! What each outcome means for the row is the pure [`decide`].
 
 use crate::config::Config;
 use crate::db::Db;
@@ -16,7 +17,8 @@ use crate::links;
 use crate::outbox::{self, Due, Kind, Variant};
 use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
 use rand::Rng;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,8 +26,11 @@ use std::time::{Duration, Instant};
 /// Longest a worker sleeps before looking at the queue again, so a row made
 /// due by the clock (a backoff running out) is never waited on for long.
 const MAX_IDLE: Duration = Duration::from_millis(500);
-const REFILL: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Slack on a lease beyond the HTTP timeout: time spent waiting for the
+/// rate cap's turn and recording the outcome.
+const LEASE_SLACK: Duration = Duration::from_secs(5);
+
 /// A configuration fault pauses sending for 15 retry steps at first, then
 /// twice as long each time it persists, up to 300 steps or five minutes.
 /// (Steps of `WHATSAPP_RETRY_BASE_MS`: 15 s at the default, milliseconds in
@@ -36,32 +41,165 @@ fn pause_bounds(base: Duration) -> (Duration, Duration) {
     (first, base.saturating_mul(300).min(ceiling).max(first))
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The pause after a configuration fault: the first one, or the previous
+/// one doubled up to the bound.
+pub fn next_pause(previous: Option<Duration>, base: Duration) -> Duration {
+    let (first, max) = pause_bounds(base);
+    previous.map_or(first, |p| (p * 2).min(max).max(first))
+}
+
+pub use crate::clock::now_ms;
+
+/// What one call of [`Sender::deliver_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Sent,
+    Retried,
+    Dead,
+    /// A configuration fault holds all sending until the pause ends.
+    Paused,
+    /// Nothing is due now.
+    Empty,
+}
+
+/// What to write for a row after an attempt: the whole retry, 24-hour,
+/// pair-rate and dead-letter policy, as a pure function of the row, what
+/// Meta said, the configuration and the time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Sent {
+        message_id: String,
+        variant: Variant,
+        attempts: u32,
+    },
+    Retry {
+        attempts: u32,
+        variant: Variant,
+        at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+        attempts: u32,
+    },
+    /// Our configuration is at fault, not the message: sending pauses and
+    /// the row is retried after the pause, its attempt not counted.
+    Fault {
+        code: i64,
+        reason: String,
+    },
+}
+
+/// The rules. `sent_variant` is how the message went out (a link may have
+/// gone as the invite template). Jitter comes from the row id, so the same
+/// inputs always give the same answer and rows retrying together still
+/// spread out.
+pub fn decide(
+    due: &Due,
+    sent_variant: Variant,
+    outcome: SendOutcome,
+    config: &Config,
+    now: i64,
+) -> Decision {
+    let attempts = due.attempts + 1;
+    match outcome {
+        SendOutcome::Accepted { message_id } => Decision::Sent {
+            message_id,
+            variant: sent_variant,
+            attempts,
+        },
+        SendOutcome::Rejected {
+            code: Some(OUTSIDE_WINDOW),
+            reason,
+        } if due.kind == Kind::Link && due.variant == Variant::Text => {
+            if config.invite_template.is_some() {
+                Decision::Retry {
+                    attempts,
+                    variant: Variant::Template,
+                    at: now,
+                    error: reason,
+                }
+            } else {
+                Decision::Dead {
+                    error: format!(
+                        "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
+                    ),
+                    attempts,
+                }
+            }
+        }
+        SendOutcome::Rejected { reason, .. } => Decision::Dead {
+            error: reason,
+            attempts,
+        },
+        SendOutcome::Transient {
+            reason,
+            retry_after,
+            code,
+        } => {
+            if attempts >= config.max_attempts {
+                return Decision::Dead {
+                    error: format!("{reason} (gave up after {attempts} attempts)"),
+                    attempts,
+                };
+            }
+            let mut delay = backoff_with(config.retry_base, attempts, jitter(&due.id, attempts));
+            if code == Some(PAIR_RATE_LIMIT) {
+                // Only this recipient is throttled; the row's own delay
+                // keeps everyone else's messages flowing.
+                delay = delay.max(Duration::from_secs(1));
+            }
+            if let Some(after) = retry_after {
+                delay = delay.max(after);
+            }
+            Decision::Retry {
+                attempts,
+                variant: due.variant,
+                at: now + delay.as_millis() as i64,
+                error: reason,
+            }
+        }
+        SendOutcome::ConfigFault { code, reason } => Decision::Fault { code, reason },
+    }
+}
+
+/// A factor in [0.5, 1] from the row and attempt (FNV-1a).
+fn jitter(id: &str, attempts: u32) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes().chain(attempts.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    0.5 + 0.5 * ((h >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 struct State {
-    ready: VecDeque<Due>,
-    /// Ids that are in `ready`, being sent, or done but possibly still
-    /// queued in the snapshot of a refill that is running.
-    claimed: HashSet<String>,
-    /// Done ids, each with the number of refills started when it finished.
-    done: Vec<(String, u64)>,
-    refills_started: u64,
-    refilling: bool,
+    /// Rows this sender has claimed in storage and not yet sent.
+    claimed: VecDeque<Held>,
     stopping: bool,
     /// Bumped by `wake`; lets a worker that found nothing notice that work
     /// arrived while it was looking.
     generation: u64,
-    /// Set while a configuration fault (bad token, missing template) holds
-    /// all sending.
-    paused_until: Option<Instant>,
-    pause_len: Duration,
+    /// Set (in clock milliseconds) while a configuration fault holds all
+    /// sending.
+    paused_until: Option<i64>,
+    pause_len: Option<Duration>,
     in_flight: usize,
+    /// When the next row falls due, as last seen by a claim that found none.
+    next_due: Option<i64>,
 }
+
+/// A claimed row in hand: the claim that holds it and until when.
+struct Held {
+    claim: String,
+    lease_until: i64,
+    row: Due,
+}
+
+/// A row is sent only while its lease has room for the whole send (the HTTP
+/// timeout) plus this: a row held too long is given back, never sent on a
+/// lease another sender may take over mid-call.
+const SEND_MARGIN: Duration = Duration::from_secs(2);
 
 struct Shared {
     state: Mutex<State>,
@@ -70,6 +208,11 @@ struct Shared {
     config: Arc<Config>,
     transport: Box<dyn Transport>,
     pacer: Pacer,
+    /// This sender's name in `claimed_by`; each claim adds its sequence
+    /// number, so a slow send whose lease another claim took over (even in
+    /// this process) cannot overwrite the newer outcome.
+    instance: String,
+    claims: AtomicU64,
 }
 
 /// Spaces sends evenly so that no one-second window holds more than
@@ -140,48 +283,55 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+    /// A sender with no threads: the caller drives it with `deliver_next`.
+    pub fn new(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                ready: VecDeque::new(),
-                claimed: HashSet::new(),
-                done: Vec::new(),
-                refills_started: 0,
-                refilling: false,
+                claimed: VecDeque::new(),
                 stopping: false,
                 generation: 0,
                 paused_until: None,
-                pause_len: pause_bounds(config.retry_base).0,
+                pause_len: None,
                 in_flight: 0,
+                next_due: None,
             }),
             changed: Condvar::new(),
             pacer: Pacer::new(config.max_mps),
             db,
             transport,
-            config: config.clone(),
+            config,
+            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            claims: AtomicU64::new(0),
         });
-        let handles = (0..config.send_workers)
-            .map(|i| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("sender-{i}"))
-                    .spawn(move || worker(&shared))
-                    .expect("spawn a sender thread")
-            })
-            .collect();
         Sender {
             shared,
-            handles: Arc::new(Mutex::new(handles)),
+            handles: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
+    /// The sender with its `SEND_WORKERS` threads, each a loop around
+    /// `deliver_next` on the wall clock.
+    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+        let workers = config.send_workers;
+        let sender = Sender::new(db, config, transport);
+        let handles = (0..workers)
+            .map(|i| {
+                let sender = sender.clone();
+                std::thread::Builder::new()
+                    .name(format!("sender-{i}"))
+                    .spawn(move || sender.work())
+                    .expect("spawn a sender thread")
+            })
+            .collect();
+        *sender.handles.lock().expect("handles lock") = handles;
+        sender
+    }
+
     /// New or newly due messages exist; look now rather than at the next tick.
-    /// One waiting worker is enough: it refills and wakes the others only
-    /// if it found work (a burst of webhooks must not set every worker
-    /// querying the outbox for each one).
     pub fn wake(&self) {
         let mut state = self.shared.state.lock().expect("sender lock");
         state.generation += 1;
+        state.next_due = None;
         drop(state);
         self.shared.changed.notify_one();
     }
@@ -197,14 +347,345 @@ impl Sender {
             .is_some()
     }
 
+    /// One step at time `now` (clock milliseconds): claims due rows if this
+    /// sender holds none, sends one, records its outcome.
+    pub fn deliver_next(&self, now: i64) -> Step {
+        // Time spent inside the step (a claim waiting on a commit, the rate
+        // cap, the HTTP call) moves the clock on for what follows the answer.
+        let entered = Instant::now();
+        let shared = &*self.shared;
+        let mut state = shared.state.lock().expect("sender lock");
+        if state.stopping {
+            return Step::Empty;
+        }
+        if state.paused_until.is_some_and(|until| until > now) {
+            return Step::Paused;
+        }
+        // Counted from before the claim, so `stop` waits for it.
+        state.in_flight += 1;
+        let room = (shared.config.timeout + SEND_MARGIN).as_millis() as i64;
+        let job = loop {
+            match state.claimed.pop_front() {
+                Some(held) if held.lease_until - room > now => {
+                    // Never send with the lock held: recording takes it.
+                    drop(state);
+                    break Some(held);
+                }
+                Some(held) => {
+                    drop(state);
+                    self.give_back(vec![held]);
+                    state = shared.state.lock().expect("sender lock");
+                }
+                None => {
+                    drop(state);
+                    break self.claim(now);
+                }
+            }
+        };
+        let step = match job {
+            Some(held) => self.send_one(&held.claim, &held.row, now, entered),
+            None => Step::Empty,
+        };
+        shared.state.lock().expect("sender lock").in_flight -= 1;
+        shared.changed.notify_all();
+        step
+    }
+
+    /// Gives claimed rows back unsent: due again at once.
+    fn give_back(&self, held: Vec<Held>) {
+        let mut by_claim: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for h in held {
+            by_claim.entry(h.claim).or_default().push(h.row.id);
+        }
+        for (claim, ids) in by_claim {
+            if let Err(e) = self
+                .shared
+                .db
+                .writer
+                .run_blocking(move |c| outbox::release(c, &claim, &ids))
+            {
+                log::warn!("sender: claimed messages not given back ({e}); they are due again when their lease ends");
+            }
+        }
+    }
+
+    /// Claims a batch (a few per worker: one write per batch, not per
+    /// message; at most two seconds of sends under the rate cap, so the
+    /// batch clears the pacer well inside its lease); keeps all but the
+    /// first for the next steps.
+    fn claim(&self, now: i64) -> Option<Held> {
+        let shared = &*self.shared;
+        let claim = format!(
+            "{}:{}",
+            shared.instance,
+            shared.claims.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease = (shared.config.timeout * 2 + LEASE_SLACK).as_millis() as i64;
+        let limit = (shared.config.send_workers * 4)
+            .min(shared.config.max_mps as usize * 2)
+            .clamp(1, 256);
+        let result = {
+            let claim = claim.clone();
+            shared.db.writer.run_blocking(move |c| {
+                let rows = outbox::claim(c, &claim, now, now + lease, limit)?;
+                let next = if rows.is_empty() {
+                    outbox::next_due_at(c)?
+                } else {
+                    None
+                };
+                Ok((rows, next))
+            })
+        };
+        let (rows, next) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                log::error!("sender: cannot claim from the outbox: {e}");
+                return None;
+            }
+        };
+        let mut state = shared.state.lock().expect("sender lock");
+        state.next_due = next;
+        let mut rows = rows.into_iter().map(|row| Held {
+            claim: claim.clone(),
+            lease_until: now + lease,
+            row,
+        });
+        let first = rows.next();
+        let more = rows.len() > 0;
+        state.claimed.extend(rows);
+        drop(state);
+        if more {
+            shared.changed.notify_all();
+        }
+        first
+    }
+
+    fn send_one(&self, claim: &str, job: &Due, now: i64, entered: Instant) -> Step {
+        let shared = &*self.shared;
+        let config = &shared.config;
+        let message = match render(config, job) {
+            Ok(m) => m,
+            Err(why) => {
+                let decision = Decision::Dead {
+                    error: format!("cannot build the message: {why}"),
+                    attempts: job.attempts + 1,
+                };
+                return self.record(claim, job, decision, now, now);
+            }
+        };
+        shared.pacer.wait_turn();
+        let started = Instant::now();
+        let outcome = shared.transport.send(&message);
+        crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
+        // Backoffs, Retry-After and pauses count from the answer, not from
+        // the step's start: the call itself may have taken seconds.
+        let answered = now + entered.elapsed().as_millis() as i64;
+        let sent_variant = if message.is_template() && job.kind == Kind::Link {
+            Variant::Template
+        } else {
+            job.variant
+        };
+        let decision = decide(job, sent_variant, outcome, config, answered);
+        self.record(claim, job, decision, now, answered)
+    }
+
+    /// Logs and writes a decision; the one place each outcome passes.
+    /// `answered` is when Meta answered (pauses count from it); `now` the
+    /// step's time, stamped on the row.
+    fn record(&self, claim: &str, job: &Due, decision: Decision, now: i64, answered: i64) -> Step {
+        let what = format!(
+            "{} for order {} to {}",
+            job.kind, job.order_id, job.recipient
+        );
+        let (decision, step) = match decision {
+            Decision::Fault { code, reason } => {
+                let pause = self.pause_for_fault(code, &reason, answered);
+                // Not the message's fault: the attempt is not counted.
+                let retry = Decision::Retry {
+                    attempts: job.attempts,
+                    variant: job.variant,
+                    at: answered + pause.as_millis() as i64,
+                    error: reason,
+                };
+                (retry, Step::Paused)
+            }
+            Decision::Sent {
+                ref message_id,
+                attempts,
+                ..
+            } => {
+                log::info!("sent {what} (attempt {attempts}): {message_id}");
+                self.resume_after_fault();
+                (decision, Step::Sent)
+            }
+            Decision::Retry {
+                attempts,
+                variant,
+                at,
+                ref error,
+            } => {
+                if variant != job.variant {
+                    log::info!("{what}: outside the 24-hour window (131047), sending it as the invite template");
+                } else {
+                    log::info!(
+                        "retrying {what} in {} ms (attempt {attempts}): {error}",
+                        at - answered
+                    );
+                }
+                (decision, Step::Retried)
+            }
+            Decision::Dead {
+                ref error,
+                attempts,
+            } => {
+                log::warn!("dead-lettered {what} (attempt {attempts}): {error}");
+                (decision, Step::Dead)
+            }
+        };
+        crate::metrics::get().message(
+            job.kind.as_str(),
+            match step {
+                Step::Sent => "sent",
+                Step::Paused => "paused",
+                Step::Dead => "dead",
+                _ => "retry",
+            },
+        );
+        self.write(claim, job, &decision, now);
+        // A sent confirmation has made its link due; this worker's next step
+        // claims it. Waking the idle ones too would set each of them
+        // claiming (a write) for one row: the profile's largest cost per
+        // message at 0 ms latency.
+        step
+    }
+
+    /// Writes the outcome durably; keeps trying while the database refuses
+    /// (a full disk), because losing a "sent" would mean a second copy.
+    fn write(&self, claim: &str, job: &Due, decision: &Decision, now: i64) {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let (id, claim, decision) = (job.id.clone(), claim.to_owned(), decision.clone());
+            let result = self.shared.db.writer.run_blocking(move |c| match decision {
+                Decision::Sent {
+                    message_id,
+                    variant,
+                    attempts,
+                } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
+                Decision::Retry {
+                    attempts,
+                    variant,
+                    at,
+                    error,
+                } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
+                Decision::Dead { error, attempts } => {
+                    outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                }
+                Decision::Fault { .. } => Ok(()),
+            });
+            match result {
+                Ok(()) => return,
+                Err(crate::db::DbError::Closed) => {
+                    log::error!(
+                        "sender: database closed before the outcome of message {} was recorded",
+                        job.id
+                    );
+                    return;
+                }
+                Err(e) => {
+                    log::error!(
+                        "sender: cannot record the outcome of message {}: {e}; retrying",
+                        job.id
+                    );
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn pause_for_fault(&self, code: i64, reason: &str, now: i64) -> Duration {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        if let (Some(until), Some(len)) = (state.paused_until, state.pause_len) {
+            if until > now {
+                // Another worker's send hit the same fault meanwhile.
+                return len;
+            }
+        }
+        let first = state.paused_until.is_none();
+        let pause = next_pause(state.pause_len, self.shared.config.retry_base);
+        state.pause_len = Some(pause);
+        state.paused_until = Some(now + pause.as_millis() as i64);
+        if first {
+            log::error!(
+                "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept and sending resumes by itself once WhatsApp accepts a message again (next try in {} ms).",
+                pause.as_millis()
+            );
+        } else {
+            log::warn!(
+                "sending still paused: configuration fault {code} persists; next try in {} s",
+                pause.as_secs()
+            );
+        }
+        pause
+    }
+
+    fn resume_after_fault(&self) {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        if state.paused_until.take().is_some() {
+            state.pause_len = None;
+            log::warn!("sending resumed: WhatsApp accepted a message again");
+        }
+    }
+
+    /// A worker thread: steps on the wall clock, sleeping when there is
+    /// nothing to do until woken, the next row falls due, or the pause ends.
+    fn work(&self) {
+        let shared = &*self.shared;
+        loop {
+            let generation = {
+                let state = shared.state.lock().expect("sender lock");
+                if state.stopping {
+                    return;
+                }
+                state.generation
+            };
+            let now = now_ms();
+            let step = self.deliver_next(now);
+            if !matches!(step, Step::Empty | Step::Paused) {
+                continue;
+            }
+            let state = shared.state.lock().expect("sender lock");
+            if state.stopping {
+                return;
+            }
+            if (step == Step::Empty && !state.claimed.is_empty()) || state.generation != generation
+            {
+                continue;
+            }
+            let until = match step {
+                Step::Paused => state.paused_until,
+                _ => state.next_due,
+            };
+            let wait = until
+                .map(|at| {
+                    Duration::from_millis((at - now).clamp(1, MAX_IDLE.as_millis() as i64) as u64)
+                })
+                .unwrap_or(MAX_IDLE);
+            let _unused = shared
+                .changed
+                .wait_timeout(state, wait)
+                .expect("sender lock");
+        }
+    }
+
     /// Stops taking new messages, lets in-flight sends finish (each is
-    /// bounded by the HTTP timeout) and waits up to `bound` for the workers.
-    /// Returns how many sends were still in flight when the bound ran out.
+    /// bounded by the HTTP timeout) and waits up to `bound` for the workers;
+    /// rows claimed but not sent are given back. Returns how many sends were
+    /// still in flight when the bound ran out.
     pub fn stop(&self, bound: Duration) -> usize {
         {
             let mut state = self.shared.state.lock().expect("sender lock");
             state.stopping = true;
-            state.ready.clear();
         }
         self.shared.changed.notify_all();
         let deadline = Instant::now() + bound;
@@ -221,114 +702,22 @@ impl Sender {
                 .expect("sender lock")
                 .0;
         }
+        let mut unsent: Vec<Held> = state.claimed.drain(..).collect();
         drop(state);
         for handle in self.handles.lock().expect("handles lock").drain(..) {
             let _ = handle.join();
         }
-        0
-    }
-}
-
-fn worker(shared: &Shared) {
-    while let Some(job) = next_job(shared) {
-        process(shared, &job);
-        let mut state = shared.state.lock().expect("sender lock");
-        let seq = state.refills_started;
-        state.done.push((job.id.clone(), seq));
-        state.in_flight -= 1;
-        drop(state);
-        shared.changed.notify_all();
-    }
-}
-
-/// Blocks until a message is due (claiming it) or the sender stops.
-fn next_job(shared: &Shared) -> Option<Due> {
-    let mut state = shared.state.lock().expect("sender lock");
-    loop {
-        if state.stopping {
-            return None;
-        }
-        if let Some(until) = state.paused_until {
-            let now = Instant::now();
-            if until > now {
-                state = shared
-                    .changed
-                    .wait_timeout(state, until - now)
-                    .expect("sender lock")
-                    .0;
-                continue;
-            }
-        }
-        if let Some(job) = state.ready.pop_front() {
-            state.in_flight += 1;
-            return Some(job);
-        }
-        if state.refilling {
-            state = shared
-                .changed
-                .wait_timeout(state, MAX_IDLE)
+        // Workers may have claimed more while stopping; they are joined now.
+        unsent.extend(
+            self.shared
+                .state
+                .lock()
                 .expect("sender lock")
-                .0;
-            continue;
-        }
-        state.refilling = true;
-        state.refills_started += 1;
-        let refill = state.refills_started;
-        let generation = state.generation;
-        drop(state);
-        let found = shared.db.reads.with(|conn| {
-            let now = now_ms();
-            let rows = outbox::due(conn, now, REFILL)?;
-            let next = if rows.is_empty() {
-                outbox::next_due_at(conn)?
-            } else {
-                None
-            };
-            Ok((rows, next, now))
-        });
-        state = shared.state.lock().expect("sender lock");
-        state.refilling = false;
-        let (rows, next_due, now) = match found {
-            Ok(found) => found,
-            Err(e) => {
-                log::error!("sender: cannot read the outbox: {e}");
-                (Vec::new(), None, now_ms())
-            }
-        };
-        // Outcomes recorded before this refill started are in its snapshot;
-        // their ids may be claimed again (a retry that is due at once).
-        let State { done, claimed, .. } = &mut *state;
-        done.retain(|(id, finished)| {
-            let visible = *finished < refill;
-            if visible {
-                claimed.remove(id);
-            }
-            !visible
-        });
-        let mut added = 0;
-        for row in rows {
-            if state.claimed.insert(row.id.clone()) {
-                state.ready.push_back(row);
-                added += 1;
-            }
-        }
-        if added > 0 {
-            shared.changed.notify_all();
-            continue;
-        }
-        if state.generation != generation {
-            continue;
-        }
-        let wait = next_due
-            .map(
-                |at| Duration::from_millis((at - now).clamp(1, MAX_IDLE.as_millis() as i64) as u64),
-            )
-            .unwrap_or(MAX_IDLE);
-        state = shared
-            .changed
-            .wait_timeout(state, wait)
-            .expect("sender lock")
-            .0;
+                .claimed
+                .drain(..),
+        );
+        self.give_back(unsent);
+        0
     }
 }
 
@@ -377,258 +766,20 @@ fn render(config: &Config, job: &Due) -> Result<Message, String> {
     Ok(message.with_callback(order.as_str()))
 }
 
-fn process(shared: &Shared, job: &Due) {
-    let config = &shared.config;
-    let attempts = job.attempts + 1;
-    let message = match render(config, job) {
-        Ok(m) => m,
-        Err(why) => {
-            record(
-                shared,
-                job,
-                Record::Dead(format!("cannot build the message: {why}"), attempts),
-            );
-            crate::metrics::get().message(job.kind.as_str(), "dead");
-            return;
-        }
-    };
-    shared.pacer.wait_turn();
-    let started = Instant::now();
-    let outcome = shared.transport.send(&message);
-    crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
-    let fault = matches!(outcome, SendOutcome::ConfigFault { .. });
-    let what = format!(
-        "{} for order {} to {}",
-        job.kind, job.order_id, job.recipient
-    );
-    let next = match outcome {
-        SendOutcome::Accepted { message_id } => {
-            log::info!("sent {what} (attempt {attempts}): {message_id}");
-            resume_after_fault(shared);
-            let variant = if message.is_template() && job.kind == Kind::Link {
-                Variant::Template
-            } else {
-                job.variant
-            };
-            Record::Sent(message_id, variant, attempts)
-        }
-        SendOutcome::Rejected {
-            code: Some(OUTSIDE_WINDOW),
-            reason,
-        } if job.kind == Kind::Link && job.variant == Variant::Text => {
-            if config.invite_template.is_some() {
-                log::info!("{what}: outside the 24-hour window (131047), sending it as the invite template");
-                Record::Retry {
-                    attempts,
-                    variant: Variant::Template,
-                    delay: Duration::ZERO,
-                    error: reason,
-                }
-            } else {
-                let why = format!(
-                    "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
-                );
-                log::warn!("dead-lettered {what}: {why}");
-                Record::Dead(why, attempts)
-            }
-        }
-        SendOutcome::Rejected { reason, .. } => {
-            log::warn!("dead-lettered {what}: {reason}");
-            Record::Dead(reason, attempts)
-        }
-        SendOutcome::Transient {
-            reason,
-            retry_after,
-            code,
-        } => {
-            if attempts >= config.max_attempts {
-                log::warn!("dead-lettered {what} after {attempts} attempts: {reason}");
-                Record::Dead(
-                    format!("{reason} (gave up after {attempts} attempts)"),
-                    attempts,
-                )
-            } else {
-                let mut delay = backoff(config.retry_base, attempts);
-                if code == Some(PAIR_RATE_LIMIT) {
-                    // Only this recipient is throttled; the row's own delay
-                    // keeps everyone else's messages flowing.
-                    delay = delay.max(Duration::from_secs(1));
-                }
-                if let Some(after) = retry_after {
-                    delay = delay.max(after);
-                }
-                log::info!(
-                    "retrying {what} in {} ms (attempt {attempts}): {reason}",
-                    delay.as_millis()
-                );
-                Record::Retry {
-                    attempts,
-                    variant: job.variant,
-                    delay,
-                    error: reason,
-                }
-            }
-        }
-        SendOutcome::ConfigFault { code, reason } => {
-            let pause = pause_for_fault(shared, code, &reason);
-            // Not the message's fault: the attempt is not counted.
-            Record::Retry {
-                attempts: job.attempts,
-                variant: job.variant,
-                delay: pause,
-                error: reason,
-            }
-        }
-    };
-    let counted = match &next {
-        Record::Sent(..) => "sent",
-        Record::Retry { .. } if fault => "paused",
-        Record::Retry { .. } => "retry",
-        Record::Dead(..) => "dead",
-    };
-    crate::metrics::get().message(job.kind.as_str(), counted);
-    record(shared, job, next);
-}
-
 /// Exponential backoff with jitter: the n-th retry waits between half and
 /// all of `base · 2^(n-1)`.
 pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    backoff_with(base, attempts, rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// The backoff with a given jitter factor in [0.5, 1].
+fn backoff_with(base: Duration, attempts: u32, factor: f64) -> Duration {
     let exp = attempts.saturating_sub(1).min(30);
     let full = base.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
-    let factor = rand::thread_rng().gen_range(0.5..=1.0);
     full.mul_f64(factor)
 }
 
-fn pause_for_fault(shared: &Shared, code: i64, reason: &str) -> Duration {
-    let mut state = shared.state.lock().expect("sender lock");
-    let now = Instant::now();
-    if state.paused_until.is_some_and(|until| until > now) {
-        return state.pause_len;
-    }
-    let first = state.paused_until.is_none();
-    let (first_pause, max_pause) = pause_bounds(shared.config.retry_base);
-    let pause = if first {
-        first_pause
-    } else {
-        (state.pause_len * 2).min(max_pause)
-    };
-    state.pause_len = pause;
-    state.paused_until = Some(now + pause);
-    if first {
-        log::error!(
-            "SENDING PAUSED: WhatsApp reports a configuration fault (code {code}: {reason}). Check WHATSAPP_TOKEN, WHATSAPP_TEMPLATE_NAME, WHATSAPP_TEMPLATE_LANG and WHATSAPP_INVITE_TEMPLATE. Queued messages are kept and sending resumes by itself once WhatsApp accepts a message again (next try in {} ms).",
-            pause.as_millis()
-        );
-    } else {
-        log::warn!(
-            "sending still paused: configuration fault {code} persists; next try in {} s",
-            pause.as_secs()
-        );
-    }
-    pause
-}
-
-fn resume_after_fault(shared: &Shared) {
-    let mut state = shared.state.lock().expect("sender lock");
-    if state.paused_until.take().is_some() {
-        state.pause_len = pause_bounds(shared.config.retry_base).0;
-        log::warn!("sending resumed: WhatsApp accepted a message again");
-    }
-}
-
-enum Record {
-    Sent(String, Variant, u32),
-    Retry {
-        attempts: u32,
-        variant: Variant,
-        delay: Duration,
-        error: String,
-    },
-    Dead(String, u32),
-}
-
-/// Writes the outcome durably; keeps trying while the database refuses
-/// (a full disk), because losing a "sent" would mean a second copy.
-fn record(shared: &Shared, job: &Due, outcome: Record) {
-    let mut wait = Duration::from_millis(50);
-    loop {
-        let id = job.id.clone();
-        let now = now_ms();
-        let result = match &outcome {
-            Record::Sent(message_id, variant, attempts) => {
-                let (message_id, variant, attempts) = (message_id.clone(), *variant, *attempts);
-                shared.db.writer.run_blocking(move |c| {
-                    outbox::mark_sent(c, &id, &message_id, variant, attempts, now)
-                })
-            }
-            Record::Retry {
-                attempts,
-                variant,
-                delay,
-                error,
-            } => {
-                let (attempts, variant, error) = (*attempts, *variant, error.clone());
-                let next = now + delay.as_millis() as i64;
-                shared.db.writer.run_blocking(move |c| {
-                    outbox::mark_retry(c, &id, attempts, variant, next, &error, now)
-                })
-            }
-            Record::Dead(error, attempts) => {
-                let (error, attempts) = (error.clone(), *attempts);
-                shared
-                    .db
-                    .writer
-                    .run_blocking(move |c| outbox::mark_dead(c, &id, attempts, &error, now))
-            }
-        };
-        match result {
-            Ok(()) => break,
-            Err(crate::db::DbError::Closed) => {
-                log::error!(
-                    "sender: database closed before the outcome of message {} was recorded",
-                    job.id
-                );
-                return;
-            }
-            Err(e) => {
-                log::error!(
-                    "sender: cannot record the outcome of message {}: {e}; retrying",
-                    job.id
-                );
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    if matches!(outcome, Record::Sent(..)) && job.kind == Kind::Confirmation {
-        // The link message has just become due.
-        let mut state = shared.state.lock().expect("sender lock");
-        state.generation += 1;
-        drop(state);
-        shared.changed.notify_all();
-    }
-}
-
-/// Sandbox mode: nothing leaves the machine; each message is logged (phone
-/// and token masked) and recorded as sent with a `sandbox-` id.
-pub struct Sandbox;
-
-impl Transport for Sandbox {
-    fn send(&self, message: &Message) -> SendOutcome {
-        let id = format!("sandbox-{}", uuid::Uuid::new_v4().simple());
-        let text = mask_tokens_in(&message.describe());
-        log::info!(
-            "sandbox: {} to {} recorded as sent ({id}): {text}",
-            if message.is_template() {
-                "template"
-            } else {
-                "text"
-            },
-            message.recipient()
-        );
-        SendOutcome::Accepted { message_id: id }
-    }
-}
+pub use crate::whatsapp::Sandbox;
 
 /// Masks every invite token inside a text, in any case.
 pub fn mask_tokens_in(text: &str) -> String {
@@ -638,6 +789,501 @@ pub fn mask_tokens_in(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::outbox::Recipient;
+    use crate::whatsapp::CONFIG_FAULT_CODES;
+
+    struct Pairs(Vec<(&'static str, &'static str)>);
+
+    impl crate::config::Source for Pairs {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    /// Sandbox configuration; `pairs` override the defaults.
+    fn config(pairs: &[(&'static str, &'static str)]) -> Config {
+        let mut all = pairs.to_vec();
+        all.extend([
+            ("WHATSAPP_MAX_MPS", "1000000"),
+            ("WHATSAPP_RETRY_BASE_MS", "1000"),
+            ("WHATSAPP_MAX_ATTEMPTS", "3"),
+        ]);
+        Config::from_source(&Pairs(all)).unwrap()
+    }
+
+    fn due(kind: Kind, variant: Variant, attempts: u32) -> Due {
+        Due {
+            id: "0190f0f0-0000-7000-8000-000000000001".into(),
+            order_id: "ORD-1".into(),
+            kind,
+            recipient: Recipient::Phone("919876543210".into()),
+            variant,
+            attempts,
+            total_amount: 49900,
+            currency: "INR".into(),
+            note: None,
+            token: None,
+        }
+    }
+
+    fn transient(code: Option<i64>, retry_after: Option<Duration>) -> SendOutcome {
+        SendOutcome::Transient {
+            reason: "busy".into(),
+            retry_after,
+            code,
+        }
+    }
+
+    fn rejected(code: i64) -> SendOutcome {
+        SendOutcome::Rejected {
+            code: Some(code),
+            reason: format!("({code})"),
+        }
+    }
+
+    /// What a decision amounts to, for the table: the kind, the attempts it
+    /// records, the variant, and the delay (ms) before the retry.
+    fn shape(d: &Decision, now: i64) -> (&'static str, u32, Option<Variant>, i64) {
+        match d {
+            Decision::Sent {
+                attempts, variant, ..
+            } => ("sent", *attempts, Some(*variant), 0),
+            Decision::Retry {
+                attempts,
+                variant,
+                at,
+                ..
+            } => ("retry", *attempts, Some(*variant), at - now),
+            Decision::Dead { attempts, .. } => ("dead", *attempts, None, 0),
+            Decision::Fault { .. } => ("fault", 0, None, 0),
+        }
+    }
+
+    #[test]
+    fn decide_follows_the_rules_of_spec_5_as_a_table() {
+        let plain = config(&[]);
+        let fast = config(&[("WHATSAPP_RETRY_BASE_MS", "10")]);
+        let invite = config(&[("WHATSAPP_INVITE_TEMPLATE", "order_link")]);
+        let now = 1_000_000;
+        let (c, l, t, x) = (
+            Kind::Confirmation,
+            Kind::Link,
+            Variant::Template,
+            Variant::Text,
+        );
+        let accepted = || SendOutcome::Accepted {
+            message_id: "wamid.1".into(),
+        };
+        // (config, row kind, row variant, attempts so far, sent as, outcome)
+        //   → (decision, attempts recorded, variant, delay in ms: exact or a range)
+        type Case<'a> = (
+            &'a Config,
+            Kind,
+            Variant,
+            u32,
+            Variant,
+            SendOutcome,
+            (&'static str, u32, Option<Variant>),
+            (i64, i64),
+        );
+        let table: Vec<Case> = vec![
+            // Accepted: sent, attempt counted, the variant it went out as.
+            (&plain, c, t, 0, t, accepted(), ("sent", 1, Some(t)), (0, 0)),
+            (
+                &invite,
+                l,
+                t,
+                1,
+                t,
+                accepted(),
+                ("sent", 2, Some(t)),
+                (0, 0),
+            ),
+            // 5xx/429: backoff base·2^(n-1), jittered into [half, all].
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                transient(None, None),
+                ("retry", 1, Some(t)),
+                (500, 1000),
+            ),
+            (
+                &plain,
+                c,
+                t,
+                1,
+                t,
+                transient(None, None),
+                ("retry", 2, Some(t)),
+                (1000, 2000),
+            ),
+            // Retry-After wins when longer.
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                transient(None, Some(Duration::from_secs(7))),
+                ("retry", 1, Some(t)),
+                (7000, 7000),
+            ),
+            // Pair rate (131056): at least a second, this row only.
+            (
+                &fast,
+                c,
+                t,
+                0,
+                t,
+                transient(Some(PAIR_RATE_LIMIT), None),
+                ("retry", 1, Some(t)),
+                (1000, 1000),
+            ),
+            // The last attempt dead-letters.
+            (
+                &plain,
+                c,
+                t,
+                2,
+                t,
+                transient(None, None),
+                ("dead", 3, None),
+                (0, 0),
+            ),
+            // 24-hour rule: a text link refused with 131047 goes again at once
+            // as the invite template, or dies naming the setting.
+            (
+                &invite,
+                l,
+                x,
+                0,
+                x,
+                rejected(OUTSIDE_WINDOW),
+                ("retry", 1, Some(t)),
+                (0, 0),
+            ),
+            (
+                &plain,
+                l,
+                x,
+                0,
+                x,
+                rejected(OUTSIDE_WINDOW),
+                ("dead", 1, None),
+                (0, 0),
+            ),
+            // …but a confirmation (already a template) refused so just dies.
+            (
+                &invite,
+                c,
+                t,
+                0,
+                t,
+                rejected(OUTSIDE_WINDOW),
+                ("dead", 1, None),
+                (0, 0),
+            ),
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                rejected(131026),
+                ("dead", 1, None),
+                (0, 0),
+            ),
+        ];
+        for (i, (config, kind, variant, attempts, sent_as, outcome, want, (lo, hi))) in
+            table.into_iter().enumerate()
+        {
+            let d = decide(&due(kind, variant, attempts), sent_as, outcome, config, now);
+            let (what, n, v, delay) = shape(&d, now);
+            assert_eq!((what, n, v), want, "row {i}: {d:?}");
+            assert!(
+                (lo..=hi).contains(&delay),
+                "row {i}: delay {delay} not in {lo}..={hi}"
+            );
+        }
+        let dead = decide(&due(l, x, 0), x, rejected(OUTSIDE_WINDOW), &plain, now);
+        assert!(
+            matches!(dead, Decision::Dead { ref error, .. } if error.contains("WHATSAPP_INVITE_TEMPLATE"))
+        );
+        for code in CONFIG_FAULT_CODES {
+            let outcome = SendOutcome::ConfigFault {
+                code,
+                reason: "bad token".into(),
+            };
+            let d = decide(&due(c, t, 0), t, outcome, &plain, now);
+            assert!(matches!(d, Decision::Fault { code: got, .. } if got == code));
+        }
+        // Pure: the same inputs, the same answer (jitter comes from the row).
+        let once = decide(&due(c, t, 1), t, transient(None, None), &plain, now);
+        assert_eq!(
+            once,
+            decide(&due(c, t, 1), t, transient(None, None), &plain, now)
+        );
+    }
+
+    #[test]
+    fn pauses_start_at_fifteen_steps_and_double_up_to_the_bound() {
+        let base = Duration::from_millis(10);
+        let first = next_pause(None, base);
+        assert_eq!(first, Duration::from_millis(150));
+        assert_eq!(next_pause(Some(first), base), Duration::from_millis(300));
+        assert_eq!(
+            next_pause(Some(Duration::from_secs(2)), base),
+            Duration::from_millis(3000)
+        );
+    }
+
+    /// A transport that answers from a script (then accepts) and records
+    /// what it was asked to send.
+    struct Scripted {
+        script: Mutex<VecDeque<SendOutcome>>,
+        sent: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&self, message: &Message) -> SendOutcome {
+            let mut sent = self.sent.lock().unwrap();
+            sent.push(message.describe());
+            let n = sent.len();
+            self.script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(SendOutcome::Accepted {
+                    message_id: format!("wamid.{n}"),
+                })
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        sender: Sender,
+        sent: Arc<Mutex<Vec<String>>>,
+        db: Db,
+    }
+
+    const T0: i64 = 1_900_000_000_000;
+
+    /// One paid order (its confirmation queued, its link waiting) in a fresh
+    /// database, and a sender with no threads over a scripted transport.
+    fn rig(script: Vec<SendOutcome>) -> Rig {
+        rig_of(script, 1)
+    }
+
+    /// `orders` paid orders, ORD-1…
+    fn rig_of(script: Vec<SendOutcome>, orders: usize) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        crate::db::prepare_path(&path).unwrap();
+        let mut conn = crate::db::open_writer(&path).unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let ctx = crate::payments::Context {
+            now_ms: T0,
+            token_ttl_ms: 90 * 24 * 3600 * 1000,
+        };
+        for i in 1..=orders {
+            let body = format!(
+                r#"{{"id":"evt_{i}","type":"payment_succeeded","created_at":"2026-11-26T10:00:00Z",
+                "data":{{"order_id":"ORD-{i}","payment_id":"pay_{i}","user_id":"u","amount":49900,
+                        "currency":"INR","customer_phone":"+91 98765 43210"}}}}"#
+            );
+            let event = crate::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
+            crate::payments::record(&conn, &format!("evt_{i}"), &event, &ctx).unwrap();
+        }
+        let (writer, _) = crate::db::Writer::start(conn);
+        let db = Db {
+            writer,
+            reads: crate::db::ReadPool::new(&path),
+        };
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let transport = Scripted {
+            script: Mutex::new(script.into()),
+            sent: sent.clone(),
+        };
+        let sender = Sender::new(db.clone(), Arc::new(config(&[])), Box::new(transport));
+        Rig {
+            _dir: dir,
+            path,
+            sender,
+            sent,
+            db,
+        }
+    }
+
+    impl Rig {
+        /// Steps until nothing is due at `now`; the steps taken.
+        fn drain(&self, now: i64) -> Vec<Step> {
+            let mut steps = Vec::new();
+            loop {
+                let step = self.sender.deliver_next(now);
+                if step == Step::Empty || step == Step::Paused || steps.len() > 50 {
+                    return steps;
+                }
+                steps.push(step);
+            }
+        }
+
+        fn statuses(&self) -> Vec<(String, String)> {
+            let conn = crate::db::open_reader(&self.path).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT kind, status FROM outbox ORDER BY kind")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows
+        }
+    }
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_retry_waits_for_its_backoff_on_the_clock_then_each_message_goes_once() {
+        let rig = rig(vec![transient(None, None)]);
+        assert_eq!(rig.drain(T0), vec![Step::Retried]);
+        // The backoff (500–1000 ms) has not run out; the link waits.
+        assert_eq!(rig.drain(T0 + 499), vec![]);
+        // (Plus the few real milliseconds the step took.)
+        assert_eq!(rig.drain(T0 + 1100), vec![Step::Sent, Step::Sent]);
+        // Past every backoff and lease: nothing more goes out, ever.
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 3);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "sent".into()),
+                ("link".into(), "sent".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_claimed_at_once_is_sent_from_hand_one_step_each() {
+        let rig = rig_of(vec![], 5);
+        // One claim takes the five confirmations; the steps send them from
+        // hand, then the five links they released.
+        assert_eq!(rig.drain(T0), vec![Step::Sent; 10]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_row_in_hand_whose_lease_has_no_room_for_a_send_is_given_back_not_sent() {
+        let rig = rig_of(vec![], 2);
+        let held = rig.sender.claim(T0).unwrap();
+        let lease = held.lease_until;
+        rig.sender
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .claimed
+            .push_back(held);
+        // Its lease ends within the HTTP timeout: handed back and claimed
+        // afresh (one send each, no send on the old claim).
+        let late = lease - 1000;
+        assert_eq!(rig.drain(late), vec![Step::Sent; 4]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_dead_confirmation_cancels_its_link() {
+        let rig = rig(vec![rejected(131026)]);
+        assert_eq!(rig.drain(T0), vec![Step::Dead]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 1);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "dead".into()),
+                ("link".into(), "cancelled".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_configuration_fault_pauses_every_send_until_the_pause_ends() {
+        let rig = rig(vec![SendOutcome::ConfigFault {
+            code: 190,
+            reason: "token expired".into(),
+        }]);
+        assert_eq!(rig.sender.deliver_next(T0), Step::Paused);
+        assert!(rig.sender.is_paused());
+        // 15 steps of 1000 ms.
+        assert_eq!(rig.sender.deliver_next(T0 + 14_999), Step::Paused);
+        assert_eq!(rig.drain(T0 + 15_100), vec![Step::Sent, Step::Sent]);
+        assert!(!rig.sender.is_paused());
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_claim_whose_lease_ran_out_is_taken_over_and_its_late_outcome_is_ignored() {
+        let rig = rig(vec![]);
+        // A sender that crashed (or hangs) after claiming the confirmation.
+        let stale = rig
+            .db
+            .writer
+            .run_blocking(|c| outbox::claim(c, "gone:0", T0, T0 + 30_000, 10))
+            .unwrap();
+        assert_eq!(stale.len(), 1);
+        // Held until its lease runs out.
+        assert_eq!(rig.drain(T0 + 29_999), vec![]);
+        assert_eq!(rig.drain(T0 + 30_000), vec![Step::Sent, Step::Sent]);
+        // The old claimant comes back with an outcome: nothing changes.
+        let id = stale[0].id.clone();
+        rig.db
+            .writer
+            .run_blocking(move |c| {
+                outbox::mark_retry(c, &id, "gone:0", 1, Variant::Template, T0, "late", T0)
+            })
+            .unwrap();
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 2);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "sent".into()),
+                ("link".into(), "sent".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn stopping_gives_claimed_rows_back_at_once() {
+        let rig = rig(vec![]);
+        // Claim and keep: the sender holds the row in hand, unsent.
+        let claimed = rig.sender.claim(T0).unwrap();
+        rig.sender
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .claimed
+            .push_back(claimed);
+        rig.sender.stop(Duration::from_secs(1));
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "queued".into()),
+                ("link".into(), "waiting".into())
+            ]
+        );
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_bounds() {

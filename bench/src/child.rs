@@ -11,6 +11,37 @@ use std::time::{Duration, Instant};
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 pub const BUSINESS_NUMBER: &str = "919999900000";
 
+/// `--one-core`: the server children run pinned to CPU 0 and this process
+/// (load generator, fake Graph API) to CPU 1, as on a one-vCPU VPS with
+/// its client elsewhere.
+pub static ONE_CORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A command for a server child: wrapped in `taskset -c 0` in one-core mode
+/// (taskset execs the program, so the child's pid is the server's own).
+pub fn server_command(program: &Path) -> Command {
+    if ONE_CORE.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg("0").arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Pins every thread of this process (started later ones inherit it) to
+/// CPU 1.
+pub fn pin_self_to_cpu1() {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "taskset could not pin the bench to CPU 1 (needs 2 CPUs and util-linux)"
+    );
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -93,7 +124,7 @@ impl CeilingServer {
     pub fn start() -> CeilingServer {
         let port = free_port();
         let exe = std::env::current_exe().expect("own path");
-        let mut child = Command::new(exe)
+        let mut child = server_command(&exe)
             .args(["ceiling-server", &port.to_string()])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -162,7 +193,7 @@ impl Orderlink {
         let db_path = o.dir.join("o.db");
         let log_path = o.dir.join("orderlink.log");
         let log = std::fs::File::create(&log_path).expect("child log");
-        let mut cmd = Command::new(o.bin);
+        let mut cmd = server_command(o.bin);
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

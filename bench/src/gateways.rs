@@ -92,7 +92,11 @@ pub fn gateways(plan: &Plan, o: &Options, report: &mut Report, peak_rss: &mut Ve
             keep_bodies: true,
         });
         let cpu = server.cpu().saturating_sub(cpu0);
-        load_line(&format!("orderlink: {kind} webhooks (chunk {})", i + 1), &r);
+        load_line(
+            &format!("orderlink: {kind} webhooks (chunk {})", i + 1),
+            &r,
+            cpu,
+        );
         match *kind {
             "generic" => generic.add(&r, cpu),
             _ => razorpay.add(&r, cpu),

@@ -52,7 +52,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--concurrency N] [--only webhooks,gateways,delivery,startup,admin,metrics]"
+        "usage: bench [--quick] [--out PATH] [--concurrency N] [--one-core] [--only webhooks,gateways,delivery,startup,admin,metrics]"
     );
     std::process::exit(2)
 }
@@ -66,6 +66,7 @@ fn plan(args: &[String], root: &Path) -> Plan {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => {}
+            "--one-core" => child::ONE_CORE.store(true, std::sync::atomic::Ordering::Relaxed),
             "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
             "--only" => {
                 let list: Vec<String> = it
@@ -148,6 +149,10 @@ fn main() {
         .expect("workspace root")
         .to_owned();
     let plan = plan(&args, &root);
+    if child::ONE_CORE.load(std::sync::atomic::Ordering::Relaxed) {
+        child::pin_self_to_cpu1();
+        say("one-core mode: servers pinned to CPU 0, load generator and fake Graph to CPU 1");
+    }
     let bin = build_orderlink(&root);
     let scratch = Scratch::new();
     let mut report = Report::new(plan.quick, plan.concurrency);
@@ -304,15 +309,16 @@ struct Ceilings {
     sqlite_full_tps: f64,
 }
 
-fn load_line(name: &str, r: &LoadResult) {
+fn load_line(name: &str, r: &LoadResult, server_cpu: Duration) {
     say(format!(
-        "{name}: {} in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms [{}]{}",
+        "{name}: {} in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, server CPU {:.4} ms/req [{}]{}",
         r.completed,
         r.elapsed.as_secs_f64(),
         r.rate(),
         r.pct_ms(50.0),
         r.pct_ms(99.0),
         r.max_ms(),
+        cpu_per_ms(server_cpu, r.completed as u64),
         r.statuses_text(),
         if r.hit_deadline {
             " (deadline hit)"
@@ -325,8 +331,14 @@ fn load_line(name: &str, r: &LoadResult) {
     }
 }
 
+/// Server CPU milliseconds per request (or message).
+fn cpu_per_ms(cpu: Duration, n: u64) -> f64 {
+    cpu.as_secs_f64() * 1000.0 / n.max(1) as f64
+}
+
 fn load_detail(r: &LoadResult, server_cpu: Duration) -> serde_json::Value {
     json!({
+        "server_cpu_ms_per_request": cpu_per_ms(server_cpu, r.completed as u64),
         "completed": r.completed,
         "io_errors": r.errors,
         "seconds": r.elapsed.as_secs_f64(),
@@ -375,9 +387,9 @@ fn measure_ceilings(plan: &Plan, dir: &Path, report: &mut Report) -> Ceilings {
         keep_bodies: false,
     });
     let (constant, constant_cpu) = run(get("/"));
-    load_line("ceiling: Rocket constant string", &constant);
+    load_line("ceiling: Rocket constant string", &constant, constant_cpu);
     let (redirect, redirect_cpu) = run(get("/r"));
-    load_line("ceiling: Rocket constant 302", &redirect);
+    load_line("ceiling: Rocket constant 302", &redirect, redirect_cpu);
     drop(server);
 
     let c = plan.concurrency;
@@ -516,7 +528,7 @@ fn webhooks_and_invites(
         keep_bodies: true,
     });
     let hooks_cpu = server.cpu().saturating_sub(cpu0);
-    load_line("orderlink: signed payment webhooks", &hooks);
+    load_line("orderlink: signed payment webhooks", &hooks, hooks_cpu);
     let sent_during = fake.messages();
     let mut outcome_counts = std::collections::BTreeMap::<String, usize>::new();
     let mut invite_paths = Vec::new();
@@ -631,7 +643,7 @@ fn webhooks_and_invites(
             keep_bodies: false,
         });
         let cpu = server.cpu().saturating_sub(cpu0);
-        load_line("orderlink: invite redirects", &r);
+        load_line("orderlink: invite redirects", &r, cpu);
         report.detail("invites", load_detail(&r, cpu));
         Some(r)
     };
@@ -734,6 +746,10 @@ fn delivery(
             fake.rejected(),
         ));
         let ready_ms = server.ready_after.as_secs_f64() * 1000.0;
+        let cpu_per_msg = cpu_per_ms(server.cpu(), got);
+        say(format!(
+            "{name}: server CPU {cpu_per_msg:.4} ms per message (start-up included)"
+        ));
         let stopped = server.stop();
         fake.stop();
         note_stopped(&name, &stopped, peak_rss, report);
@@ -767,6 +783,7 @@ fn delivery(
             "ready_after_ms": ready_ms,
             "populate_seconds": fill.as_secs_f64(),
             "hit_deadline": done.is_err(),
+            "server_cpu_ms_per_message": cpu_per_msg,
         }));
     }
     report.detail("delivery", json!(details));

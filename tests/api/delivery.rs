@@ -110,7 +110,7 @@ fn link_text_is_the_exact_graph_json_and_follows_the_accepted_confirmation() {
         texts[0].arrived > templates[0].arrived,
         "the link went out before the confirmation"
     );
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
 }
 
 #[test]
@@ -291,7 +291,7 @@ fn permanent_confirmation_failure_sends_no_link() {
     pay(&app, &payment_event(ORDER));
 
     let confirmation = app.wait_for_outbox_status(ORDER, "confirmation", "dead", PATIENCE);
-    graph.assert_no_more_requests(1, GRACE);
+    app.assert_sends_settled(&graph, 1);
     assert_eq!(confirmation.attempts, 1);
     let error = confirmation.last_error.unwrap_or_default();
     assert!(
@@ -318,7 +318,7 @@ fn rate_limited_confirmation_honours_retry_after_then_is_delivered_once() {
         "retried after {waited:?}, Retry-After was 1 s"
     );
     assert_eq!(graph.accepted_of_type("template").len(), 1);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -336,7 +336,7 @@ fn server_errors_are_retried_then_delivered_once() {
         "the link went out before the confirmation was accepted"
     );
     assert_eq!(graph.accepted_of_type("template").len(), 1);
-    graph.assert_no_more_requests(4, GRACE);
+    app.assert_sends_settled(&graph, 4);
     assert_eq!(
         app.wait_for_outbox_status(ORDER, "confirmation", "sent", PATIENCE)
             .attempts,
@@ -363,7 +363,7 @@ fn a_request_hanging_past_the_timeout_is_retried_then_delivered_once() {
         gap < Duration::from_millis(1500),
         "the client waited out the hang ({gap:?}) instead of timing out at 400 ms"
     );
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -384,7 +384,7 @@ fn transient_meta_codes_are_retried_whatever_the_http_status() {
         transient.len() + 1
     );
     assert_eq!(graph.accepted_of_type("template").len(), 1);
-    graph.assert_no_more_requests(transient.len() + 2, GRACE);
+    app.assert_sends_settled(&graph, transient.len() + 2);
 }
 
 #[test]
@@ -404,7 +404,7 @@ fn confirmation_failing_transiently_max_attempts_times_is_dead_and_no_link_is_se
             .is_some_and(|e| !e.is_empty()),
         "dead without last_error: {confirmation:?}"
     );
-    graph.assert_no_more_requests(4, GRACE);
+    app.assert_sends_settled(&graph, 4);
     assert!(graph.requests_of_type("text").is_empty());
     assert_eq!(app.outbox_row(ORDER, "link").status, "cancelled");
 }
@@ -445,7 +445,7 @@ fn link_text_refused_with_131047_goes_out_as_the_invite_template_when_configured
     let texts = graph.requests_of_type("text").len();
     assert!(texts <= 1, "the refused text was sent {texts} times");
     app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
-    graph.assert_no_more_requests(2 + texts, GRACE);
+    app.assert_sends_settled(&graph, 2 + texts);
 }
 
 #[test]
@@ -464,7 +464,7 @@ fn link_text_refused_with_131047_is_dead_naming_the_variable_without_invite_temp
         error.contains("WHATSAPP_INVITE_TEMPLATE"),
         "last_error: {error:?}"
     );
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     assert_eq!(app.outbox_row(ORDER, "confirmation").status, "sent");
 }
 
@@ -479,7 +479,7 @@ fn link_text_refused_permanently_is_dead_after_one_attempt() {
     let link = app.wait_for_outbox_status(ORDER, "link", "dead", PATIENCE);
     assert_eq!(link.attempts, 1);
     assert!(link.last_error.unwrap_or_default().contains("100"));
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
 }
 
 #[test]
@@ -505,7 +505,7 @@ fn messages_queued_when_the_app_is_killed_are_delivered_once_after_restart() {
     graph.wait_for_accepted("text", 1, Duration::from_secs(20));
     assert_eq!(graph.accepted_of_type("template").len(), 1);
     let seen = graph.requests().len();
-    graph.assert_no_more_requests(seen, GRACE);
+    app.assert_sends_settled(&graph, seen);
     assert_eq!(graph.accepted_of_type("template").len(), 1);
     assert_eq!(graph.accepted_of_type("text").len(), 1);
     app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
@@ -527,7 +527,7 @@ fn a_send_interrupted_by_a_kill_is_delivered_once_after_restart() {
     // Assert
     graph.wait_for_accepted("text", 1, Duration::from_secs(30));
     let seen = graph.requests().len();
-    graph.assert_no_more_requests(seen, GRACE);
+    app.assert_sends_settled(&graph, seen);
     assert_eq!(graph.accepted_of_type("template").len(), 1);
     assert_eq!(graph.accepted_of_type("text").len(), 1);
 }
@@ -582,7 +582,7 @@ fn many_concurrent_orders_each_get_one_confirmation_then_one_link() {
     });
 
     graph.wait_for_accepted("text", orders.len(), Duration::from_secs(20));
-    graph.assert_no_more_requests(2 * orders.len(), GRACE);
+    app.assert_sends_settled(&graph, 2 * orders.len());
     for order_id in &orders {
         let of_order: Vec<RecordedRequest> = graph
             .requests()
@@ -623,7 +623,7 @@ fn thirty_two_workers_racing_through_a_backlog_never_send_a_message_twice() {
     graph.wait_for_accepted("text", orders.len(), Duration::from_secs(60));
 
     // Assert: exactly one of each, per order.
-    graph.assert_no_more_requests(2 * orders.len(), GRACE);
+    app.assert_sends_settled(&graph, 2 * orders.len());
     let mut seen = std::collections::HashSet::new();
     for r in graph.requests() {
         let key = (
@@ -668,7 +668,7 @@ fn other_client_errors_fail_at_once_even_without_a_graph_error_body() {
     let confirmation = app.wait_for_outbox_status(ORDER, "confirmation", "dead", PATIENCE);
     assert_eq!(confirmation.attempts, 1);
     assert!(confirmation.last_error.unwrap_or_default().contains("404"));
-    graph.assert_no_more_requests(1, GRACE);
+    app.assert_sends_settled(&graph, 1);
 }
 
 #[test]
@@ -691,7 +691,7 @@ fn an_expired_graph_token_pauses_sending_instead_of_burning_the_queue() {
     let confirmation = app.wait_for_outbox_status(ORDER, "confirmation", "sent", PATIENCE);
     assert_eq!(confirmation.attempts, 1);
     app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
-    graph.assert_no_more_requests(5, GRACE);
+    app.assert_sends_settled(&graph, 5);
     let logs = app.logs();
     assert_eq!(logs.matches("SENDING PAUSED").count(), 1, "{logs}");
     assert!(logs.contains("sending resumed"), "{logs}");
@@ -724,7 +724,7 @@ fn a_missing_template_pauses_every_message_and_dead_letters_none() {
         )
         .unwrap();
     assert_eq!(dead, 0);
-    graph.assert_no_more_requests(6, GRACE);
+    app.assert_sends_settled(&graph, 6);
 }
 
 #[test]

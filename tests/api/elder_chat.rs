@@ -192,7 +192,7 @@ fn inbound_webhook_with_a_missing_or_wrong_signature_is_401_and_stores_nothing()
     assert_eq!(inbound_count(&app), 0, "inbound_messages rows");
     assert_eq!(app.count("SELECT COUNT(*) FROM contact_links"), 0);
     assert_eq!(consumed_at(&app, &processed.token), None);
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
 }
 
 #[test]
@@ -324,7 +324,7 @@ fn text_with_the_token_links_the_sender_consumes_the_token_and_sends_one_reply()
     wait_until("the elder reply to be recorded as sent", PATIENCE, || {
         elder_replies(&app, ORDER) == vec![(ELDER_A.to_string(), "sent".to_string())]
     });
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -356,7 +356,7 @@ fn the_same_wamid_delivered_three_times_is_stored_once_and_replied_to_once() {
     );
     assert_eq!(inbound_count(&app), 1);
     assert_eq!(linked_senders(&app, ORDER), vec![ELDER_A.to_string()]);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
     assert_eq!(requests_to(&graph, ELDER_A).len(), 1);
     assert_eq!(elder_replies(&app, ORDER).len(), 1);
 }
@@ -382,7 +382,7 @@ fn the_same_wamid_delivered_concurrently_is_stored_once_and_replied_to_once() {
     });
 
     wait_for_replies(&graph, ELDER_A, 1);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
     assert_eq!(inbound_count(&app), 1);
     assert_eq!(linked_senders(&app, ORDER), vec![ELDER_A.to_string()]);
 }
@@ -480,7 +480,7 @@ fn expired_token_is_recorded_but_links_nothing_and_gets_no_reply() {
     );
     assert!(linked_senders(&app, ORDER).is_empty());
     assert!(elder_replies(&app, ORDER).is_empty());
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     // A follow-up is not attributed either: the sender was never linked.
     let follow_up = fresh_wamid();
     app.deliver(&text_payload(ELDER_A, "Asha", &follow_up, "hello?"));
@@ -519,7 +519,7 @@ fn a_second_elder_on_the_same_token_gets_a_link_and_a_reply_of_their_own() {
             .and_then(|v| v.as_str()),
         Some(reply_text_for(ORDER).as_str())
     );
-    graph.assert_no_more_requests(4, GRACE);
+    app.assert_sends_settled(&graph, 4);
     assert_eq!(requests_to(&graph, ELDER_A).len(), 1);
     assert_eq!(
         consumed_at(&app, &processed.token),
@@ -572,7 +572,7 @@ fn follow_up_without_a_token_from_a_linked_sender_goes_to_their_most_recently_li
         ),
         2
     );
-    graph.assert_no_more_requests(6, GRACE);
+    app.assert_sends_settled(&graph, 6);
 }
 
 #[test]
@@ -612,7 +612,7 @@ fn message_without_a_token_from_an_unknown_sender_is_stored_unattributed() {
         assert_eq!(row.order_id, None);
     }
     assert_eq!(linked_senders(&app, ORDER), vec![ELDER_A.to_string()]);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
     assert!(requests_to(&graph, STRANGER).is_empty());
 }
 
@@ -871,7 +871,7 @@ fn without_elder_reply_text_a_newly_linked_elder_is_linked_but_sent_nothing() {
     // Assert
     assert_eq!(linked_senders(&app, ORDER), vec![ELDER_A.to_string()]);
     assert!(elder_replies(&app, ORDER).is_empty());
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
 }
 
 #[test]
@@ -895,7 +895,7 @@ fn elder_reply_refused_transiently_by_meta_is_retried_and_delivered_once() {
     wait_until("the reply to be recorded as sent", PATIENCE, || {
         elder_replies(&app, ORDER) == vec![(ELDER_A.to_string(), "sent".to_string())]
     });
-    graph.assert_no_more_requests(4, GRACE);
+    app.assert_sends_settled(&graph, 4);
     let to_elder = requests_to(&graph, ELDER_A);
     assert_eq!(to_elder.len(), 2);
     assert!(!to_elder[0].was_accepted());
@@ -1043,7 +1043,7 @@ fn done_means_two_elders_from_one_forwarded_link_show_up_linked_replied_once_and
         "{other_view}"
     );
     assert!(linked_senders(&app, &other.order_id).is_empty());
-    graph.assert_no_more_requests(6, GRACE);
+    app.assert_sends_settled(&graph, 6);
 }
 
 // ---------------------------------------------------------------- usernames
@@ -1168,7 +1168,7 @@ fn follow_up_from_a_username_only_elder_goes_to_their_order_without_a_second_rep
     let row = inbound_row(&app, &wamid).expect("follow-up stored");
     assert_eq!(row.order_id.as_deref(), Some(ORDER));
     assert_eq!(row.body.as_deref(), Some("Has it shipped yet?"));
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -1237,7 +1237,7 @@ fn a_contact_seen_with_both_ids_is_one_contact_found_by_either_in_the_admin_api(
         inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
         Some(ORDER)
     );
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
     for key in [ELDER_BSUID, ELDER_A, &format!("%2B{ELDER_A}")] {
         let resp = admin_get(&app, &format!("/admin/contacts/{key}"));
         assert_eq!(resp.status, 200, "{key}: {}", resp.body);
@@ -1301,7 +1301,7 @@ fn an_elder_linked_by_number_is_still_recognised_when_only_their_bsuid_arrives()
         Some(ORDER)
     );
     assert_eq!(contacts(&app).len(), 1);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -1353,7 +1353,7 @@ fn user_id_update_carries_the_links_over_to_the_new_bsuid() {
         linked_senders(&app, ORDER),
         vec![ELDER_NEW_BSUID.to_string()]
     );
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
     let view = admin_get(&app, &format!("/admin/contacts/{ELDER_NEW_BSUID}")).json();
     assert_eq!(view["orders"][0]["order_id"], ORDER, "{view}");
     assert_eq!(
@@ -1393,7 +1393,7 @@ fn user_changed_number_carries_the_links_over_to_the_new_number() {
         Some(ORDER)
     );
     assert_eq!(linked_senders(&app, ORDER), vec![NEW_NUMBER.to_string()]);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -1433,7 +1433,7 @@ fn user_changed_user_id_system_message_carries_the_links_over_to_the_new_bsuid()
         linked_senders(&app, ORDER),
         vec![ELDER_NEW_BSUID.to_string()]
     );
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 #[test]
@@ -1472,7 +1472,7 @@ fn a_number_change_reported_after_the_elder_wrote_from_the_new_number_joins_the_
     );
     assert_eq!(linked_senders(&app, ORDER), vec![NEW_NUMBER.to_string()]);
     assert_eq!(contacts(&app), vec![(Some(NEW_NUMBER.to_string()), None)]);
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
 }
 
 // ------------------------------------------------------- the state lattice

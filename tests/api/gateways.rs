@@ -201,7 +201,7 @@ fn razorpay_sample_payment_captured_confirms_once_and_says_where_the_order_id_ca
     // Without the event-id header the key is the payment id and the event.
     assert_eq!(status_of(&razorpay(&app, &body, None)), "already_confirmed");
     assert_eq!(status_of(&razorpay(&app, &body, None)), "duplicate");
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
 
     let keys: Vec<String> = app
         .db()
@@ -326,7 +326,7 @@ fn razorpay_order_paid_and_payment_captured_concurrently_give_one_confirmation_p
     );
     graph.wait_for_accepted("template", ORDERS, PATIENCE);
     graph.wait_for_accepted("text", ORDERS, PATIENCE);
-    graph.assert_no_more_requests(ORDERS * 2, GRACE);
+    app.assert_sends_settled(&graph, ORDERS * 2);
     for r in graph.requests_of_type("template") {
         let order = r.order_id().unwrap();
         assert_eq!(templates_for(&graph, order).len(), 1, "{order}");
@@ -352,7 +352,7 @@ fn razorpay_reordered_order_paid_first_then_payment_captured_is_already_confirme
     assert_eq!(second["status"], "already_confirmed");
     assert_eq!(second["order_id"], "RZ-R1");
     graph.wait_for_accepted("text", 1, PATIENCE);
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     let order = admin_order(&app, "RZ-R1");
     assert!(
         order.to_string().contains("razorpay order.notes.order_id"),
@@ -485,7 +485,7 @@ fn stripe_unpaid_session_is_ignored_until_the_async_payment_succeeds() {
     );
     assert_eq!(status_of(&stripe(&app, &unpaid)), "ignored");
     assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 0);
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
     let succeeded = stripe_session_event(
         "evt_1U2",
         "checkout.session.async_payment_succeeded",

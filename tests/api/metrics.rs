@@ -280,6 +280,7 @@ fn after_a_scripted_flow_the_scrape_counts_exactly_what_happened_and_passes_prom
     assert_eq!(s.get(depth, &[("state", "dead")]), 1.0);
     assert_eq!(s.get(depth, &[("state", "queued")]), 0.0);
     assert_eq!(s.get(depth, &[("state", "waiting")]), 0.0);
+    assert_eq!(s.get(depth, &[("state", "sending")]), 0.0);
     assert_eq!(
         s.family("orderlink_billable_messages"),
         [(

@@ -116,7 +116,7 @@ fn replayed_webhook_id_is_a_duplicate_and_sends_nothing_new() {
         assert_eq!(json["status"], "duplicate", "{json}");
         assert_eq!(json["order_id"], ORDER, "{json}");
     }
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     assert_eq!(app.count("SELECT COUNT(*) FROM whatsapp_tokens"), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox"), 2);
 }
@@ -135,7 +135,7 @@ fn new_webhook_id_for_a_confirmed_order_is_already_confirmed_and_sends_nothing_n
     let json = resp.json();
     assert_eq!(json["status"], "already_confirmed", "{json}");
     assert_eq!(json["order_id"], ORDER, "{json}");
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     let token: String = app
         .db()
         .query_row("SELECT token FROM whatsapp_tokens", [], |r| r.get(0))
@@ -191,7 +191,7 @@ fn other_event_type_is_ignored_and_only_recorded() {
     assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM whatsapp_tokens"), 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox"), 0);
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
 }
 
 fn assert_skipped_invalid_phone(app: &TestApp, order_id: &str, resp: &Resp) {
@@ -233,7 +233,7 @@ fn missing_phone_is_processed_as_skipped_and_sends_nothing() {
     let resp = app.post_webhook(&event.to_string());
 
     assert_skipped_invalid_phone(&app, ORDER, &resp);
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn invalid_phones_are_processed_as_skipped_and_send_nothing() {
         let resp = app.post_webhook(&event.to_string());
         assert_skipped_invalid_phone(&app, &order_id, &resp);
     }
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
 }
 
 #[test]
@@ -345,7 +345,7 @@ fn invalid_fields_are_rejected_and_write_nothing() {
     }
 
     assert_nothing_written(&app);
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
     // A rejected key is not consumed: the corrected event under the same id works.
     let negative = cases
         .iter()
@@ -463,7 +463,7 @@ fn wrong_or_tampered_signatures_are_401_and_write_nothing() {
     }
 
     assert_nothing_written(&app);
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
 }
 
 #[test]
@@ -533,7 +533,7 @@ fn missing_signature_headers_are_401_and_write_nothing() {
     assert_unauthorized("non-numeric timestamp", &post_raw(&app, &body, &bad_ts));
 
     assert_nothing_written(&app);
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
 }
 
 #[test]
@@ -625,7 +625,7 @@ fn fifty_concurrent_deliveries_of_one_webhook_id_send_one_confirmation_and_one_l
         "{statuses:?}"
     );
     graph.wait_for_accepted("text", 1, PATIENCE);
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     assert_eq!(graph.requests_of_type("template").len(), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM whatsapp_tokens"), 1);
 }
@@ -668,7 +668,7 @@ fn ten_webhook_ids_for_one_order_send_one_confirmation_and_one_link() {
         "{statuses:?}"
     );
     graph.wait_for_accepted("text", 1, PATIENCE);
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
     assert_eq!(graph.requests_of_type("template").len(), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM whatsapp_tokens"), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM webhook_events"), 10);
@@ -687,7 +687,7 @@ fn same_webhook_id_with_a_different_body_is_still_a_duplicate() {
     assert_eq!(other.json()["status"], "duplicate", "{}", other.body);
     assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 1);
     graph.wait_for_accepted("text", 1, PATIENCE);
-    graph.assert_no_more_requests(2, GRACE);
+    app.assert_sends_settled(&graph, 2);
 }
 
 fn token_lifetime_ms(app: &TestApp) -> i64 {

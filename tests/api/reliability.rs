@@ -239,7 +239,7 @@ fn slow_crash_kill9_mid_burst_keeps_every_acknowledged_order_and_resends_only_in
     );
     let in_db: i64 = app.count("SELECT COUNT(*) FROM orders");
     wait_for_outbox_drained(&app, 2 * in_db, Duration::from_secs(60));
-    let total = settle(&graph, GRACE, Duration::from_secs(30));
+    let total = app.wait_sends_settled(&graph, None, Duration::from_secs(30));
     let stored = assert_every_order_paid_and_sent(&app);
     for s in &acknowledged {
         assert!(
@@ -342,7 +342,7 @@ fn slow_faults_503_then_429_then_hangs_deliver_each_message_once_within_backoff_
         app.wait_for_outbox_status(order_id, "link", "sent", Duration::from_secs(60));
     }
     let confirmation = app.wait_for_outbox_status(DOOMED, "confirmation", "dead", PATIENCE);
-    let total = settle(&graph, GRACE, Duration::from_secs(30));
+    let total = app.wait_sends_settled(&graph, None, Duration::from_secs(30));
     let requests = graph.requests();
     assert_eq!(requests.len(), total);
 
@@ -521,7 +521,7 @@ fn slow_load_5000_orders_at_concurrency_64_with_replays_send_exactly_10000_messa
         thread::sleep(Duration::from_millis(250));
     }
     let sent_in = started.elapsed();
-    thread::sleep(GRACE);
+    app.wait_sends_settled(&graph, None, Duration::from_secs(30));
 
     let pid = app.pid().expect("app running");
     let peak = peak_rss_kib(pid);
@@ -661,7 +661,7 @@ fn slow_shutdown_sigterm_during_a_burst_exits_zero_in_bound_and_loses_nothing() 
     app.restart();
     let in_db = app.count("SELECT COUNT(*) FROM orders");
     wait_for_outbox_drained(&app, 2 * in_db, Duration::from_secs(60));
-    settle(&graph, GRACE, Duration::from_secs(30));
+    app.wait_sends_settled(&graph, None, Duration::from_secs(30));
     let stored = assert_every_order_paid_and_sent(&app);
     let tally = accepted_per_message(&graph.requests());
     for order_id in &stored {

@@ -35,7 +35,7 @@ fn sandbox_mode_accepts_unsigned_webhooks_and_records_messages_without_calling_g
         let id = row.graph_message_id.unwrap_or_default();
         assert!(id.starts_with("sandbox-"), "{kind} message id {id:?}");
     }
-    graph.assert_no_more_requests(0, GRACE);
+    app.assert_sends_settled(&graph, 0);
     // The messages are printed to the log, masked (SPEC §3, §8).
     let logs = app.logs();
     for secret in [token.as_str(), "919876543210", "9876543210"] {

@@ -407,6 +407,62 @@ impl TestApp {
     }
 
     /// Waits until the `kind` message of `order_id` has `status`.
+    /// Asserts the fake Graph got exactly `expected` requests and that no
+    /// more can follow. Waits (to a deadline) until no outbox row is queued,
+    /// claimed or waiting: the sender sends only such rows, and a request
+    /// reaches Graph before its outcome is written, so once none is left,
+    /// every request this database will cause has arrived. Unlike a quiet
+    /// period, a late duplicate cannot slip past it.
+    pub fn assert_sends_settled(&self, graph: &FakeGraph, expected: usize) {
+        self.wait_sends_settled(graph, Some(expected), super::PATIENCE);
+        assert_eq!(graph.requests().len(), expected, "fake graph request count");
+    }
+
+    /// Waits until no outbox row can still be sent (see
+    /// `assert_sends_settled`) and returns how many requests the fake got.
+    pub fn wait_sends_settled(
+        &self,
+        graph: &FakeGraph,
+        most: Option<usize>,
+        timeout: Duration,
+    ) -> usize {
+        let expected = most.unwrap_or(usize::MAX);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let open: Vec<(String, String, String)> = {
+                let conn = self.db();
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT order_id, kind, status FROM outbox
+                         WHERE status IN ('queued', 'sending', 'waiting')",
+                    )
+                    .expect("prepare");
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .expect("query")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("rows");
+                rows
+            };
+            let got = graph.requests().len();
+            assert!(
+                got <= expected,
+                "fake graph: expected {expected} request(s), got {got}"
+            );
+            if open.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "messages still to send after {timeout:?}: {} rows, e.g. {:?}",
+                open.len(),
+                open.first()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        graph.requests().len()
+    }
+
     pub fn wait_for_outbox_status(
         &self,
         order_id: &str,
