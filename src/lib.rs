@@ -15,6 +15,7 @@ pub mod links;
 pub mod logging;
 pub mod outbox;
 pub mod payments;
+pub mod pg;
 pub mod routes;
 pub mod sender;
 pub mod signature;

@@ -11,6 +11,7 @@ mod invite;
 mod lifecycle;
 mod logging;
 mod payment_webhook;
+mod postgres;
 mod properties;
 mod reliability;
 mod sandbox;
