@@ -27,10 +27,16 @@ const SCHEMA_HISTORY: &str = "refinery_schema_history";
 /// Connects without TLS: the database is expected on loopback or a private
 /// network (see the README's "Outgrowing one machine").
 pub fn connect(url: &str) -> Result<Client, String> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err("the PostgreSQL URL must start with postgres:// or postgresql://".into());
-    }
+    check_scheme(url)?;
     Client::connect(url, NoTls).map_err(|e| format!("cannot connect to {}: {e}", redact(url)))
+}
+
+fn check_scheme(url: &str) -> Result<(), String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err("the PostgreSQL URL must start with postgres:// or postgresql://".into())
+    }
 }
 
 /// The URL without its password, for messages.
@@ -81,6 +87,7 @@ fn lock_stopped(path: &Path) -> Result<File, String> {
 /// PostgreSQL database at `url`, in one PostgreSQL transaction: all of it or
 /// nothing. Returns each table's row count, in the order copied.
 pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
+    check_scheme(url)?;
     if !source.is_file() {
         return Err(format!("DATABASE_PATH {} does not exist", source.display()));
     }

@@ -490,3 +490,73 @@ fn copy_to_is_in_the_help_and_check_names_it_for_a_postgresql_database_url() {
     );
     assert!(!check.output().contains("s3cret-pw"), "{}", check.output());
 }
+
+mod older {
+    refinery::embed_migrations!("migrations");
+}
+
+#[test]
+fn copy_to_refuses_a_missing_or_unmigrated_database_before_connecting() {
+    // Arrange: a SQLite database left at V1, and a PostgreSQL URL nobody answers
+    // (a refusal must come before any connection).
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    let mut conn = rusqlite::Connection::open(&old).unwrap();
+    older::migrations::runner()
+        .set_target(refinery::Target::Version(1))
+        .run(&mut conn)
+        .unwrap();
+    drop(conn);
+    let nowhere = "postgres://orderlink@127.0.0.1:1/orderlink";
+
+    // Act
+    let pending = run_cli(
+        &["copy-to", nowhere],
+        &copy_env(&old),
+        Duration::from_secs(20),
+    );
+    let missing = run_cli(
+        &["copy-to", nowhere],
+        &copy_env(&dir.path().join("none.db")),
+        Duration::from_secs(20),
+    );
+    let not_postgres = run_cli(
+        &["copy-to", "mysql://x@127.0.0.1/y"],
+        &copy_env(&old),
+        Duration::from_secs(20),
+    );
+
+    // Assert
+    assert_eq!(pending.status.code(), Some(1), "{}", pending.output());
+    assert!(
+        pending.stderr.contains("migration(s) pending")
+            && pending.stderr.contains("orderlink migrate"),
+        "{}",
+        pending.output()
+    );
+    let versions: i64 = rusqlite::Connection::open(&old)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM refinery_schema_history", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(versions, 1, "copy-to does not migrate the SQLite file");
+    assert_eq!(missing.status.code(), Some(1), "{}", missing.output());
+    assert!(
+        missing.stderr.contains("does not exist"),
+        "{}",
+        missing.output()
+    );
+    assert!(!dir.path().join("none.db").exists(), "{}", missing.output());
+    assert_eq!(
+        not_postgres.status.code(),
+        Some(1),
+        "{}",
+        not_postgres.output()
+    );
+    assert!(
+        not_postgres.stderr.contains("postgres://"),
+        "{}",
+        not_postgres.output()
+    );
+}
