@@ -28,7 +28,16 @@ const SCHEMA_HISTORY: &str = "refinery_schema_history";
 /// network (see the README's "Outgrowing one machine").
 pub fn connect(url: &str) -> Result<Client, String> {
     check_scheme(url)?;
-    Client::connect(url, NoTls).map_err(|e| format!("cannot connect to {}: {e}", redact(url)))
+    Client::connect(url, NoTls)
+        .map_err(|e| format!("cannot connect to {}: {}", redact(url), describe(&e)))
+}
+
+/// The client's own message ("db error") with the server's reason after it.
+fn describe(e: &postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(why) => format!("{e}: {why}"),
+        None => e.to_string(),
+    }
 }
 
 fn check_scheme(url: &str) -> Result<(), String> {
@@ -112,14 +121,14 @@ pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
     let tables = copy_order(&lite)?;
     let mut tx = client
         .transaction()
-        .map_err(|e| format!("PostgreSQL: {e}"))?;
+        .map_err(|e| format!("PostgreSQL: {}", describe(&e)))?;
     let pg_tables: BTreeSet<String> = tx
         .query(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
             &[],
         )
-        .map_err(|e| format!("PostgreSQL: {e}"))?
+        .map_err(|e| format!("PostgreSQL: {}", describe(&e)))?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -132,7 +141,7 @@ pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
         }
         let held: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {}", quote(table)), &[])
-            .map_err(|e| format!("PostgreSQL: {e}"))?
+            .map_err(|e| format!("PostgreSQL: {}", describe(&e)))?
             .get(0);
         if held > 0 {
             return Err(format!(
@@ -145,12 +154,12 @@ pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
     for table in &tables {
         if SEEDED_BY_MIGRATIONS.contains(&table.as_str()) {
             tx.execute(&format!("DELETE FROM {}", quote(table)), &[])
-                .map_err(|e| format!("PostgreSQL: {e}"))?;
+                .map_err(|e| format!("PostgreSQL: {}", describe(&e)))?;
         }
         let copied = copy_table(&lite, &mut tx, table)?;
         let landed: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {}", quote(table)), &[])
-            .map_err(|e| format!("PostgreSQL: {e}"))?
+            .map_err(|e| format!("PostgreSQL: {}", describe(&e)))?
             .get(0);
         if landed as u64 != copied {
             return Err(format!(
@@ -159,8 +168,12 @@ pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
         }
         counts.push((table.clone(), copied));
     }
-    tx.commit()
-        .map_err(|e| format!("PostgreSQL commit failed, nothing was copied: {e}"))?;
+    tx.commit().map_err(|e| {
+        format!(
+            "PostgreSQL commit failed, nothing was copied: {}",
+            describe(&e)
+        )
+    })?;
     Ok(counts)
 }
 
@@ -222,7 +235,7 @@ fn copy_table(
     table: &str,
 ) -> Result<u64, String> {
     let sql_err = |e: rusqlite::Error| format!("reading {table} from SQLite: {e}");
-    let pg_err = |e: postgres::Error| format!("writing {table} to PostgreSQL: {e}");
+    let pg_err = |e: postgres::Error| format!("writing {table} to PostgreSQL: {}", describe(&e));
     let columns: Vec<String> = lite
         .prepare(&format!("PRAGMA table_info({})", quote(table)))
         .map_err(sql_err)?

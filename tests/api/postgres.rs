@@ -496,7 +496,8 @@ mod older {
 }
 
 #[test]
-fn copy_to_refuses_a_missing_or_unmigrated_database_before_connecting() {
+fn copy_to_refuses_a_missing_or_unmigrated_database_and_names_an_unreachable_server_without_its_password(
+) {
     // Arrange: a SQLite database left at V1, and a PostgreSQL URL nobody answers
     // (a refusal must come before any connection).
     let dir = tempfile::tempdir().unwrap();
@@ -526,7 +527,38 @@ fn copy_to_refuses_a_missing_or_unmigrated_database_before_connecting() {
         Duration::from_secs(20),
     );
 
+    let current = dir.path().join("current.db");
+    older::migrations::runner()
+        .run(&mut rusqlite::Connection::open(&current).unwrap())
+        .unwrap();
+    let unreachable = run_cli(
+        &[
+            "copy-to",
+            "postgres://orderlink:pw-s3cret@127.0.0.1:1/orderlink",
+        ],
+        &copy_env(&current),
+        Duration::from_secs(20),
+    );
+
     // Assert
+    assert_eq!(
+        unreachable.status.code(),
+        Some(1),
+        "{}",
+        unreachable.output()
+    );
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot connect to postgres://orderlink@127.0.0.1:1/orderlink: error connecting to server"),
+        "{}",
+        unreachable.output()
+    );
+    assert!(
+        !unreachable.output().contains("pw-s3cret"),
+        "{}",
+        unreachable.output()
+    );
     assert_eq!(pending.status.code(), Some(1), "{}", pending.output());
     assert!(
         pending.stderr.contains("migration(s) pending")
@@ -559,4 +591,53 @@ fn copy_to_refuses_a_missing_or_unmigrated_database_before_connecting() {
         "{}",
         not_postgres.output()
     );
+}
+
+#[test]
+fn copy_to_stops_at_a_value_that_does_not_fit_and_leaves_no_copied_row() {
+    let Some(admin_url) =
+        postgres_url("copy_to_stops_at_a_value_that_does_not_fit_and_leaves_no_copied_row")
+    else {
+        return;
+    };
+    // Arrange: a contact (copied before orders), a good order, and an order
+    // whose amount SQLite kept as text (its type affinity allows it).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("odd.db");
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    older::migrations::runner().run(&mut conn).unwrap();
+    conn.execute_batch(
+        "INSERT INTO contacts (id, wa_id, user_id, profile_name, created_at, updated_at)
+             VALUES ('919811111111', '919811111111', NULL, 'Asha', 1, 1);
+         INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
+             VALUES ('ORD-GOOD', 'paid', 49900, 'INR', 1, 1),
+                    ('ORD-ODD', 'paid', 'forty-nine', 'INR', 1, 1);",
+    )
+    .unwrap();
+    drop(conn);
+    let scratch = Scratch::create(&admin_url);
+
+    // Act
+    let run = run_cli(
+        &["copy-to", &scratch.url],
+        &copy_env(&db),
+        Duration::from_secs(60),
+    );
+
+    // Assert: the table and column named, and no row of any table landed.
+    assert_eq!(run.status.code(), Some(1), "{}", run.output());
+    assert!(
+        run.stderr
+            .contains("orders.total_amount: cannot store SQLite text as PostgreSQL int8"),
+        "{}",
+        run.output()
+    );
+    let mut pg = scratch.client();
+    for table in ["contacts", "orders"] {
+        let n: i64 = pg
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} after a failed copy");
+    }
 }
