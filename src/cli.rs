@@ -1,12 +1,12 @@
 //! The commands: `serve` (default), `migrate`, `backup PATH`, `check`,
-//! `--version`. Only `serve` starts the server.
+//! `copy-to postgres://…`, `--version`. Only `serve` starts the server.
 
 use crate::app;
 use crate::config::Config;
 use crate::db;
 use std::path::Path;
 
-const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check | --version]";
+const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check | copy-to postgres://URL | --version]\n\n  copy-to postgres://URL  copies the stopped SQLite database (DATABASE_PATH) into an empty\n                          PostgreSQL database, migrating it first (README: Outgrowing one machine)";
 
 pub fn run(args: &[String]) -> i32 {
     let command = args.first().map(String::as_str).unwrap_or("serve");
@@ -15,6 +15,7 @@ pub fn run(args: &[String]) -> i32 {
         ("migrate", 1) => migrate(),
         ("backup", 2) => backup(Path::new(&args[1])),
         ("check", 1) => check(),
+        ("copy-to", 2) => copy_to(&args[1]),
         ("--version" | "-V" | "version", 1) => {
             println!("orderlink {}", env!("CARGO_PKG_VERSION"));
             0
@@ -150,6 +151,41 @@ pub fn backup_to(source: &Path, dest: &Path) -> Result<i32, String> {
     db::copy_database(&src, dest)
 }
 
+/// SPEC §13: a stopped SQLite database into an empty PostgreSQL one. Needs only
+/// DATABASE_PATH, not the server's whole configuration.
+fn copy_to(url: &str) -> i32 {
+    let path = database_path_from_env();
+    match crate::pg::copy_to(&path, url) {
+        Ok(counts) => {
+            for (table, rows) in &counts {
+                println!("{table}: {rows} row(s)");
+            }
+            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            println!(
+                "copied {} ({total} rows in {} tables) to {} in one transaction",
+                path.display(),
+                counts.len(),
+                crate::pg::redact(url)
+            );
+            0
+        }
+        Err(line) => {
+            eprintln!("orderlink: copy-to failed: {line}");
+            1
+        }
+    }
+}
+
+fn database_path_from_env() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var("DATABASE_PATH")
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "data/orderlink.db".into()),
+    )
+}
+
 /// Every problem at once, one line each: the configuration's
 /// errors, then where the database lives, then the database itself. A
 /// problem makes the exit status non-zero; a warning does not.
@@ -171,6 +207,7 @@ fn check() -> i32 {
         }
     };
     live_mode_warnings(&mut report);
+    postgres_note(&mut report);
     let path = config
         .as_ref()
         .map(|c| c.database_path.clone())
@@ -214,6 +251,20 @@ fn live_mode_warnings(report: &mut Report) {
     if base.to_ascii_lowercase().starts_with("http://") {
         report.warning(format!(
             "APP_BASE_URL {base} is not https: customers get invite links on a plain-text or local address; set the public https:// URL"
+        ));
+    }
+}
+
+/// SPEC §13 is groundwork so far: a PostgreSQL URL in DATABASE_URL is not
+/// used by the server yet, which must not go unnoticed.
+fn postgres_note(report: &mut Report) {
+    let url = std::env::var("DATABASE_URL").unwrap_or_default();
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        report.warning(format!(
+            "DATABASE_URL is {} but the server does not run on PostgreSQL yet: it keeps using DATABASE_PATH; `orderlink copy-to {}` copies the stopped SQLite database into an empty PostgreSQL one",
+            crate::pg::redact(url),
+            crate::pg::redact(url)
         ));
     }
 }

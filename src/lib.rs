@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod payments;
+pub mod pg;
 pub mod routes;
 pub mod sender;
 pub mod signature;

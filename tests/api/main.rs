@@ -12,6 +12,7 @@ mod lifecycle;
 mod logging;
 mod metrics;
 mod payment_webhook;
+mod postgres;
 mod properties;
 mod reliability;
 mod sandbox;
