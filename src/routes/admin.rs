@@ -7,10 +7,8 @@ use crate::admin_view;
 use crate::domain::mask_digits;
 use crate::error::AppError;
 use crate::sender::now_ms;
-use crate::signature::constant_time_eq;
 use crate::state::AppState;
 use rocket::http::uri::{fmt::Path, Segments};
-use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::serde::json::{json, Value};
 use rocket::{get, post, routes, State};
@@ -27,21 +25,7 @@ impl<'r> FromRequest<'r> for Admin {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let Some(state) = req.rocket().state::<AppState>() else {
-            return Outcome::Error((Status::InternalServerError, ()));
-        };
-        let Some(expected) = state.config.admin_token.as_deref() else {
-            return Outcome::Error((Status::NotFound, ()));
-        };
-        let given = req
-            .headers()
-            .get_one("Authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            Some(token) if constant_time_eq(expected, token) => Outcome::Success(Admin),
-            _ => Outcome::Error((Status::Unauthorized, ())),
-        }
+        super::bearer(req, |config| config.admin_token.as_deref()).map(|()| Admin)
     }
 }
 

@@ -4,10 +4,9 @@
 
 use crate::error::AppError;
 use crate::metrics;
-use crate::signature::constant_time_eq;
 use crate::state::AppState;
 use rocket::fairing::{Fairing, Info, Kind};
-use rocket::http::{ContentType, Method, Status};
+use rocket::http::{ContentType, Method};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{get, routes, Data, Response, State};
 use std::time::Instant;
@@ -24,21 +23,7 @@ impl<'r> FromRequest<'r> for Scraper {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let Some(state) = req.rocket().state::<AppState>() else {
-            return Outcome::Error((Status::InternalServerError, ()));
-        };
-        let Some(expected) = state.config.metrics_token.as_deref() else {
-            return Outcome::Error((Status::NotFound, ()));
-        };
-        let given = req
-            .headers()
-            .get_one("Authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            Some(token) if constant_time_eq(expected, token) => Outcome::Success(Scraper),
-            _ => Outcome::Error((Status::Unauthorized, ())),
-        }
+        super::bearer(req, |config| config.metrics_token.as_deref()).map(|()| Scraper)
     }
 }
 
