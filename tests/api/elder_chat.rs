@@ -1066,6 +1066,19 @@ fn admin_get(app: &TestApp, path: &str) -> Resp {
 }
 
 /// Waits until `n` requests addressed to the BSUID were accepted by the fake.
+/// The arrange of most username-only tests: the order paid and both messages
+/// sent, then the username-only elder linked by the token and replied to once.
+fn link_username_elder(app: &TestApp, graph: &FakeGraph) {
+    let processed = pay_and_send(app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+    wait_for_user_replies(graph, ELDER_BSUID, 1);
+}
+
 fn wait_for_user_replies(graph: &FakeGraph, user_id: &str, n: usize) -> Vec<RecordedRequest> {
     graph.wait_for(
         &format!("{n} accepted message(s) to {user_id}"),
@@ -1146,14 +1159,7 @@ fn follow_up_from_a_username_only_elder_goes_to_their_order_without_a_second_rep
     // Arrange
     let graph = FakeGraph::start();
     let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
-        ELDER_BSUID,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    link_username_elder(&app, &graph);
     let wamid = fresh_wamid();
 
     // Act
@@ -1176,14 +1182,7 @@ fn status_of_the_reply_to_a_bsuid_recipient_is_applied_with_its_pricing() {
     // Arrange: the username-only elder was replied to.
     let graph = FakeGraph::start();
     let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
-        ELDER_BSUID,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    link_username_elder(&app, &graph);
     app.wait_for_outbox_status(ORDER, "elder_reply", "sent", PATIENCE);
     let reply_id = app
         .outbox_row(ORDER, "elder_reply")
@@ -1209,14 +1208,7 @@ fn a_contact_seen_with_both_ids_is_one_contact_found_by_either_in_the_admin_api(
     // Arrange: the elder first writes as a username-only user and is linked.
     let graph = FakeGraph::start();
     let app = app_with_reply_and_admin(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
-        ELDER_BSUID,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    link_username_elder(&app, &graph);
     let wamid = fresh_wamid();
 
     // Act: later Meta shares the number too.
@@ -1324,14 +1316,7 @@ fn user_id_update_carries_the_links_over_to_the_new_bsuid() {
     // Arrange: a username-only elder linked to the order.
     let graph = FakeGraph::start();
     let app = app_with_reply_and_admin(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
-        ELDER_BSUID,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    link_username_elder(&app, &graph);
     let wamid = fresh_wamid();
 
     // Act: Meta reports the new BSUID; the elder writes with it.
@@ -1401,14 +1386,7 @@ fn user_changed_user_id_system_message_carries_the_links_over_to_the_new_bsuid()
     // Arrange: a username-only elder linked to the order.
     let graph = FakeGraph::start();
     let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
-        ELDER_BSUID,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    link_username_elder(&app, &graph);
     let wamid = fresh_wamid();
 
     // Act
