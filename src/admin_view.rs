@@ -43,12 +43,15 @@ fn message_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "delivery_status": r.get::<_, Option<String>>("delivery_status")?,
         "delivery_error": r.get::<_, Option<String>>("delivery_error")?,
         "delivery_updated_at": rfc3339(r.get("delivery_updated_at")?),
+        // While `sending`: when the claim runs out and the row is due again.
+        "lease_until": rfc3339(r.get("lease_until")?),
     }))
 }
 
 const MESSAGE_COLUMNS: &str =
     "id, order_id, kind, recipient, recipient_user_id, status, variant, attempts, next_attempt_at,
-     last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at";
+     last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at,
+     lease_until";
 
 fn inbound_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     Ok(json!({
@@ -247,11 +250,14 @@ pub fn contact_label(wa_id: Option<&str>, user_id: Option<&str>) -> String {
     }
 }
 
-/// The statuses `GET /admin/messages?status=` accepts.
-pub const LISTABLE_STATUSES: [&str; 5] = [
+/// The statuses `GET /admin/messages?status=` accepts: every status a row
+/// can hold, `sending` included, so messages in flight (claimed by a sender
+/// until their lease ends) are visible too.
+pub const LISTABLE_STATUSES: [&str; 6] = [
     outbox::DEAD,
     outbox::QUEUED,
     outbox::WAITING,
+    outbox::SENDING,
     outbox::SENT,
     outbox::CANCELLED,
 ];

@@ -76,6 +76,48 @@ pub fn process_cpu(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks / clock_ticks())
 }
 
+/// Voluntary and involuntary context switches of a process's live threads
+/// so far (from /proc/<pid>/task/*/status).
+pub fn context_switches(pid: u32) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            let value = || {
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            if line.starts_with("voluntary_ctxt_switches:") {
+                total.0 += value();
+            } else if line.starts_with("nonvoluntary_ctxt_switches:") {
+                total.1 += value();
+            }
+        }
+    }
+    total
+}
+
+/// User and system CPU time of a whole process, apart.
+pub fn process_cpu_split(pid: u32) -> (Duration, Duration) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (Duration::ZERO, Duration::ZERO);
+    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let at = |i: usize| Duration::from_secs_f64(*f.get(i).unwrap_or(&0) as f64 / clock_ticks());
+    (at(0), at(1))
+}
+
 /// VmHWM (peak resident set) of a live process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -147,6 +189,10 @@ impl CeilingServer {
     pub fn cpu(&self) -> Duration {
         process_cpu(self.child.id())
     }
+
+    pub fn context_switches(&self) -> (u64, u64) {
+        context_switches(self.child.id())
+    }
 }
 
 impl Drop for CeilingServer {
@@ -167,6 +213,9 @@ pub struct Options<'a> {
 /// The release `orderlink` binary, serving.
 pub struct Orderlink {
     child: Child,
+    /// `BENCH_PERF_DIR` set: `perf record -g` attached to this child from
+    /// ready to stop, so a profile holds this server's samples only.
+    perf: Option<Child>,
     pub addr: SocketAddr,
     pub spawned: Instant,
     /// Spawn to the first 200 from `GET /healthz`.
@@ -232,8 +281,24 @@ impl Orderlink {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             panic!("orderlink did not become ready; its log:\n{log}");
         };
+        let perf = std::env::var_os("BENCH_PERF_DIR").map(|dir| {
+            let name = o.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            let out = PathBuf::from(dir).join(format!("{}.perf", name.unwrap_or_default()));
+            let perf = Command::new("perf")
+                .args(["record", "-F", "4999", "-g", "-o"])
+                .arg(&out)
+                .args(["-p", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start perf record");
+            // perf needs a moment to attach; the first samples matter less.
+            std::thread::sleep(Duration::from_millis(300));
+            perf
+        });
         Orderlink {
             child,
+            perf,
             addr,
             spawned,
             ready_after,
@@ -246,8 +311,22 @@ impl Orderlink {
         process_cpu(self.child.id())
     }
 
+    pub fn cpu_split(&self) -> (Duration, Duration) {
+        process_cpu_split(self.child.id())
+    }
+
+    pub fn context_switches(&self) -> (u64, u64) {
+        context_switches(self.child.id())
+    }
+
     /// Reads VmHWM, then SIGTERM (graceful shutdown; SIGKILL after 20 s).
     pub fn stop(mut self) -> Stopped {
+        if let Some(mut perf) = self.perf.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
         let peak_rss_kib = peak_rss_kib(self.child.id());
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -31,6 +31,8 @@ pub struct FakeGraph {
     wamid: AtomicU64,
     counts: Mutex<Counts>,
     stop: AtomicBool,
+    /// Connections whose handler has not yet read to their end.
+    open: AtomicU64,
 }
 
 impl FakeGraph {
@@ -45,6 +47,7 @@ impl FakeGraph {
             wamid: AtomicU64::new(0),
             counts: Mutex::new(Counts::default()),
             stop: AtomicBool::new(false),
+            open: AtomicU64::new(0),
         });
         let f = fake.clone();
         std::thread::spawn(move || {
@@ -54,7 +57,13 @@ impl FakeGraph {
                 }
                 let Ok(conn) = conn else { continue };
                 let f = f.clone();
-                std::thread::spawn(move || f.serve(conn));
+                // Counted before the handler starts, so a connection accepted
+                // is never missed by `wait_connections_closed`.
+                f.open.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    f.serve(conn);
+                    f.open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         fake
@@ -97,6 +106,23 @@ impl FakeGraph {
 
     pub fn first_at(&self) -> Option<Instant> {
         self.counts.lock().expect("fake counts").first
+    }
+
+    /// Waits (to `deadline`) until every accepted connection has been read to
+    /// its end. Once the client process has exited, every request it wrote
+    /// on those has been counted: a condition, where a quiet period could
+    /// miss a late duplicate. (The client keeps its connections alive, so a
+    /// connection opened in its last moment and not yet accepted is the one
+    /// case left out.) `false` when the deadline passed first.
+    pub fn wait_connections_closed(&self, deadline: Duration) -> bool {
+        let start = Instant::now();
+        while self.open.load(Ordering::SeqCst) > 0 {
+            if start.elapsed() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Stops accepting; open connections end when their peer goes away.

@@ -40,6 +40,9 @@ struct Plan {
     phase_deadline: Duration,
     /// Hard deadline of each delivery run.
     delivery_deadline: Duration,
+    /// `--bin PATH`: measure this orderlink binary instead of building one
+    /// (a "before" build of another commit, side by side).
+    bin: Option<PathBuf>,
 }
 
 impl Plan {
@@ -52,7 +55,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--concurrency N] [--one-core] [--only webhooks,gateways,delivery,startup,admin,metrics]"
+        "usage: bench [--quick] [--out PATH] [--bin PATH] [--concurrency N] [--one-core] [--only webhooks,gateways,delivery,startup,admin,metrics]"
     );
     std::process::exit(2)
 }
@@ -62,12 +65,14 @@ fn plan(args: &[String], root: &Path) -> Plan {
     let mut out = root.join("bench/results.json");
     let mut concurrency = 32;
     let mut only = None;
+    let mut bin = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => {}
             "--one-core" => child::ONE_CORE.store(true, std::sync::atomic::Ordering::Relaxed),
             "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
+            "--bin" => bin = Some(PathBuf::from(it.next().unwrap_or_else(|| usage()))),
             "--only" => {
                 let list: Vec<String> = it
                     .next()
@@ -101,6 +106,7 @@ fn plan(args: &[String], root: &Path) -> Plan {
         out,
         concurrency,
         only,
+        bin,
         ceiling_requests: pick(100_000, 20_000),
         sqlite_full: pick(3_000, 500),
         sqlite_normal: pick(10_000, 2_000),
@@ -153,7 +159,13 @@ fn main() {
         child::pin_self_to_cpu1();
         say("one-core mode: servers pinned to CPU 0, load generator and fake Graph to CPU 1");
     }
-    let bin = build_orderlink(&root);
+    let bin = match &plan.bin {
+        Some(path) => {
+            say(format!("measuring {} (not built)", path.display()));
+            path.clone()
+        }
+        None => build_orderlink(&root),
+    };
     let scratch = Scratch::new();
     let mut report = Report::new(plan.quick, plan.concurrency);
     report.detail("loadavg_at_start", json!(report::loadavg()));
@@ -366,6 +378,7 @@ fn measure_ceilings(plan: &Plan, dir: &Path, report: &mut Report) -> Ceilings {
     };
     let run = |requests| {
         let cpu0 = server.cpu();
+        let cs0 = server.context_switches();
         let r = http::run(&Load {
             addr: server.addr,
             requests,
@@ -375,6 +388,11 @@ fn measure_ceilings(plan: &Plan, dir: &Path, report: &mut Report) -> Ceilings {
             keep_bodies: false,
         });
         let cpu = server.cpu().saturating_sub(cpu0);
+        let cs = switches_per(server.context_switches(), cs0, r.completed);
+        say(format!(
+            "ceiling: context switches per request {:.2} voluntary, {:.2} involuntary",
+            cs.0, cs.1
+        ));
         (r, cpu)
     };
     // A short warm-up so both figures see a running server.
@@ -490,6 +508,44 @@ fn wait_messages(
     }
 }
 
+/// Waits (to `deadline`) until the server's outbox holds no row that can
+/// still be sent: none queued, claimed (`sending`) or waiting.
+/// Context switches of the server's threads since `before`, per request.
+fn switches_since(server: &Orderlink, before: (u64, u64), requests: usize) -> (f64, f64) {
+    switches_per(server.context_switches(), before, requests)
+}
+
+fn switches_per(now: (u64, u64), before: (u64, u64), requests: usize) -> (f64, f64) {
+    let n = requests.max(1) as f64;
+    (
+        now.0.saturating_sub(before.0) as f64 / n,
+        now.1.saturating_sub(before.1) as f64 / n,
+    )
+}
+
+fn wait_outbox_settled(db: &Path, deadline: Duration) -> bool {
+    let start = Instant::now();
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return false;
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    loop {
+        let open = count(
+            &conn,
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending', 'waiting')",
+        );
+        if open == 0 {
+            return true;
+        }
+        if start.elapsed() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn invite_path(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let url = v.get("invite_url")?.as_str()?;
@@ -519,6 +575,7 @@ fn webhooks_and_invites(
     // 3. Webhooks.
     let requests = Arc::new(events::signed_webhooks(server.addr, "w", plan.webhooks));
     let cpu0 = server.cpu();
+    let cs0 = server.context_switches();
     let hooks = http::run(&Load {
         addr: server.addr,
         requests,
@@ -528,7 +585,12 @@ fn webhooks_and_invites(
         keep_bodies: true,
     });
     let hooks_cpu = server.cpu().saturating_sub(cpu0);
+    let hooks_cs = switches_since(&server, cs0, hooks.completed);
     load_line("orderlink: signed payment webhooks", &hooks, hooks_cpu);
+    say(format!(
+        "orderlink: webhooks: context switches per request {:.2} voluntary, {:.2} involuntary",
+        hooks_cs.0, hooks_cs.1
+    ));
     let sent_during = fake.messages();
     let mut outcome_counts = std::collections::BTreeMap::<String, usize>::new();
     let mut invite_paths = Vec::new();
@@ -594,6 +656,7 @@ fn webhooks_and_invites(
             ),
     );
     let mut detail = load_detail(&hooks, hooks_cpu);
+    detail["context_switches_per_request"] = json!([hooks_cs.0, hooks_cs.1]);
     detail["body_statuses"] = json!(outcome_counts);
     detail["messages_delivered_during_phase"] = json!(sent_during);
 
@@ -602,13 +665,17 @@ fn webhooks_and_invites(
     let drain_start = Instant::now();
     let expected = 2 * processed as u64;
     let drained = wait_messages(&fake, expected, drain_start, plan.phase_deadline);
-    std::thread::sleep(Duration::from_millis(200));
+    // And until no row is left that could still be sent (queued, claimed or
+    // waiting): a request reaches the fake before its outcome is written,
+    // so after that nothing more will come from this phase.
+    let settled = wait_outbox_settled(&server.db_path, plan.phase_deadline);
     say(format!(
-        "orderlink: {} of {expected} messages reached the fake ({} during the webhooks; drained {:.2} s later{}), duplicates {}",
+        "orderlink: {} of {expected} messages reached the fake ({} during the webhooks; drained {:.2} s later{}{}), duplicates {}",
         fake.messages(),
         sent_during,
         drained.unwrap_or_else(|e| e).as_secs_f64(),
         if drained.is_err() { ", deadline hit" } else { "" },
+        if settled { "" } else { ", outbox not settled by the deadline" },
         fake.duplicates()
     ));
     detail["messages_expected"] = json!(expected);
@@ -634,6 +701,7 @@ fn webhooks_and_invites(
             })
             .collect();
         let cpu0 = server.cpu();
+        let cs0 = server.context_switches();
         let r = http::run(&Load {
             addr: server.addr,
             requests: Arc::new(requests),
@@ -643,8 +711,15 @@ fn webhooks_and_invites(
             keep_bodies: false,
         });
         let cpu = server.cpu().saturating_sub(cpu0);
+        let cs = switches_since(&server, cs0, r.completed);
         load_line("orderlink: invite redirects", &r, cpu);
-        report.detail("invites", load_detail(&r, cpu));
+        say(format!(
+            "orderlink: invites: context switches per request {:.2} voluntary, {:.2} involuntary",
+            cs.0, cs.1
+        ));
+        let mut detail = load_detail(&r, cpu);
+        detail["context_switches_per_request"] = json!([cs.0, cs.1]);
+        report.detail("invites", detail);
         Some(r)
     };
     if let Some(r) = &invites {
@@ -726,9 +801,18 @@ fn delivery(
             ..*o
         });
         let done = wait_messages(&fake, messages, server.spawned, plan.delivery_deadline);
-        // Anything sent twice arrives right behind; give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
         let elapsed = done.unwrap_or_else(|e| e);
+        let ready_ms = server.ready_after.as_secs_f64() * 1000.0;
+        let spawned = server.spawned;
+        let cpu = server.cpu();
+        let (user, system) = server.cpu_split();
+        let (voluntary, involuntary) = server.context_switches();
+        // Anything sent twice would arrive after the last first copy: stop
+        // the server (in-flight sends finish, then it exits) and wait until
+        // the fake has read every connection to its end, so every request
+        // it will ever get is counted.
+        let stopped = server.stop();
+        let all_read = fake.wait_connections_closed(Duration::from_secs(10));
         let got = fake.messages();
         let unique = fake.unique();
         let rate = unique.min(messages) as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -737,20 +821,22 @@ fn delivery(
             .map(|d| (got.saturating_sub(1)) as f64 / d.as_secs_f64().max(1e-9));
         let dups = fake.duplicates();
         say(format!(
-            "{name}: {got} of {messages} messages in {:.2} s from spawn = {rate:.0}/s (first→last {:.0}/s; ready after {:.1} ms; first message {:.1} ms after spawn){}; duplicates {dups}; rejected {}",
+            "{name}: {got} of {messages} messages in {:.2} s from spawn = {rate:.0}/s (first→last {:.0}/s; ready after {ready_ms:.1} ms; first message {:.1} ms after spawn){}; duplicates {dups}{}; rejected {}",
             elapsed.as_secs_f64(),
             steady.unwrap_or(0.0),
-            server.ready_after.as_secs_f64() * 1000.0,
-            fake.first_at().map_or(-1.0, |t| (t - server.spawned).as_secs_f64() * 1000.0),
+            fake.first_at().map_or(-1.0, |t| (t - spawned).as_secs_f64() * 1000.0),
             if done.is_err() { " DEADLINE HIT" } else { "" },
+            if all_read { "" } else { " (a connection stayed open 10 s after exit)" },
             fake.rejected(),
         ));
-        let ready_ms = server.ready_after.as_secs_f64() * 1000.0;
-        let cpu_per_msg = cpu_per_ms(server.cpu(), got);
+        let cpu_per_msg = cpu_per_ms(cpu, got);
         say(format!(
-            "{name}: server CPU {cpu_per_msg:.4} ms per message (start-up included)"
+            "{name}: server CPU {cpu_per_msg:.4} ms per message (user {:.4}, system {:.4}; start-up included), context switches per message {:.2} voluntary, {:.2} involuntary",
+            cpu_per_ms(user, got),
+            cpu_per_ms(system, got),
+            voluntary as f64 / got.max(1) as f64,
+            involuntary as f64 / got.max(1) as f64,
         ));
-        let stopped = server.stop();
         fake.stop();
         note_stopped(&name, &stopped, peak_rss, report);
         report.add_duplicates(&name, dups, fake.duplicate_examples());
@@ -784,6 +870,9 @@ fn delivery(
             "populate_seconds": fill.as_secs_f64(),
             "hit_deadline": done.is_err(),
             "server_cpu_ms_per_message": cpu_per_msg,
+            "server_user_cpu_ms_per_message": cpu_per_ms(user, got),
+            "server_system_cpu_ms_per_message": cpu_per_ms(system, got),
+            "context_switches_per_message": [voluntary as f64 / got.max(1) as f64, involuntary as f64 / got.max(1) as f64],
         }));
     }
     report.detail("delivery", json!(details));

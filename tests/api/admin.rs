@@ -3,6 +3,7 @@
 //! never shown), the dead letters and their retry.
 
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::support::app::{APP_SECRET, GRAPH_TOKEN, WEBHOOK_SECRET};
 use crate::support::meta::*;
@@ -642,4 +643,39 @@ fn orders_list_refuses_a_bad_limit_or_cursor_and_needs_the_bearer() {
     let off = TestApp::builder(&graph).without("ADMIN_TOKEN").spawn();
     let resp = off.admin("GET", "/admin/orders", Some(&bearer()));
     assert_eq!(resp.status, 404, "{}", resp.body);
+}
+
+// ---------------------------------------------------------------- in flight
+
+#[test]
+fn a_message_in_flight_is_listed_under_status_sending_with_its_lease() {
+    // Arrange: Meta holds the confirmation's request open past the client's
+    // timeout, so the row stays claimed ('sending') while we look.
+    let graph = FakeGraph::start();
+    graph.script([Reply::Hang(Duration::from_secs(4))]);
+    let app = admin_app(&graph);
+    pay(&app, &payment_event(ORDER));
+    graph.wait_for_requests(1, PATIENCE);
+
+    // Act
+    let (list, body) = admin_json(&app, "/admin/messages?status=sending");
+
+    // Assert: the claimed confirmation, with the time its lease ends.
+    assert_eq!(list["status"], "sending", "{list}");
+    let sending = list["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages[] in {list}"));
+    assert_eq!(sending.len(), 1, "{list}");
+    assert_eq!(sending[0]["order_id"], ORDER, "{list}");
+    assert_eq!(sending[0]["kind"], "confirmation", "{list}");
+    assert_eq!(sending[0]["status"], "sending", "{list}");
+    assert!(sending[0]["lease_until"].is_string(), "{list}");
+    assert_no_secrets(&body, &[]);
+
+    // The timed-out attempt is retried and both messages go out; nothing is
+    // in flight afterwards.
+    app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
+    app.assert_sends_settled(&graph, 3);
+    let (list, _) = admin_json(&app, "/admin/messages?status=sending");
+    assert_eq!(list["messages"].as_array().map(Vec::len), Some(0), "{list}");
 }
