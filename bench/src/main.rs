@@ -43,6 +43,8 @@ struct Plan {
     /// `--bin PATH`: measure this orderlink binary instead of building one
     /// (a "before" build of another commit, side by side).
     bin: Option<PathBuf>,
+    /// `--delivery 0x4,50x32`: which (fake latency ms, workers) runs.
+    delivery_runs: Vec<(u64, usize)>,
 }
 
 impl Plan {
@@ -55,7 +57,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--bin PATH] [--concurrency N] [--one-core] [--only webhooks,gateways,delivery,startup,admin,metrics]"
+        "usage: bench [--quick] [--out PATH] [--bin PATH] [--concurrency N] [--one-core] [--delivery 0x4,50x32] [--delivery-orders N] [--only webhooks,gateways,delivery,startup,admin,metrics]"
     );
     std::process::exit(2)
 }
@@ -66,13 +68,41 @@ fn plan(args: &[String], root: &Path) -> Plan {
     let mut concurrency = 32;
     let mut only = None;
     let mut bin = None;
+    let mut delivery_runs = vec![(0u64, 4usize), (0, 32), (50, 4), (50, 32)];
+    let mut delivery_orders = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => {}
             "--one-core" => child::ONE_CORE.store(true, std::sync::atomic::Ordering::Relaxed),
             "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
-            "--bin" => bin = Some(PathBuf::from(it.next().unwrap_or_else(|| usage()))),
+            "--bin" => {
+                let path = PathBuf::from(it.next().unwrap_or_else(|| usage()));
+                // The children run in their own folders: an absolute path.
+                bin = Some(std::fs::canonicalize(&path).unwrap_or(path))
+            }
+            "--delivery" => {
+                delivery_runs = it
+                    .next()
+                    .unwrap_or_else(|| usage())
+                    .split(',')
+                    .map(|run| {
+                        let (l, w) = run.split_once('x').unwrap_or_else(|| usage());
+                        match (l.parse(), w.parse()) {
+                            (Ok(l), Ok(w)) if w > 0 => (l, w),
+                            _ => usage(),
+                        }
+                    })
+                    .collect()
+            }
+            "--delivery-orders" => {
+                delivery_orders = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             "--only" => {
                 let list: Vec<String> = it
                     .next()
@@ -107,12 +137,13 @@ fn plan(args: &[String], root: &Path) -> Plan {
         concurrency,
         only,
         bin,
+        delivery_runs,
         ceiling_requests: pick(100_000, 20_000),
         sqlite_full: pick(3_000, 500),
         sqlite_normal: pick(10_000, 2_000),
         webhooks: pick(20_000, 4_000),
         invites: pick(20_000, 4_000),
-        delivery_orders: pick(5_000, 500),
+        delivery_orders: delivery_orders.unwrap_or(pick(5_000, 500)),
         big_db_orders: pick(100_000, 10_000),
         phase_deadline: Duration::from_secs(pick(120, 30) as u64),
         delivery_deadline: Duration::from_secs(pick(240, 30) as u64),
@@ -788,7 +819,7 @@ fn delivery(
     let orders = plan.delivery_orders;
     let messages = 2 * orders as u64;
     let mut details = Vec::new();
-    for (latency_ms, workers) in [(0u64, 4usize), (0, 32), (50, 4), (50, 32)] {
+    for &(latency_ms, workers) in &plan.delivery_runs {
         let name = format!("delivery {latency_ms} ms × {workers} workers");
         let run_dir = dir.join(format!("deliver-{latency_ms}-{workers}"));
         std::fs::create_dir_all(&run_dir).expect("run dir");
