@@ -293,3 +293,85 @@ impl Report {
         serde_json::to_string_pretty(&doc).expect("serialise the results") + "\n"
     }
 }
+
+/// The rows of several runs of the same plan (`--both`: one core, then
+/// every core) as one table: a value column per run, and per run whether
+/// the target was met. Rows are matched by position and figure.
+pub fn print_side_by_side(docs: &[(&str, Value)], args: &[&String]) {
+    let rows = |doc: &Value| doc["rows"].as_array().cloned().unwrap_or_default();
+    let Some((_, first)) = docs.first() else {
+        return;
+    };
+    let m = machine();
+    println!();
+    println!(
+        "orderlink benchmark, {} (cargo run --release -p bench -- --both{}; {} cores, {}, {} GiB), load average at the end {}",
+        utc_now(),
+        args.iter().map(|a| format!(" {a}")).collect::<String>(),
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or(""),
+        m["memory_gib"],
+        loadavg()
+    );
+    println!();
+    let names: Vec<&str> = docs.iter().map(|(n, _)| *n).collect();
+    println!(
+        "| figure | {} | target | {} |",
+        names.join(" | "),
+        names
+            .iter()
+            .map(|n| format!("met, {n}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!(
+        "|---|{}---|{}",
+        "---:|".repeat(names.len()),
+        "---|".repeat(names.len())
+    );
+    let all: Vec<Vec<Value>> = docs.iter().map(|(_, d)| rows(d)).collect();
+    for (i, row) in rows(first).iter().enumerate() {
+        let figure = row["figure"].as_str().unwrap_or("");
+        let cell = |r: Option<&Value>| -> String {
+            let Some(r) = r.filter(|r| r["figure"].as_str() == Some(figure)) else {
+                return String::new();
+            };
+            let value = format!(
+                "{} {}",
+                num(r["value"].as_f64().unwrap_or(0.0)),
+                r["unit"].as_str().unwrap_or("")
+            );
+            match r["ratio"].as_f64() {
+                Some(ratio) => format!(
+                    "{} (×{ratio:.2} of {})",
+                    value.trim(),
+                    r["ceiling_is"].as_str().unwrap_or("ceiling")
+                ),
+                None => value.trim().to_owned(),
+            }
+        };
+        let met = |r: Option<&Value>| -> &str {
+            match r
+                .filter(|r| r["figure"].as_str() == Some(figure))
+                .map(|r| &r["met"])
+            {
+                Some(Value::Bool(true)) => "met",
+                Some(Value::Bool(false)) => "NOT MET",
+                _ => "",
+            }
+        };
+        println!(
+            "| {figure} | {} | {} | {} |",
+            all.iter()
+                .map(|rs| cell(rs.get(i)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            row["target"].as_str().unwrap_or(""),
+            all.iter()
+                .map(|rs| met(rs.get(i)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+        );
+    }
+    println!();
+}
