@@ -506,7 +506,7 @@ fn a_dead_letter_is_sent_again_from_its_button_and_reaches_whatsapp_once() {
     graph.wait_for_accepted("template", 1, PATIENCE);
     graph.wait_for_accepted("text", 1, PATIENCE);
     // The refused first try, the retried confirmation once, then its link.
-    graph.assert_no_more_requests(3, GRACE);
+    app.assert_sends_settled(&graph, 3);
     assert_eq!(graph.requests_of_type("template").len(), 2);
     b.screenshot("retried");
 }
@@ -552,6 +552,6 @@ fn a_forged_post_without_the_csrf_token_is_refused() {
     assert!(b.source().contains("Refused"), "{}", b.source());
     assert_eq!(b.text("h1"), "Refused");
     b.screenshot("forged");
-    graph.assert_no_more_requests(1, GRACE);
+    app.assert_sends_settled(&graph, 1);
     assert_eq!(app.outbox_row("ORD-3001", "confirmation").status, "dead");
 }

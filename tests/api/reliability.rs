@@ -87,27 +87,6 @@ fn stream_webhooks(
     sent.into_inner().unwrap()
 }
 
-/// Waits until the fake has received nothing new for `quiet`; returns the count.
-fn settle(graph: &FakeGraph, quiet: Duration, timeout: Duration) -> usize {
-    let deadline = Instant::now() + timeout;
-    let mut seen = graph.requests().len();
-    let mut since = Instant::now();
-    loop {
-        thread::sleep(Duration::from_millis(50));
-        let now = graph.requests().len();
-        if now != seen {
-            seen = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fake never went quiet in {timeout:?}"
-        );
-    }
-}
-
 /// Waits until the outbox holds nothing queued or waiting and `sent` rows.
 fn wait_for_outbox_drained(app: &TestApp, sent: i64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -210,7 +189,11 @@ fn slow_crash_kill9_mid_burst_keeps_every_acknowledged_order_and_resends_only_in
         app.kill9();
         streaming.join().unwrap()
     });
-    let first_run = settle(&graph, Duration::from_millis(500), Duration::from_secs(30));
+    // Every request the killed process wrote is counted once the fake has
+    // read each of its connections to the end: no quiet period to miss a
+    // late one by.
+    graph.wait_connections_closed(Duration::from_secs(30));
+    let first_run = graph.requests().len();
     slow.store(false, Ordering::SeqCst);
     app.restart();
 

@@ -243,6 +243,29 @@ impl FakeGraph {
         self.accepted_of_type(message_type)
     }
 
+    /// Waits (to `timeout`) until no TCP connection to this fake is open on
+    /// its side: every connection a client opened has been read to its end
+    /// and answered or dropped. A request is recorded before it is
+    /// answered, and its connection stays open until then, so once a client
+    /// process has exited (e.g. after `kill9`), this means every request it
+    /// wrote is in `requests()`: a condition where a quiet period could
+    /// miss a late one. Reads the kernel's socket table (/proc/net/tcp):
+    /// an accepted or still-queued connection is ESTABLISHED, one whose
+    /// peer has gone but the fake still holds is CLOSE_WAIT.
+    pub fn wait_connections_closed(&self, timeout: Duration) {
+        let port = self
+            .server
+            .server_addr()
+            .to_ip()
+            .expect("fake graph has an ip address")
+            .port();
+        super::wait_until(
+            "every connection to the fake Graph API read to its end",
+            timeout,
+            || open_connections_to(port) == 0,
+        );
+    }
+
     /// Asserts that nothing beyond `expected` requests arrives within `grace`.
     /// (A quiet period can only be observed by waiting it out.)
     pub fn assert_no_more_requests(&self, expected: usize, grace: Duration) {
@@ -447,4 +470,27 @@ mod tests {
         assert_eq!(graph.wait_for_requests(4, Duration::from_secs(1)).len(), 4);
         graph.assert_no_more_requests(4, Duration::from_millis(50));
     }
+}
+
+/// Sockets on local port `port` in a state where a process still holds
+/// them open to a peer: SYN_RECV (03), ESTABLISHED (01) or CLOSE_WAIT (08).
+fn open_connections_to(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let mut fields = line.split_whitespace();
+                    let local_address = fields.nth(1).unwrap_or("");
+                    let state = fields.nth(1).unwrap_or("");
+                    local_address.ends_with(&local) && matches!(state, "01" | "03" | "08")
+                })
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
+        .count()
 }
