@@ -396,6 +396,29 @@ fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
     }
 }
 
+/// Sockets on local port `port` in a state where a process still holds
+/// them open to a peer: SYN_RECV (03), ESTABLISHED (01) or CLOSE_WAIT (08).
+fn open_connections_to(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let mut fields = line.split_whitespace();
+                    let local_address = fields.nth(1).unwrap_or("");
+                    let state = fields.nth(1).unwrap_or("");
+                    local_address.ends_with(&local) && matches!(state, "01" | "03" | "08")
+                })
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,27 +493,4 @@ mod tests {
         assert_eq!(graph.wait_for_requests(4, Duration::from_secs(1)).len(), 4);
         graph.assert_no_more_requests(4, Duration::from_millis(50));
     }
-}
-
-/// Sockets on local port `port` in a state where a process still holds
-/// them open to a peer: SYN_RECV (03), ESTABLISHED (01) or CLOSE_WAIT (08).
-fn open_connections_to(port: u16) -> usize {
-    let local = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .flat_map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter(|line| {
-                    let mut fields = line.split_whitespace();
-                    let local_address = fields.nth(1).unwrap_or("");
-                    let state = fields.nth(1).unwrap_or("");
-                    local_address.ends_with(&local) && matches!(state, "01" | "03" | "08")
-                })
-                .map(|_| ())
-                .collect::<Vec<_>>()
-        })
-        .count()
 }
