@@ -328,6 +328,18 @@ mod tests {
             let e = refuse_duplicate_keys(not_json.as_bytes()).unwrap_err();
             assert_eq!(e.status().code, 400, "{not_json}");
         }
+        // Objects with many keys (past the short list the check starts with),
+        // the repeat early, late, or spelled with an escape.
+        let wide = |repeat: &str| {
+            let keys: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+            format!("{{{},{repeat}}}", keys.join(","))
+        };
+        for repeat in [r#""k3":0"#, r#""k39":0"#, r#""k\u0032\u0035":0"#] {
+            let body = wide(repeat);
+            let e = refuse_duplicate_keys(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status().code, 422, "{body}");
+        }
+        assert!(refuse_duplicate_keys(wide(r#""k40":0"#).as_bytes()).is_ok());
     }
 
     #[test]
