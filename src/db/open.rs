@@ -247,15 +247,18 @@ pub fn copy_database(src: &Connection, dest: &Path) -> Result<i32, String> {
 }
 
 /// Names of migrations embedded in this binary that the database lacks.
+/// Oldest first, by version number: the embedded list is in file-name order,
+/// where `V10` comes before `V2`.
 pub fn pending_migrations(conn: &mut Connection) -> Result<Vec<String>, refinery::Error> {
     let runner = embedded::migrations::runner();
     let applied = runner.get_applied_migrations(conn)?;
-    Ok(runner
+    let mut pending: Vec<_> = runner
         .get_migrations()
         .iter()
         .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
-        .map(|m| m.to_string())
-        .collect())
+        .collect();
+    pending.sort_by_key(|m| m.version());
+    Ok(pending.iter().map(|m| m.to_string()).collect())
 }
 
 #[cfg(test)]
