@@ -17,6 +17,7 @@ pub mod links;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod pacer;
 pub mod payments;
 pub mod pg;
 pub mod routes;
