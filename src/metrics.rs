@@ -310,8 +310,8 @@ fn bounded_category(category: &str) -> String {
 mod tests {
     use super::*;
 
-    use crate::inbound::{apply_status, Pricing, StatusUpdate};
     use crate::outbox::DeliveryState;
+    use crate::outbox::{apply_status, Pricing, StatusUpdate};
 
     mod embedded {
         refinery::embed_migrations!("migrations");

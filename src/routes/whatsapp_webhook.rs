@@ -5,6 +5,7 @@
 
 use crate::error::AppError;
 use crate::inbound::{self, Carried, Stored};
+use crate::outbox;
 use crate::sender::now_ms;
 use crate::signature::{constant_time_eq, verify_meta};
 use crate::state::AppState;
@@ -118,10 +119,10 @@ async fn receive(
                 ));
             }
             for s in &statuses {
-                inbound::apply_status(conn, s, now)?;
+                outbox::apply_status(conn, s, now)?;
             }
             if !statuses.is_empty() {
-                inbound::prune_pending(conn, now)?;
+                outbox::prune_pending(conn, now)?;
             }
             Ok((carried, stored))
         })

@@ -7,6 +7,9 @@ use crate::domain::Bsuid;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fmt;
 
+mod delivery;
+pub use delivery::{apply_pending, apply_status, prune_pending, Pricing, StatusUpdate};
+
 /// A closed set of states stored as text: each value has one spelling, a
 /// typo does not compile, and a value the code does not know is an error
 /// when read back rather than a silent fallthrough.
@@ -355,7 +358,7 @@ pub fn mark_sent(
     if n == 0 {
         return Ok(());
     }
-    crate::inbound::apply_pending(conn, message_id, now)?;
+    apply_pending(conn, message_id, now)?;
     let (order_id, kind): (String, Kind) = conn
         .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;

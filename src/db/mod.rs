@@ -1,0 +1,54 @@
+//! The database, one room per job: `open` (files, pragmas, migrations,
+//! copies), `writer` (the one write connection and its group commit),
+//! `readers` (read-only connections for requests and pages) and
+//! `checkpointer` (WAL upkeep off the writer's path). Nothing here runs on
+//! Rocket's async executor.
+
+mod checkpointer;
+mod open;
+mod readers;
+mod writer;
+
+pub use checkpointer::Checkpointer;
+pub use open::{
+    copy_database, migrate, migrate_with_backup, open_reader, open_writer, pending_migrations,
+    prepare_path, BUSY_TIMEOUT, MIGRATION_BACKUPS_KEPT,
+};
+pub use readers::ReadPool;
+pub use writer::Writer;
+
+#[derive(Debug)]
+pub enum DbError {
+    Sql(rusqlite::Error),
+    /// The batch's COMMIT failed: nothing of this request is on disk.
+    Commit(rusqlite::Error),
+    Panicked,
+    /// The writer has stopped (shutdown).
+    Closed,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Sql(e) => write!(f, "database error: {e}"),
+            DbError::Commit(e) => write!(f, "commit failed: {e}"),
+            DbError::Panicked => f.write_str("database job panicked"),
+            DbError::Closed => f.write_str("database writer is closed"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(e)
+    }
+}
+
+/// Both halves, as the rest of the program sees the database.
+#[derive(Clone)]
+pub struct Db {
+    pub writer: Writer,
+    pub reads: ReadPool,
+}

@@ -1,0 +1,197 @@
+//! Read-only connections beside the writer (WAL lets them run while it
+//! commits): a small pool for blocking callers, and reader threads that
+//! serve async handlers in batches.
+
+use rocket::tokio::sync::oneshot;
+use rusqlite::Connection;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::{open_reader, DbError};
+
+/// Read connections open at most.
+const MAX_READERS: usize = 4;
+
+/// A few read-only connections, handed out one at a time. At most
+/// `MAX_READERS` exist: on two cores more would only add memory (each has
+/// its own page cache) and contention, so a burst waits for a free one.
+#[derive(Clone)]
+pub struct ReadPool {
+    path: PathBuf,
+    inner: Arc<(Mutex<PoolState>, Condvar)>,
+    queue: Arc<ReadQueue>,
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path) -> ReadPool {
+        ReadPool {
+            path: path.to_owned(),
+            inner: Arc::new((
+                Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                Condvar::new(),
+            )),
+            queue: Arc::new(ReadQueue::default()),
+        }
+    }
+
+    fn take(&self) -> Result<Connection, DbError> {
+        let (lock, freed) = &*self.inner;
+        let mut pool = lock.lock().expect("read pool lock");
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(conn);
+            }
+            if pool.open < MAX_READERS {
+                pool.open += 1;
+                drop(pool);
+                return open_reader(&self.path).map_err(|e| {
+                    lock.lock().expect("read pool lock").open -= 1;
+                    freed.notify_one();
+                    DbError::from(e)
+                });
+            }
+            pool = freed.wait(pool).expect("read pool lock");
+        }
+    }
+
+    /// Runs `work` on a pooled connection in the calling (blocking) thread.
+    pub fn with<R>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let conn = self.take()?;
+        let result = work(&conn);
+        let (lock, freed) = &*self.inner;
+        lock.lock().expect("read pool lock").idle.push(conn);
+        freed.notify_one();
+        result
+    }
+
+    /// For async handlers: the read runs on one of the pool's reader
+    /// threads, never on the executor. Under load a reader takes every
+    /// waiting request in one wake-up and answers them on one connection,
+    /// instead of one thread hand-off per request.
+    pub async fn read<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        let (done, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+                    Ok(r) => r,
+                    Err(_) => Err(DbError::Panicked),
+                },
+                None => Err(DbError::Closed),
+            };
+            let _ = done.send(result);
+        });
+        self.queue.push(job, self);
+        answer.await.unwrap_or(Err(DbError::Closed))
+    }
+}
+
+/// A read waiting for a reader thread; `None` when no connection could be
+/// opened.
+type ReadJob = Box<dyn FnOnce(Option<&Connection>) + Send>;
+
+/// Requests from async handlers, served by `READER_THREADS` threads that
+/// start with the first request.
+struct ReadQueue {
+    state: Mutex<ReadQueueState>,
+    waiting: Condvar,
+}
+
+#[derive(Default)]
+struct ReadQueueState {
+    jobs: std::collections::VecDeque<ReadJob>,
+    threads: usize,
+}
+
+const READER_THREADS: usize = 2;
+const READ_BATCH: usize = 64;
+
+impl ReadQueue {
+    fn push(&self, job: ReadJob, pool: &ReadPool) {
+        let spawn = {
+            let mut state = self.state.lock().expect("read queue lock");
+            state.jobs.push_back(job);
+            if state.threads < READER_THREADS {
+                state.threads += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if spawn {
+            let weak = Arc::downgrade(&pool.queue);
+            let pool = ReadPool {
+                path: pool.path.clone(),
+                inner: pool.inner.clone(),
+                queue: Arc::new(ReadQueue::default()),
+            };
+            let started = std::thread::Builder::new()
+                .name("db-reader".into())
+                .spawn(move || reader_loop(weak, pool));
+            if started.is_err() {
+                self.state.lock().expect("read queue lock").threads -= 1;
+            }
+        }
+        self.waiting.notify_one();
+    }
+}
+
+impl Default for ReadQueue {
+    fn default() -> Self {
+        ReadQueue {
+            state: Mutex::new(ReadQueueState::default()),
+            waiting: Condvar::new(),
+        }
+    }
+}
+
+/// Serves the queue until every `ReadPool` handle is gone.
+fn reader_loop(queue: std::sync::Weak<ReadQueue>, pool: ReadPool) {
+    loop {
+        let Some(queue) = queue.upgrade() else { return };
+        let batch: Vec<ReadJob> = {
+            let mut state = queue.state.lock().expect("read queue lock");
+            if state.jobs.is_empty() {
+                state = queue
+                    .waiting
+                    .wait_timeout(state, Duration::from_secs(1))
+                    .expect("read queue lock")
+                    .0;
+            }
+            let n = state.jobs.len().min(READ_BATCH);
+            state.jobs.drain(..n).collect()
+        };
+        drop(queue);
+        if batch.is_empty() {
+            continue;
+        }
+        let ran = pool.with(|conn| {
+            let mut jobs = batch.into_iter();
+            for job in jobs.by_ref() {
+                job(Some(conn));
+            }
+            Ok(())
+        });
+        if let Err(e) = ran {
+            // Only reachable when no connection could be opened; the jobs
+            // were dropped with their channels, which answers them Closed.
+            log::error!("database: reader cannot open a connection: {e}");
+        }
+    }
+}

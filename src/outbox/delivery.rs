@@ -1,0 +1,123 @@
+//! What Meta says became of a message we sent (SPEC §9 statuses): its
+//! delivery state moves only up, its pricing is recorded, and a status that
+//! arrives before the send recorded its message id waits in
+//! `pending_statuses` until `mark_sent` applies it. The inbound side only
+//! parses statuses; every write to a sent message's state lives here, on the
+//! outbox side.
+
+use super::DeliveryState;
+use crate::db::DbError;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// What a status said the message cost (`statuses[].pricing`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pricing {
+    pub billable: Option<bool>,
+    pub category: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    pub message_id: String,
+    pub state: DeliveryState,
+    pub error_code: Option<i64>,
+    pub error_title: Option<String>,
+    pub pricing: Option<Pricing>,
+}
+
+/// Moves a message's delivery state up the order of SPEC §9 only, and
+/// records the status's pricing. Unknown ids wait in `pending_statuses`.
+pub fn apply_status(conn: &Connection, s: &StatusUpdate, now: i64) -> Result<bool, DbError> {
+    let current: Option<Option<DeliveryState>> = conn
+        .prepare_cached("SELECT delivery_status FROM outbox WHERE graph_message_id = ?1")?
+        .query_row([&s.message_id], |r| r.get(0))
+        .optional()?;
+    let pricing = s.pricing.clone().unwrap_or_default();
+    let Some(current) = current else {
+        conn.prepare_cached(
+            "INSERT INTO pending_statuses (id, graph_message_id, status, error_code, error_title,
+                                           received_at, pricing_billable, pricing_category)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            super::new_id(),
+            s.message_id,
+            s.state,
+            s.error_code,
+            s.error_title,
+            now,
+            pricing.billable,
+            pricing.category
+        ])?;
+        return Ok(false);
+    };
+    if s.pricing.is_some() {
+        // The metrics' billable counts follow the row (out before, in after).
+        crate::metrics::count_billable(conn, &s.message_id, -1)?;
+        conn.prepare_cached(
+            "UPDATE outbox SET pricing_billable = COALESCE(?2, pricing_billable),
+                    pricing_category = COALESCE(?3, pricing_category)
+             WHERE graph_message_id = ?1",
+        )?
+        .execute(params![s.message_id, pricing.billable, pricing.category])?;
+        crate::metrics::count_billable(conn, &s.message_id, 1)?;
+    }
+    let Some(next) = DeliveryState::advance(current, s.state) else {
+        return Ok(false);
+    };
+    let error = match (s.error_code, &s.error_title) {
+        (Some(code), Some(title)) => Some(format!("{code}: {title}")),
+        (Some(code), None) => Some(code.to_string()),
+        (None, Some(title)) => Some(title.clone()),
+        (None, None) => None,
+    };
+    // A superseded failure's error stays: it is the message's history.
+    conn.prepare_cached(
+        "UPDATE outbox SET delivery_status = ?2, delivery_error = COALESCE(?3, delivery_error),
+                delivery_updated_at = ?4
+         WHERE graph_message_id = ?1",
+    )?
+    .execute(params![s.message_id, next, error, now])?;
+    Ok(true)
+}
+
+/// Applies statuses that arrived before their message id was recorded.
+pub fn apply_pending(conn: &Connection, message_id: &str, now: i64) -> Result<(), DbError> {
+    let pending: Vec<StatusUpdate> = conn
+        .prepare_cached(
+            "SELECT graph_message_id, status, error_code, error_title, pricing_billable,
+                    pricing_category
+             FROM pending_statuses
+             WHERE graph_message_id = ?1 ORDER BY received_at",
+        )?
+        .query_map([message_id], |r| {
+            let billable: Option<bool> = r.get(4)?;
+            let category: Option<String> = r.get(5)?;
+            Ok(StatusUpdate {
+                message_id: r.get(0)?,
+                state: r.get(1)?,
+                error_code: r.get(2)?,
+                error_title: r.get(3)?,
+                pricing: (billable.is_some() || category.is_some())
+                    .then_some(Pricing { billable, category }),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for s in &pending {
+        apply_status(conn, s, now)?;
+    }
+    conn.prepare_cached("DELETE FROM pending_statuses WHERE graph_message_id = ?1")?
+        .execute([message_id])?;
+    Ok(())
+}
+
+/// Statuses for ids that never turn up (messages sent by other tools on the
+/// same number) are dropped after a week.
+pub fn prune_pending(conn: &Connection, now: i64) -> Result<(), DbError> {
+    conn.prepare_cached("DELETE FROM pending_statuses WHERE received_at < ?1")?
+        .execute([now - 7 * 86_400_000])?;
+    Ok(())
+}
