@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod pacer;
 pub mod payments;
 pub mod pg;
+pub mod roster;
 pub mod routes;
 pub mod sender;
 pub mod signature;

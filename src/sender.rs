@@ -350,8 +350,8 @@ impl Sender {
         let step = match job {
             Some(held) => {
                 // The send must start while the lease still has room for it.
-                let latest = entered
-                    + Duration::from_millis((held.lease_until - room - now).max(0) as u64);
+                let latest =
+                    entered + Duration::from_millis((held.lease_until - room - now).max(0) as u64);
                 self.send_one(&held, now, entered, latest)
             }
             None => Step::Empty,
