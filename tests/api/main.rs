@@ -11,6 +11,7 @@ mod invite;
 mod lifecycle;
 mod logging;
 mod metrics;
+mod multi;
 mod payment_webhook;
 mod postgres;
 mod properties;

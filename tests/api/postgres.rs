@@ -28,7 +28,7 @@ const ELDER: &str = "919811111111";
 
 /// The server's URL of a PostgreSQL to test against, or `None` after saying
 /// loudly that `test` is skipped (a panic under CI=true).
-fn postgres_url(test: &str) -> Option<String> {
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
     match std::env::var("ORDERLINK_TEST_POSTGRES_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
         _ => {
@@ -49,14 +49,14 @@ fn postgres_url(test: &str) -> Option<String> {
 }
 
 /// A database of its own on the test server, dropped when done.
-struct Scratch {
+pub(crate) struct Scratch {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Scratch {
-    fn create(admin_url: &str) -> Scratch {
+    pub(crate) fn create(admin_url: &str) -> Scratch {
         let name = format!("orderlink_t_{}", uuid::Uuid::new_v4().simple());
         let mut admin = Client::connect(admin_url, NoTls).expect("connect to the test PostgreSQL");
         admin
@@ -78,7 +78,7 @@ impl Scratch {
         }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connect to the scratch database")
     }
 }
