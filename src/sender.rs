@@ -1076,6 +1076,7 @@ mod tests {
         crate::db::prepare_path(&path).unwrap();
         let mut conn = crate::db::open_writer(&path).unwrap();
         crate::db::migrate(&mut conn).unwrap();
+        let conn = crate::db::Conn::from(conn);
         let ctx = crate::payments::Context {
             now_ms: T0,
             token_ttl_ms: 90 * 24 * 3600 * 1000,
@@ -1089,6 +1090,7 @@ mod tests {
             let event = crate::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
             crate::payments::record(&conn, &format!("evt_{i}"), &event, &ctx).unwrap();
         }
+        let conn = conn.into_lite().expect("a SQLite connection");
         let (writer, _) = crate::db::Writer::start(conn);
         let db = Db {
             writer,

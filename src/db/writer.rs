@@ -1,15 +1,17 @@
 //! One writer thread owns the only write connection and commits whatever
 //! requests are waiting in one transaction (group commit), so a burst of
 //! webhooks shares one fsync while each request is answered only after its
-//! own rows are on disk.
+//! own rows are on disk. On PostgreSQL (SPEC §13) the same handle hands
+//! each job to the connection pool instead, in a transaction of its own.
 
 use rocket::tokio::sync::oneshot;
-use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::pool::{PgJob, PgPool, Respond, Work};
+use super::sql::Conn;
 use super::DbError;
 
 /// Upper bound of requests folded into one transaction; keeps a commit's
@@ -17,29 +19,43 @@ use super::DbError;
 const MAX_BATCH: usize = 512;
 
 /// Runs its work inside the open transaction (or, given `None`, does not run
-/// it at all) and returns what to tell the caller once the commit is known.
-type Job =
-    Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+/// it at all), says whether it succeeded, and returns what to tell the
+/// caller once the commit is known.
+type Job = Work;
 
-/// Handle to the writer thread; cheap to clone.
+/// Handle to the writer thread (or the PostgreSQL pool); cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Lite(Arc<Mutex<Option<mpsc::Sender<Job>>>>),
+    Pg(Arc<PgPool>),
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> (Writer, JoinHandle<()>) {
+    pub fn start(conn: rusqlite::Connection) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>();
+        let conn = Conn::from(conn);
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .expect("spawn the database writer");
         (
             Writer {
-                tx: Arc::new(Mutex::new(Some(tx))),
+                target: Target::Lite(Arc::new(Mutex::new(Some(tx)))),
             },
             handle,
         )
+    }
+
+    /// Writes through the PostgreSQL pool: one transaction per job.
+    pub fn postgres(pool: Arc<PgPool>) -> Writer {
+        Writer {
+            target: Target::Pg(pool),
+        }
     }
 
     /// Queues `work`; it runs inside a savepoint of the next batch, and its
@@ -48,15 +64,16 @@ impl Writer {
     pub fn submit<R, F>(&self, work: F) -> oneshot::Receiver<Result<R, DbError>>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: Option<&Connection>| {
+        let job: Job = Box::new(move |conn: Option<&Conn>| {
             let result = match conn {
                 Some(conn) => run_in_savepoint(conn, work),
                 None => Ok(None),
             };
-            Box::new(move |committed: Result<(), DbError>| {
+            let ok = result.is_ok();
+            let respond: Respond = Box::new(move |committed: Result<(), DbError>| {
                 let outcome = match (result, committed) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(e)) => Err(e),
@@ -64,12 +81,20 @@ impl Writer {
                     (Ok(None), Ok(())) => Err(DbError::Closed),
                 };
                 let _ = done_tx.send(outcome);
-            })
+            });
+            (ok, respond)
         });
         // A job refused by a closed writer is dropped with its reply
         // channel, which the receiver sees as `Closed`.
-        if let Some(tx) = self.tx.lock().expect("writer handle lock").as_ref() {
-            let _ = tx.send(job);
+        match &self.target {
+            Target::Lite(tx) => {
+                if let Some(tx) = tx.lock().expect("writer handle lock").as_ref() {
+                    let _ = tx.send(job);
+                }
+            }
+            Target::Pg(pool) => {
+                pool.send(PgJob::Write(job));
+            }
         }
         done_rx
     }
@@ -78,7 +103,7 @@ impl Writer {
     pub async fn run<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         self.submit(work).await.unwrap_or(Err(DbError::Closed))
     }
@@ -87,7 +112,7 @@ impl Writer {
     pub fn run_blocking<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         self.submit(work)
             .blocking_recv()
@@ -98,21 +123,32 @@ impl Writer {
     /// fsync (used for the click log, which must not slow a redirect).
     pub fn spawn<F>(&self, work: F)
     where
-        F: FnOnce(&Connection) -> Result<(), DbError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<(), DbError> + Send + 'static,
     {
         drop(self.submit(work));
     }
 
     /// Stops accepting work; the thread drains what is queued and exits.
     pub fn close(&self) {
-        self.tx.lock().expect("writer handle lock").take();
+        match &self.target {
+            Target::Lite(tx) => drop(tx.lock().expect("writer handle lock").take()),
+            Target::Pg(pool) => pool.close(),
+        }
     }
 }
 
-fn run_in_savepoint<R, F>(conn: &Connection, work: F) -> Result<Option<R>, DbError>
+fn run_in_savepoint<R, F>(conn: &Conn, work: F) -> Result<Option<R>, DbError>
 where
-    F: FnOnce(&Connection) -> Result<R, DbError>,
+    F: FnOnce(&Conn) -> Result<R, DbError>,
 {
+    if conn.lite().is_none() {
+        // PostgreSQL: the job has a transaction of its own, rolled back
+        // whole when it fails; no savepoint needed.
+        return match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(r) => r.map(Some),
+            Err(_) => Err(DbError::Panicked),
+        };
+    }
     // Cached statements: parsing these three for every request showed up
     // in the writer's profile.
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
@@ -127,7 +163,7 @@ where
     result.map(Some)
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Conn, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -140,20 +176,21 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
-    if let Err(e) = conn
+fn run_batch(conn: &Conn, batch: Vec<Job>) {
+    let lite = conn.lite().expect("the batching writer is SQLite's");
+    if let Err(e) = lite
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut s| s.execute([]))
     {
         log::error!("database: cannot start a write transaction: {e}");
         for job in batch {
             // Nothing runs: each caller learns the write did not happen.
-            job(None)(Err(DbError::Commit(clone_error(&e))));
+            job(None).1(Err(DbError::Commit(e.to_string())));
         }
         return;
     }
-    let responders: Vec<_> = batch.into_iter().map(|job| job(Some(conn))).collect();
-    let committed = conn
+    let responders: Vec<_> = batch.into_iter().map(|job| job(Some(conn)).1).collect();
+    let committed = lite
         .prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
         .map(|_| ());
@@ -162,25 +199,13 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
             "database: commit of {} request(s) failed: {e}",
             responders.len()
         );
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = lite.execute_batch("ROLLBACK");
     }
     for respond in responders {
         respond(match &committed {
             Ok(()) => Ok(()),
-            Err(e) => Err(DbError::Commit(clone_error(e))),
+            Err(e) => Err(DbError::Commit(e.to_string())),
         });
-    }
-}
-
-fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            rusqlite::Error::SqliteFailure(*code, msg.clone())
-        }
-        other => rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        ),
     }
 }
 
@@ -188,6 +213,7 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
 mod tests {
     use super::*;
     use crate::db::{open_writer, prepare_path, ReadPool};
+    use rusqlite::Connection;
     use std::path::PathBuf;
 
     fn temp_db() -> (tempfile::TempDir, Connection, PathBuf) {
@@ -204,7 +230,7 @@ mod tests {
     fn a_failing_job_rolls_back_only_itself() {
         let (_dir, conn, path) = temp_db();
         let (writer, handle) = Writer::start(conn);
-        let a = writer.submit(|c| Ok(c.execute("INSERT INTO t VALUES ('a')", [])?));
+        let a = writer.submit(|c| c.execute("INSERT INTO t VALUES ('a')", []));
         let b = writer.submit(|c| {
             c.execute("INSERT INTO t VALUES ('b')", [])?;
             c.execute("INSERT INTO t VALUES ('a')", [])?; // conflicts
@@ -231,7 +257,7 @@ mod tests {
         let (writer, handle) = Writer::start(conn);
         let bad: Result<(), DbError> = writer.run_blocking(|_| panic!("boom"));
         assert!(matches!(bad, Err(DbError::Panicked)));
-        let good = writer.run_blocking(|c| Ok(c.execute("INSERT INTO t VALUES ('x')", [])?));
+        let good = writer.run_blocking(|c| c.execute("INSERT INTO t VALUES ('x')", []));
         assert_eq!(good.unwrap(), 1);
         writer.close();
         handle.join().unwrap();

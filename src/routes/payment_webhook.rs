@@ -2,6 +2,7 @@
 //! takes once its source's data guard has verified and mapped it: commit one
 //! unit of work, wake the senders, answer. Nothing here waits on WhatsApp.
 
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::domain::EventKind;
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
@@ -11,7 +12,6 @@ use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
-use rusqlite::{params, Connection, OptionalExtension};
 
 pub use crate::gateways::BODY_LIMIT;
 
@@ -76,7 +76,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
 /// another candidate than the `order.paid` of the same payment; both must
 /// still give one confirmation.
 fn keep_payment_with_its_order(
-    conn: &Connection,
+    conn: &Conn,
     source: &str,
     kind: &mut EventKind,
 ) -> Result<(), crate::db::DbError> {

@@ -1,0 +1,160 @@
+//! PostgreSQL's side of the writer and the readers (SPEC §13): a fixed set
+//! of connections, each owned by one worker thread. A write job runs in a
+//! transaction of its own on whichever worker is free, and is answered after
+//! its COMMIT; PostgreSQL groups concurrent commits itself, so there is no
+//! batching here. Reads run on the same workers, outside a transaction.
+//!
+//! Worker threads rather than a pool crate (r2d2, deadpool): the blocking
+//! `postgres` client must not run on Rocket's executor anyway, so a thread
+//! per connection is needed either way; a thread owning its connection also
+//! owns that connection's prepared statements, and replaces the connection
+//! when it dies, with no checkout and no extra dependency.
+
+use super::sql::Conn;
+use super::DbError;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Connections (and worker threads) per instance. Enough for the webhook
+/// handlers and the sender's workers to write side by side; each instance
+/// of a fleet opens its own, so PostgreSQL's `max_connections` (100 by
+/// default) bounds the fleet, not one instance.
+pub const PG_CONNECTIONS: usize = 8;
+
+/// A job's work: runs on a connection (or, given `None`, learns that none
+/// could be had), says whether it succeeded, and returns what to tell the
+/// caller once the commit is known.
+pub(crate) type Work = Box<dyn FnOnce(Option<&Conn>) -> (bool, Respond) + Send>;
+pub(crate) type Respond = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+
+pub(crate) enum PgJob {
+    /// In a transaction of its own, answered after COMMIT.
+    Write(Work),
+    /// Outside a transaction.
+    Read(Work),
+}
+
+pub struct PgPool {
+    url: String,
+    tx: Mutex<Option<mpsc::Sender<PgJob>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl PgPool {
+    /// Connects every worker up front, so a wrong URL or password stops the
+    /// start with PostgreSQL's reason rather than failing the first request.
+    pub fn start(url: &str, size: usize) -> Result<Arc<PgPool>, String> {
+        let (tx, rx) = mpsc::channel::<PgJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let pool = Arc::new(PgPool {
+            url: url.to_owned(),
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(Vec::new()),
+        });
+        for i in 0..size.max(1) {
+            let conn = connect(url)?;
+            let rx = rx.clone();
+            let url = url.to_owned();
+            let handle = std::thread::Builder::new()
+                .name(format!("db-pg-{i}"))
+                .spawn(move || worker(&url, conn, &rx))
+                .map_err(|e| format!("cannot start a database thread: {e}"))?;
+            pool.threads.lock().expect("pool threads").push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// The URL, without its password, for the log.
+    pub fn describe(&self) -> String {
+        crate::pg::redact(&self.url)
+    }
+
+    /// Queues a job; `false` once the pool is closed.
+    pub(crate) fn send(&self, job: PgJob) -> bool {
+        match self.tx.lock().expect("pool handle lock").as_ref() {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Stops accepting work; the workers finish what is queued and exit.
+    pub fn close(&self) {
+        self.tx.lock().expect("pool handle lock").take();
+    }
+
+    /// Waits for the workers after `close`.
+    pub fn join(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("pool threads"));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A session for the server: `synchronous_commit` on (a webhook's 200 means
+/// its rows are on PostgreSQL's disk, whatever the server's default), and a
+/// lock wait bounded like SQLite's busy timeout.
+pub fn connect(url: &str) -> Result<Conn, String> {
+    let mut client = crate::pg::connect(url)?;
+    client
+        .batch_execute("SET synchronous_commit = on; SET lock_timeout = '5s'")
+        .map_err(|e| format!("PostgreSQL session settings: {e}"))?;
+    Ok(Conn::from(client))
+}
+
+fn worker(url: &str, mut conn: Conn, rx: &Mutex<mpsc::Receiver<PgJob>>) {
+    loop {
+        let job = match rx.lock().expect("pool queue lock").recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        if conn.is_broken() {
+            match connect(url) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => log::error!("database: reconnecting: {e}"),
+            }
+        }
+        let usable = !conn.is_broken();
+        match job {
+            PgJob::Read(work) => {
+                let (_, respond) = run(&work_on(usable, &conn), work);
+                respond(Ok(()));
+            }
+            PgJob::Write(work) => {
+                if !usable {
+                    let (_, respond) = work(None);
+                    respond(Err(DbError::Closed));
+                    continue;
+                }
+                if let Err(e) = conn.execute_batch("BEGIN") {
+                    let (_, respond) = work(None);
+                    respond(Err(DbError::Commit(e.to_string())));
+                    continue;
+                }
+                let (ok, respond) = run(&Some(&conn), work);
+                let end = if ok { "COMMIT" } else { "ROLLBACK" };
+                let committed = conn.execute_batch(end);
+                if let Err(e) = &committed {
+                    log::error!("database: {end} failed: {e}");
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                respond(committed.map_err(|e| DbError::Commit(e.to_string())));
+            }
+        }
+    }
+}
+
+fn work_on(usable: bool, conn: &Conn) -> Option<&Conn> {
+    usable.then_some(conn)
+}
+
+/// A panic in a job is reported as `Panicked` by the job's own wrapper; this
+/// keeps the worker alive if a wrapper itself panics.
+fn run(conn: &Option<&Conn>, work: Work) -> (bool, Respond) {
+    match catch_unwind(AssertUnwindSafe(|| work(*conn))) {
+        Ok(r) => r,
+        Err(_) => (false, Box::new(|_| ())),
+    }
+}
