@@ -21,7 +21,10 @@
 
 use crate::db::DbError;
 use crate::pacer::{share, Pacer};
-use rusqlite::{params, Connection};
+use crate::clock::now_ms;
+use crate::db::sql::{params, Conn};
+use crate::db::Db;
+use crate::sender::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,32 +42,32 @@ const FORGET_AFTER_MS: i64 = 3_600_000;
 /// Refreshes this instance's row and returns the ids of the live instances
 /// (this one included), sorted. One transaction: the turn row's lock first,
 /// so refreshes of all instances take turns.
-pub fn refresh(conn: &Connection, me: &str, now: i64) -> Result<Vec<String>, DbError> {
+pub fn refresh(conn: &Conn, me: &str, now: i64) -> Result<Vec<String>, DbError> {
     conn.prepare_cached(
         "INSERT INTO sender_roster_turn (id, turns) VALUES (1, 1)
          ON CONFLICT (id) DO UPDATE SET turns = sender_roster_turn.turns + 1",
     )?
-    .execute([])?;
+    .execute(params![])?;
     conn.prepare_cached(
         "INSERT INTO sender_instances (id, seen_at, started_at) VALUES (?1, ?2, ?2)
          ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
     )?
     .execute(params![me, now])?;
     conn.prepare_cached("DELETE FROM sender_instances WHERE seen_at < ?1")?
-        .execute([now - FORGET_AFTER_MS])?;
+        .execute(params![now - FORGET_AFTER_MS])?;
     let mut stmt =
         conn.prepare_cached("SELECT id FROM sender_instances WHERE seen_at > ?1 ORDER BY id")?;
     let live = stmt
-        .query_map([now - LIVE_FOR_MS], |r| r.get(0))?
+        .query_map(params![now - LIVE_FOR_MS], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
     Ok(live)
 }
 
 /// Removes this instance's row: the others take up its share at their next
 /// refresh. Called once this instance sends no more.
-pub fn leave(conn: &Connection, me: &str) -> Result<(), DbError> {
+pub fn leave(conn: &Conn, me: &str) -> Result<(), DbError> {
     conn.prepare_cached("DELETE FROM sender_instances WHERE id = ?1")?
-        .execute([me])?;
+        .execute(params![me])?;
     Ok(())
 }
 
@@ -109,6 +112,32 @@ impl Standing {
         };
         (share, began + FRESH)
     }
+}
+
+/// Puts this instance on the roster of the shared database `db`: its
+/// pacer gets its share of `cap`, and `sender` is woken when it may send.
+pub fn join(db: &Db, cap: u32, pacer: Arc<Pacer>, sender: Sender) -> Roster {
+    let me = uuid::Uuid::new_v4().simple().to_string();
+    let (writer, last) = (db.writer.clone(), db.writer.clone());
+    Roster::start(
+        me,
+        cap,
+        pacer,
+        move |me: &str| {
+            let me = me.to_owned();
+            // The time is read when the job runs, not when it was queued.
+            writer
+                .run_blocking(move |c| refresh(c, &me, now_ms()))
+                .map_err(|e| e.to_string())
+        },
+        move || sender.wake(),
+        move |me: &str| {
+            let me = me.to_owned();
+            if let Err(e) = last.run_blocking(move |c| leave(c, &me)) {
+                log::warn!("roster: this instance's row was not removed ({e}); the others count it for {LIVE_FOR:?} more");
+            }
+        },
+    )
 }
 
 /// The thread that keeps this instance on the roster and its pacer at its
@@ -258,8 +287,9 @@ mod tests {
 
     #[test]
     fn a_refresh_counts_live_rows_only_and_leaving_removes_the_row() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::db::migrate(&mut conn).unwrap();
+        let mut lite = rusqlite::Connection::open_in_memory().unwrap();
+        crate::db::migrate(&mut lite).unwrap();
+        let conn = Conn::from(lite);
         let now = 1_000_000_000;
         assert_eq!(refresh(&conn, "b", now).unwrap(), ids(&["b"]));
         assert_eq!(refresh(&conn, "a", now + 10).unwrap(), ids(&["a", "b"]));
@@ -273,7 +303,7 @@ mod tests {
         let much_later = later + FORGET_AFTER_MS + 10;
         refresh(&conn, "c", much_later).unwrap();
         let rows: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sender_instances", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM sender_instances", params![], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 1);
     }
