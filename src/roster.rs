@@ -19,11 +19,11 @@
 //! Times in rows are the instances' clocks, as leases already are: the
 //! machines' clocks must agree (NTP) to well within `LIVE_FOR − FRESH`.
 
-use crate::db::DbError;
-use crate::pacer::{share, Pacer};
 use crate::clock::now_ms;
 use crate::db::sql::{params, Conn};
 use crate::db::Db;
+use crate::db::DbError;
+use crate::pacer::{share, Pacer};
 use crate::sender::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -303,7 +303,9 @@ mod tests {
         let much_later = later + FORGET_AFTER_MS + 10;
         refresh(&conn, "c", much_later).unwrap();
         let rows: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sender_instances", params![], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM sender_instances", params![], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(rows, 1);
     }
