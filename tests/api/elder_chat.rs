@@ -461,7 +461,7 @@ fn expired_token_is_recorded_but_links_nothing_and_gets_no_reply() {
         .db_rw()
         .execute(
             "UPDATE whatsapp_tokens SET expires_at = ?1 WHERE token = ?2",
-            rusqlite::params![now_ms() - 1000, processed.token],
+            orderlink::db::sql::params![now_ms() - 1000, processed.token],
         )
         .expect("expire the token");
     assert_eq!(changed, 1);

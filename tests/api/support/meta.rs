@@ -286,7 +286,7 @@ pub struct InboundRow {
 
 /// The stored inbound message with this `wamid`, if any.
 pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
-    use rusqlite::OptionalExtension;
+    use orderlink::db::sql::OptionalExtension;
     app.db()
         .query_row(
             "SELECT COALESCE(wa_id, user_id), profile_name, message_type, body, order_id \
