@@ -1102,12 +1102,11 @@ fn contacts(app: &TestApp) -> Vec<(Option<String>, Option<String>)> {
     let mut stmt = db
         .prepare("SELECT wa_id, user_id FROM contacts ORDER BY wa_id, user_id")
         .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    rows
+        .unwrap()
 }
 
 #[test]

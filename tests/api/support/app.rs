@@ -404,21 +404,20 @@ impl TestApp {
                  FROM outbox WHERE order_id = ?1 ORDER BY kind",
             )
             .expect("outbox query");
-        let rows = stmt
-            .query_map([order_id], |r| {
-                Ok(OutboxRow {
-                    kind: r.get(0)?,
-                    status: r.get(1)?,
-                    attempts: r.get(2)?,
-                    last_error: r.get(3)?,
-                    graph_message_id: r.get(4)?,
-                    variant: r.get(5)?,
-                })
+
+        stmt.query_map([order_id], |r| {
+            Ok(OutboxRow {
+                kind: r.get(0)?,
+                status: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+                graph_message_id: r.get(4)?,
+                variant: r.get(5)?,
             })
-            .expect("outbox rows")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("outbox row");
-        rows
+        })
+        .expect("outbox rows")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("outbox row")
     }
 
     pub fn outbox_row(&self, order_id: &str, kind: &str) -> OutboxRow {
@@ -459,12 +458,11 @@ impl TestApp {
                          WHERE status IN ('queued', 'sending', 'waiting')",
                     )
                     .expect("prepare");
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .expect("query")
                     .collect::<Result<Vec<_>, _>>()
-                    .expect("rows");
-                rows
+                    .expect("rows")
             };
             let got = graph.requests().len();
             assert!(
