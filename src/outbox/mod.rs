@@ -2,7 +2,7 @@
 //! here before anyone tries to send it, and its row records every outcome,
 //! so a restart resumes exactly where the last process stopped.
 
-use crate::db::sql::{params, Conn, OptionalExtension};
+use crate::db::sql::{params, Conn, Dialect, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::Bsuid;
 use std::fmt;
@@ -232,15 +232,31 @@ pub fn claim(
     lease_until: i64,
     limit: usize,
 ) -> Result<Vec<Due>, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
-         WHERE id IN (SELECT id FROM outbox
-                      WHERE (status = ?6 AND next_attempt_at <= ?2)
-                         OR (status = ?5 AND lease_until <= ?2)
-                      ORDER BY next_attempt_at, created_at
-                      LIMIT ?4)
-         RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id",
-    )?;
+    // The one statement the dialects cannot share: SQLite has no row locks
+    // (its single writer already serialises claims), while on PostgreSQL
+    // concurrent claims from several instances must skip the rows another
+    // claim holds instead of waiting for it and then taking them again.
+    let mut stmt = conn.prepare_cached(match conn.dialect() {
+        Dialect::Sqlite => {
+            "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE (status = ?6 AND next_attempt_at <= ?2)
+                             OR (status = ?5 AND lease_until <= ?2)
+                          ORDER BY next_attempt_at, created_at
+                          LIMIT ?4)
+             RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
+        }
+        Dialect::Postgres => {
+            "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE (status = ?6 AND next_attempt_at <= ?2)
+                             OR (status = ?5 AND lease_until <= ?2)
+                          ORDER BY next_attempt_at, created_at
+                          LIMIT ?4
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
+        }
+    })?;
     let claimed = stmt
         .query_map(
             params![
@@ -314,7 +330,7 @@ pub fn next_due_at(conn: &Conn) -> Result<Option<i64>, DbError> {
             "SELECT MIN(at) FROM (
                 SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = ?1
                 UNION ALL
-                SELECT MIN(lease_until) AS at FROM outbox WHERE status = ?2)",
+                SELECT MIN(lease_until) AS at FROM outbox WHERE status = ?2) AS due",
         )?
         .query_row([Status::Queued, Status::Sending], |r| {
             r.get::<_, Option<i64>>(0)

@@ -151,7 +151,7 @@ fn expired_invite_token_is_410_html_with_a_plain_chat_link() {
         .db_rw()
         .execute(
             "UPDATE whatsapp_tokens SET expires_at = ?1 WHERE token = ?2",
-            rusqlite::params![past, processed.token],
+            orderlink::db::sql::params![past, processed.token],
         )
         .expect("expire the token");
     assert_eq!(changed, 1);

@@ -18,40 +18,69 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ::postgres::Client;
 use serde_json::Value;
 
-use crate::postgres::{postgres_url, Scratch};
+use crate::postgres::postgres_url;
 use crate::support::child::run_cli;
+use crate::support::store::{self, Scratch};
 use crate::support::{
     fresh_webhook_id, pay, payment_event, FakeGraph, RecordedRequest, Reply, TestApp, PATIENCE,
 };
 
+/// The test server's URL; `None` (the test skipped, loudly) without one, and
+/// in the suite's PostgreSQL pass, which would only repeat these: they run
+/// on PostgreSQL in every pass.
+fn admin_url(test: &str) -> Option<String> {
+    if store::skip_on_postgres(test, "runs on PostgreSQL in the SQLite pass already") {
+        return None;
+    }
+    postgres_url(test)
+}
+
 /// An instance of the server on the scratch database.
 fn instance(graph: &FakeGraph, db: &Scratch, extra: &[(&str, &str)]) -> TestApp {
-    let mut builder = TestApp::builder(graph).env("DATABASE_URL", &db.url);
+    // Behind one load balancer: one public address for both.
+    let mut builder = TestApp::builder(graph)
+        .env("DATABASE_URL", &db.url)
+        .env("APP_BASE_URL", "https://shop.example");
     for (k, v) in extra {
         builder = builder.env(k, v);
     }
     builder.spawn()
 }
 
-/// `(order_id, kind, status, claimant instance)` of every outbox row.
-fn outbox(pg: &mut Client) -> Vec<(String, String, String, Option<String>)> {
+/// `(order_id, kind, status)` of every outbox row.
+fn outbox(pg: &mut Client) -> Vec<(String, String, String)> {
     pg.query(
-        "SELECT order_id, kind, status, claimed_by FROM outbox ORDER BY order_id, kind",
+        "SELECT order_id, kind, status FROM outbox ORDER BY order_id, kind",
         &[],
     )
     .expect("read the outbox")
     .iter()
-    .map(|r| {
-        let claimed: Option<String> = r.get(3);
-        (
-            r.get(0),
-            r.get(1),
-            r.get(2),
-            // `claimed_by` is `instance:claim number`.
-            claimed.map(|c| c.split(':').next().unwrap_or_default().to_owned()),
-        )
-    })
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect()
+}
+
+/// Messages this instance's log says it sent (one INFO line each).
+fn sent_by(app: &TestApp) -> usize {
+    app.logs()
+        .lines()
+        .filter(|l| l.contains("sent confirmation for order") || l.contains("sent link for order"))
+        .count()
+}
+
+/// The instances' retries, warnings and errors, for a failure message.
+fn trouble(apps: &[&TestApp]) -> String {
+    apps.iter()
+        .enumerate()
+        .flat_map(|(i, app)| {
+            app.logs()
+                .lines()
+                .filter(|l| l.contains("retrying") || l.contains("WARN") || l.contains("ERROR"))
+                .take(15)
+                .map(|l| format!("instance {i}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Waits (to a deadline) until no outbox row can still be sent: nothing
@@ -108,15 +137,21 @@ fn busiest(requests: &[RecordedRequest], window: Duration) -> usize {
 
 #[test]
 fn two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once() {
-    let Some(admin) = postgres_url(
-        "two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once",
-    ) else {
+    let Some(admin) =
+        admin_url("two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once")
+    else {
         return;
     };
     const ORDERS: usize = 2_000;
     let db = Scratch::create(&admin);
     let graph = FakeGraph::start();
-    let uncapped = [("WHATSAPP_MAX_MPS", "100000")];
+    // Uncapped, and a timeout no loaded CI machine reaches: a send that
+    // times out is retried by design (Meta may have taken it), which would
+    // be a second request here without any instance claiming a row twice.
+    let uncapped = [
+        ("WHATSAPP_MAX_MPS", "100000"),
+        ("WHATSAPP_TIMEOUT_MS", "10000"),
+    ];
     let apps = [
         instance(&graph, &db, &uncapped),
         instance(&graph, &db, &uncapped),
@@ -147,21 +182,29 @@ fn two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once
         "multi: {ORDERS} orders posted to two instances in {posted:.1?}, {} messages delivered after {delivered:.1?}",
         requests.len()
     );
-    assert_eq!(requests.len(), 2 * ORDERS, "requests at the fake");
+    assert_eq!(
+        requests.len(),
+        2 * ORDERS,
+        "requests at the fake; the instances' log:\n{}",
+        trouble(&[&apps[0], &apps[1]])
+    );
     let seen = copies(&requests);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(twice.is_empty(), "sent more than once: {twice:?}");
     assert_eq!(seen.len(), 2 * ORDERS, "distinct (order, message) pairs");
     assert!(requests.iter().all(RecordedRequest::was_accepted));
-    let rows = outbox(&mut pg);
-    assert!(rows.iter().all(|r| r.2 == "sent"), "every row sent");
-    let senders: BTreeSet<_> = rows.iter().filter_map(|r| r.3.clone()).collect();
-    assert_eq!(senders.len(), 2, "rows sent by each instance: {senders:?}");
+    assert!(
+        outbox(&mut pg).iter().all(|r| r.2 == "sent"),
+        "every row sent"
+    );
+    let each = [sent_by(&apps[0]), sent_by(&apps[1])];
+    assert_eq!(each[0] + each[1], 2 * ORDERS, "sent, by the logs: {each:?}");
+    assert!(each.iter().all(|n| *n > 0), "both instances sent: {each:?}");
 }
 
 #[test]
 fn the_same_webhook_posted_to_both_instances_at_once_makes_one_order_and_one_confirmation() {
-    let Some(admin) = postgres_url(
+    let Some(admin) = admin_url(
         "the_same_webhook_posted_to_both_instances_at_once_makes_one_order_and_one_confirmation",
     ) else {
         return;
@@ -233,8 +276,7 @@ fn the_same_webhook_posted_to_both_instances_at_once_makes_one_order_and_one_con
 
 #[test]
 fn a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_in_flight_twice() {
-    let Some(admin) = postgres_url(
-        "a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_in_flight_twice",
+    let Some(admin) = admin_url("a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_in_flight_twice",
     ) else {
         return;
     };
@@ -319,7 +361,7 @@ fn a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_i
 
 #[test]
 fn whatsapp_max_mps_holds_for_two_instances_together() {
-    let Some(admin) = postgres_url("whatsapp_max_mps_holds_for_two_instances_together") else {
+    let Some(admin) = admin_url("whatsapp_max_mps_holds_for_two_instances_together") else {
         return;
     };
     const MPS: usize = 20;
@@ -339,8 +381,8 @@ fn whatsapp_max_mps_holds_for_two_instances_together() {
     // jitter, as in the one-instance throttle test) held more than the cap.
     let requests = graph.requests();
     assert_eq!(requests.len(), 2 * ORDERS);
-    let senders: BTreeSet<_> = outbox(&mut pg).into_iter().filter_map(|r| r.3).collect();
-    assert_eq!(senders.len(), 2, "both instances sent: {senders:?}");
+    let each = [sent_by(&apps[0]), sent_by(&apps[1])];
+    assert!(each.iter().all(|n| *n > 0), "both instances sent: {each:?}");
     let most = busiest(&requests, Duration::from_millis(950));
     assert!(
         most <= MPS,
@@ -351,7 +393,7 @@ fn whatsapp_max_mps_holds_for_two_instances_together() {
 #[test]
 fn messages_queued_in_sqlite_are_sent_once_from_postgresql_after_copy_to() {
     let Some(admin) =
-        postgres_url("messages_queued_in_sqlite_are_sent_once_from_postgresql_after_copy_to")
+        admin_url("messages_queued_in_sqlite_are_sent_once_from_postgresql_after_copy_to")
     else {
         return;
     };

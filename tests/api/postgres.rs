@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::postgres::types::Type;
-use ::postgres::{Client, NoTls};
+use ::postgres::Client;
 use rusqlite::types::Value;
 
 use crate::support::child::{open_read_only, run_cli};
@@ -20,6 +20,7 @@ use crate::support::meta::{
     app_with_reply, fresh_wamid, pay_and_send, prefilled_text, status, statuses_payload,
     text_payload, wait_for_replies, MetaApi,
 };
+use crate::support::store::Scratch;
 use crate::support::{pay, payment_event, FakeGraph, Reply, PATIENCE};
 
 const PAID: &str = "ORD-PG-1";
@@ -44,52 +45,6 @@ pub(crate) fn postgres_url(test: &str) -> Option<String> {
                 "\n!!!!!!!! SKIPPED PostgreSQL test {test}: {why} !!!!!!!!\n"
             );
             None
-        }
-    }
-}
-
-/// A database of its own on the test server, dropped when done.
-pub(crate) struct Scratch {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl Scratch {
-    pub(crate) fn create(admin_url: &str) -> Scratch {
-        let name = format!("orderlink_t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = Client::connect(admin_url, NoTls).expect("connect to the test PostgreSQL");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("CREATE DATABASE (the test user needs CREATEDB)");
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (admin_url, String::new()),
-        };
-        let scheme_end = base.find("://").expect("a URL") + 3;
-        let host_part = match base[scheme_end..].find('/') {
-            Some(slash) => &base[..scheme_end + slash],
-            None => base,
-        };
-        Scratch {
-            admin_url: admin_url.to_owned(),
-            url: format!("{host_part}/{name}{query}"),
-            name,
-        }
-    }
-
-    pub(crate) fn client(&self) -> Client {
-        Client::connect(&self.url, NoTls).expect("connect to the scratch database")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
         }
     }
 }

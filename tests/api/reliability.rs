@@ -132,7 +132,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn orders_in(conn: &rusqlite::Connection) -> BTreeSet<String> {
+fn orders_in(conn: &orderlink::db::Conn) -> BTreeSet<String> {
     strings(conn, "SELECT id FROM orders").into_iter().collect()
 }
 
@@ -737,7 +737,7 @@ fn slow_backup_while_webhooks_stream_in_is_a_consistent_prefix_that_restores() {
         "the stream ended before the backup did; the test proves nothing"
     );
     assert!(sent.iter().all(Sent::got_200), "a webhook failed");
-    let db = open_read_only(&copy);
+    let db = open_read_only_conn(&copy);
     let integrity: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -1039,7 +1039,7 @@ fn cli_migrate_creates_the_schema_and_exits_without_serving() {
         "migrate started the server:\n{}",
         run.output()
     );
-    let db = open_read_only(&path);
+    let db = open_read_only_conn(&path);
     let tables = strings(
         &db,
         "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",

@@ -265,12 +265,11 @@ pub fn linked_senders(app: &TestApp, order_id: &str) -> Vec<String> {
              JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = ?1 ORDER BY who",
         )
         .expect("contact_links query");
-    let rows = stmt
-        .query_map([order_id], |r| r.get(0))
+
+    stmt.query_map([order_id], |r| r.get(0))
         .expect("contact_links rows")
         .collect::<Result<Vec<String>, _>>()
-        .expect("contact_links row");
-    rows
+        .expect("contact_links row")
 }
 
 /// One stored inbound message; `wa_id` is the sender's number, or its
@@ -286,7 +285,7 @@ pub struct InboundRow {
 
 /// The stored inbound message with this `wamid`, if any.
 pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
-    use rusqlite::OptionalExtension;
+    use orderlink::db::sql::OptionalExtension;
     app.db()
         .query_row(
             "SELECT COALESCE(wa_id, user_id), profile_name, message_type, body, order_id \
@@ -337,12 +336,11 @@ pub fn elder_replies(app: &TestApp, order_id: &str) -> Vec<(String, String)> {
              ORDER BY recipient",
         )
         .expect("outbox query");
-    let rows = stmt
-        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))
+
+    stmt.query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("outbox rows")
         .collect::<Result<Vec<(String, String)>, _>>()
-        .expect("outbox row");
-    rows
+        .expect("outbox row")
 }
 
 // ------------------------------------------------------------ usernames
