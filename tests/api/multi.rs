@@ -343,6 +343,12 @@ fn a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_i
         "{} sent twice: {twice:?}",
         twice.len()
     );
+    eprintln!(
+        "multi: killed with {} row(s) claimed; {} of {} messages sent twice (in flight at the kill)",
+        held.len(),
+        twice.len(),
+        2 * ORDERS
+    );
     let lease_end = held.iter().map(|h| h.1).min().unwrap();
     let held_orders: BTreeSet<&String> = held.iter().map(|h| &h.0).collect();
     for r in requests.iter().filter(|r| r.arrived > killed) {
