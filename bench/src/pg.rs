@@ -50,10 +50,13 @@ impl Database {
     fn create(admin: &str, phase: &str) -> Database {
         let name = format!("orderlink_bench_{phase}_{}", std::process::id());
         let mut client = orderlink::pg::connect(admin).expect("connect to PostgreSQL");
+        // Two calls: a multi-statement string is one implicit transaction,
+        // which neither statement may run in.
         client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .expect("DROP DATABASE");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE (the bench's PostgreSQL user needs CREATEDB)");
         let (base, query) = match admin.split_once('?') {
             Some((b, q)) => (b, format!("?{q}")),
