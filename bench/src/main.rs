@@ -201,7 +201,7 @@ fn main() {
             phase_deadline: plan.phase_deadline,
             delivery_deadline: plan.delivery_deadline,
         };
-        pg::measure(&url, &pg_plan, &o, &mut report);
+        peak_rss.extend(pg::measure(&url, &pg_plan, &o, &mut report));
     }
 
     let total = report.duplicates_total();

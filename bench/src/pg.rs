@@ -242,8 +242,8 @@ fn start(o: &Options, url: &str, dir: &str, api_base: &str, workers: usize) -> O
     )
 }
 
-/// The PostgreSQL rows of the table.
-pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) {
+/// The PostgreSQL rows of the table; the peak RSS of each orderlink child.
+pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Vec<(u64, String)> {
     let c = plan.concurrency;
     say(format!(
         "PostgreSQL rows against {}",
@@ -431,7 +431,17 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) {
             "one_instance": {"completed": r1.completed, "processed": ok1, "per_second": r1.rate(), "p50_ms": r1.pct_ms(50.0), "p99_ms": r1.pct_ms(99.0), "server_cpu_seconds": cpu1.as_secs_f64()},
             "two_instances": {"completed": r2.completed, "processed": ok2, "per_second": r2.rate(), "p50_ms": r2.pct_ms(50.0), "p99_ms": r2.pct_ms(99.0)},
             "delivery_two_instances": {"orders": orders, "messages": messages, "distinct": unique, "duplicates": dups, "seconds": elapsed.as_secs_f64(), "per_second": rate, "hit_deadline": done.is_err()},
-            "children": [stopped1.exit, sa.exit, sb.exit, da.exit, dbb.exit],
+            "children": [&stopped1.exit, &sa.exit, &sb.exit, &da.exit, &dbb.exit],
         }),
     );
+    [
+        (stopped1, "PostgreSQL webhooks, one instance"),
+        (sa, "PostgreSQL webhooks, two instances (a)"),
+        (sb, "PostgreSQL webhooks, two instances (b)"),
+        (da, "PostgreSQL delivery, two instances (a)"),
+        (dbb, "PostgreSQL delivery, two instances (b)"),
+    ]
+    .into_iter()
+    .filter_map(|(s, name)| s.peak_rss_kib.map(|k| (k, name.to_owned())))
+    .collect()
 }
