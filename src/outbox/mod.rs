@@ -236,13 +236,6 @@ pub fn claim(
     // (its single writer already serialises claims), while on PostgreSQL
     // concurrent claims from several instances must skip the rows another
     // claim holds instead of waiting for it and then taking them again.
-    if conn.dialect() == Dialect::Postgres {
-        // Row locks already make a claim exclusive; at SERIALIZABLE (the
-        // default of write jobs) concurrent claims touching the same index
-        // pages would fail each other for nothing. Must come first in the
-        // job's transaction, which a claim always does.
-        conn.execute_batch("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
-    }
     let mut stmt = conn.prepare_cached(match conn.dialect() {
         Dialect::Sqlite => {
             "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3

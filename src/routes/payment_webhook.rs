@@ -86,6 +86,9 @@ fn keep_payment_with_its_order(
     let EventKind::PaymentSucceeded(p) = kind else {
         return Ok(());
     };
+    // Two events of one payment (Razorpay's order.paid and payment.captured
+    // at once) must not both find no order and make two.
+    conn.lock_key(&format!("payment:{source}:{}", p.payment_id))?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",
