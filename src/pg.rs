@@ -82,9 +82,21 @@ pub fn migrate(client: &mut Client) -> Result<usize, String> {
 /// Names of embedded migrations the PostgreSQL database lacks.
 pub fn pending_migrations(client: &mut Client) -> Result<Vec<String>, String> {
     let runner = embedded::migrations::runner();
-    let applied = runner
-        .get_applied_migrations(client)
-        .map_err(|e| format!("reading the applied migrations: {e}"))?;
+    // refinery's lookup fails on a database it never touched.
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| format!("reading the schema: {}", describe(&e)))?
+        .get(0);
+    let applied = if has_history {
+        runner
+            .get_applied_migrations(client)
+            .map_err(|e| format!("reading the applied migrations: {e}"))?
+    } else {
+        Vec::new()
+    };
     Ok(runner
         .get_migrations()
         .iter()

@@ -548,23 +548,27 @@ impl Sender {
         let mut wait = Duration::from_millis(50);
         loop {
             let (id, claim, decision) = (job.id.clone(), claim.to_owned(), decision.clone());
-            let result = self.shared.db.writer.run_blocking(move |c| match decision {
-                Decision::Sent {
-                    message_id,
-                    variant,
-                    attempts,
-                } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
-                Decision::Retry {
-                    attempts,
-                    variant,
-                    at,
-                    error,
-                } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
-                Decision::Dead { error, attempts } => {
-                    outbox::mark_dead(c, &id, &claim, attempts, &error, now)
-                }
-                Decision::Fault { .. } => Ok(()),
-            });
+            let result = self
+                .shared
+                .db
+                .writer
+                .run_blocking(move |c| match decision.clone() {
+                    Decision::Sent {
+                        message_id,
+                        variant,
+                        attempts,
+                    } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
+                    Decision::Retry {
+                        attempts,
+                        variant,
+                        at,
+                        error,
+                    } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
+                    Decision::Dead { error, attempts } => {
+                        outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                    }
+                    Decision::Fault { .. } => Ok(()),
+                });
             match result {
                 Ok(()) => return,
                 Err(crate::db::DbError::Closed) => {

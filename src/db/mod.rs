@@ -54,6 +54,24 @@ impl std::fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
+impl DbError {
+    /// PostgreSQL refused the job because a concurrent one got there first:
+    /// a serialization failure, a deadlock, or a unique key another
+    /// instance just inserted. Run again, the job sees that work committed
+    /// and gives the answer SQLite's one-at-a-time writer would have.
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            DbError::Pg(e) => e.code().is_some_and(|c| {
+                *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::UNIQUE_VIOLATION
+            }),
+            _ => false,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
         DbError::Sql(e)

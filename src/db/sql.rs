@@ -117,6 +117,21 @@ impl Conn {
         }
     }
 
+    /// Makes jobs that name the same `key` run one after the other until
+    /// this job's transaction ends. SQLite's one writer already runs every
+    /// job alone; on PostgreSQL this is a transaction-level advisory lock,
+    /// for a look-up-then-write that no unique key guards (see callers).
+    pub fn lock_key(&self, key: &str) -> Result<(), DbError> {
+        if self.dialect() == Dialect::Sqlite {
+            return Ok(());
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let id = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        self.prepare_cached("SELECT pg_advisory_xact_lock(?1)")?
+            .query_row([id], |_| Ok(()))
+    }
+
     /// A statement kept for reuse on this connection (hot paths).
     pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>, DbError> {
         Ok(Stmt(match self {

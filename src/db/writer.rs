@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::pool::{PgJob, PgPool, Respond, Work};
+use super::pool::{PgJob, PgPool, Respond, Work, BEGIN, MAX_RUNS};
 use super::sql::Conn;
 use super::DbError;
 
@@ -64,7 +64,7 @@ impl Writer {
     pub fn submit<R, F>(&self, work: F) -> oneshot::Receiver<Result<R, DbError>>
     where
         R: Send + 'static,
-        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Conn>| {
@@ -103,7 +103,7 @@ impl Writer {
     pub async fn run<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         self.submit(work).await.unwrap_or(Err(DbError::Closed))
     }
@@ -112,7 +112,7 @@ impl Writer {
     pub fn run_blocking<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         self.submit(work)
             .blocking_recv()
@@ -123,7 +123,7 @@ impl Writer {
     /// fsync (used for the click log, which must not slow a redirect).
     pub fn spawn<F>(&self, work: F)
     where
-        F: FnOnce(&Conn) -> Result<(), DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<(), DbError> + Send + 'static,
     {
         drop(self.submit(work));
     }
@@ -139,15 +139,10 @@ impl Writer {
 
 fn run_in_savepoint<R, F>(conn: &Conn, work: F) -> Result<Option<R>, DbError>
 where
-    F: FnOnce(&Conn) -> Result<R, DbError>,
+    F: Fn(&Conn) -> Result<R, DbError>,
 {
     if conn.lite().is_none() {
-        // PostgreSQL: the job has a transaction of its own, rolled back
-        // whole when it fails; no savepoint needed.
-        return match catch_unwind(AssertUnwindSafe(|| work(conn))) {
-            Ok(r) => r.map(Some),
-            Err(_) => Err(DbError::Panicked),
-        };
+        return run_in_transaction(conn, work).map(Some);
     }
     // Cached statements: parsing these three for every request showed up
     // in the writer's profile.
@@ -161,6 +156,45 @@ where
     }
     conn.prepare_cached("RELEASE job")?.execute([])?;
     result.map(Some)
+}
+
+/// PostgreSQL: the job in a transaction of its own, committed before it is
+/// answered; rolled back whole when it fails (no savepoint), and run again
+/// from a fresh transaction when a concurrent job got in its way, which
+/// SERIALIZABLE may report at any statement or at COMMIT.
+fn run_in_transaction<R, F>(conn: &Conn, work: F) -> Result<R, DbError>
+where
+    F: Fn(&Conn) -> Result<R, DbError>,
+{
+    let mut runs = 1;
+    loop {
+        conn.execute_batch(BEGIN)
+            .map_err(|e| DbError::Commit(e.to_string()))?;
+        let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Panicked),
+        };
+        let result = match result {
+            Ok(v) => conn.execute_batch("COMMIT").map(|()| v),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                // After a failed COMMIT PostgreSQL has already ended the
+                // transaction; ROLLBACK then only warns.
+                let _ = conn.execute_batch("ROLLBACK");
+                if !(e.is_retryable() && runs < MAX_RUNS) {
+                    return Err(e);
+                }
+                // A little random wait, so two jobs that collided do not
+                // collide again in step.
+                let wait = rand::random::<u64>() % (2 * u64::from(runs)) + 1;
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+                runs += 1;
+            }
+        }
+    }
 }
 
 fn writer_loop(conn: Conn, rx: mpsc::Receiver<Job>) {

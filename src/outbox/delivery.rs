@@ -28,6 +28,11 @@ pub struct StatusUpdate {
 /// Moves a message's delivery state up the order of SPEC §9 only, and
 /// records the status's pricing. Unknown ids wait in `pending_statuses`.
 pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbError> {
+    // One message's statuses, and its send being recorded, one at a time:
+    // the state is read, then moved up (two statuses at once must not move
+    // it down), and a status for a send not yet recorded waits in
+    // `pending_statuses`, which `apply_pending` must then see.
+    conn.lock_key(&format!("graph-message:{}", s.message_id))?;
     let current: Option<Option<DeliveryState>> = conn
         .prepare_cached("SELECT delivery_status FROM outbox WHERE graph_message_id = ?1")?
         .query_row([&s.message_id], |r| r.get(0))
@@ -83,6 +88,7 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
 
 /// Applies statuses that arrived before their message id was recorded.
 pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbError> {
+    conn.lock_key(&format!("graph-message:{message_id}"))?;
     let pending: Vec<StatusUpdate> = conn
         .prepare_cached(
             "SELECT graph_message_id, status, error_code, error_title, pricing_billable,

@@ -29,7 +29,7 @@ async fn payment_webhook(
 
 /// Record, wake the senders, answer: the same for every source.
 pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result<Value, AppError> {
-    let (key, mut event, order_id_source) = webhook.into_parts();
+    let (key, event, order_id_source) = webhook.into_parts();
     let ctx = Context {
         now_ms: now_ms(),
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
@@ -38,6 +38,9 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         .db
         .writer
         .run(move |conn| {
+            // A job may run again (PostgreSQL retries a serialization
+            // failure), so the event it adjusts is its own copy.
+            let mut event = event.clone();
             if S::NAMESPACED {
                 keep_payment_with_its_order(conn, S::NAME, &mut event.kind)?;
             }
@@ -83,6 +86,9 @@ fn keep_payment_with_its_order(
     let EventKind::PaymentSucceeded(p) = kind else {
         return Ok(());
     };
+    // Two events of one payment (Razorpay's order.paid and payment.captured
+    // at once) must not both find no order and make two.
+    conn.lock_key(&format!("payment:{source}:{}", p.payment_id))?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",

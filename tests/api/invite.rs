@@ -199,7 +199,7 @@ fn every_one_of_many_concurrent_clicks_is_logged() {
         app.count("SELECT COUNT(*) FROM invite_clicks") == 30
     });
     assert_eq!(
-        app.count("SELECT COUNT(DISTINCT user_agent) FROM invite_clicks WHERE is_preview = 0"),
+        app.count("SELECT COUNT(DISTINCT user_agent) FROM invite_clicks WHERE is_preview = FALSE"),
         30
     );
 }
@@ -273,7 +273,7 @@ fn head_and_requests_without_user_agent_are_answered_but_never_a_person() {
         app.count("SELECT COUNT(*) FROM invite_clicks") == 3
     });
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = 0"),
+        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = FALSE"),
         0,
         "a HEAD or a request without User-Agent counted as a person"
     );
@@ -294,6 +294,6 @@ fn head_and_requests_without_user_agent_are_answered_but_never_a_person() {
     let person = app.get_no_redirect_with(&path, &[("User-Agent", BROWSER_UA)]);
     assert_eq!(person.status, 302);
     wait_until("the person's click", PATIENCE, || {
-        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = 0") == 1
+        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = FALSE") == 1
     });
 }

@@ -17,7 +17,7 @@ use rusqlite::types::Value;
 
 use crate::support::child::{open_read_only, run_cli};
 use crate::support::meta::{
-    app_with_reply, fresh_wamid, pay_and_send, prefilled_text, status, statuses_payload,
+    app_with_reply_on_sqlite, fresh_wamid, pay_and_send, prefilled_text, status, statuses_payload,
     text_payload, wait_for_replies, MetaApi,
 };
 use crate::support::store::Scratch;
@@ -290,7 +290,8 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
     // token who got a reply, two opens of the invite (one a link preview), and
     // an order whose confirmation Meta refused for good (a dead letter).
     let graph = FakeGraph::start();
-    let mut app = app_with_reply(&graph);
+    // SQLite is the source here, also when the suite runs on PostgreSQL.
+    let mut app = app_with_reply_on_sqlite(&graph);
     let processed = pay_and_send(&app, PAID);
     let confirmation = app
         .outbox_row(PAID, "confirmation")
@@ -422,7 +423,7 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
 }
 
 #[test]
-fn copy_to_is_in_the_help_and_check_names_it_for_a_postgresql_database_url() {
+fn copy_to_is_in_the_help_and_check_validates_a_postgresql_database_url() {
     let dir = tempfile::tempdir().unwrap();
     let help = run_cli(&["--help"], &[], Duration::from_secs(20));
     assert!(
@@ -440,14 +441,48 @@ fn copy_to_is_in_the_help_and_check_names_it_for_a_postgresql_database_url() {
             "postgres://shop:s3cret-pw@db.internal/orderlink".to_owned(),
         ),
     ];
+    // A server nobody answers: a problem, named without its password, and
+    // the SQLite file is not what the server would use.
     let check = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(!check.status.success(), "{}", check.output());
     assert!(
-        check.stdout.contains("warning: DATABASE_URL is postgres://shop@db.internal/orderlink but the server does not run on PostgreSQL yet")
-            && check.stdout.contains("orderlink copy-to postgres://shop@db.internal/orderlink"),
+        check.stdout.contains("warning: DATABASE_PATH is set but not used: DATABASE_URL keeps everything in PostgreSQL at postgres://shop@db.internal/orderlink")
+            && check.stdout.contains("error: cannot connect to postgres://shop@db.internal/orderlink"),
         "{}",
         check.output()
     );
     assert!(!check.output().contains("s3cret-pw"), "{}", check.output());
+    assert!(
+        !check.output().contains("does not run on PostgreSQL"),
+        "{}",
+        check.output()
+    );
+
+    // A real, empty one: it answers, and its migrations are pending until
+    // the first start.
+    let Some(admin_url) =
+        postgres_url("copy_to_is_in_the_help_and_check_validates_a_postgresql_database_url")
+    else {
+        return;
+    };
+    let scratch = Scratch::create(&admin_url);
+    let env = vec![("DATABASE_URL".to_owned(), scratch.url.clone())];
+    let check = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(check.status.success(), "{}", check.output());
+    assert!(
+        check.stdout.contains("ok: database: PostgreSQL at")
+            && check.stdout.contains("migration(s) pending"),
+        "{}",
+        check.output()
+    );
+    let migrated = run_cli(&["migrate"], &env, Duration::from_secs(60));
+    assert!(migrated.status.success(), "{}", migrated.output());
+    let check = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(
+        check.stdout.contains("ok: database schema is up to date"),
+        "{}",
+        check.output()
+    );
 }
 
 mod older {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::child::*;
+use crate::support::store::skip_on_postgres;
 use crate::support::*;
 
 /// A webhook as the gateway sent it, and what came back.
@@ -682,6 +683,12 @@ fn slow_shutdown_sigterm_during_a_burst_exits_zero_in_bound_and_loses_nothing() 
 
 #[test]
 fn slow_backup_while_webhooks_stream_in_is_a_consistent_prefix_that_restores() {
+    if skip_on_postgres(
+        "slow_backup_while_webhooks_stream_in_is_a_consistent_prefix_that_restores",
+        "orderlink backup copies the SQLite file",
+    ) {
+        return;
+    }
     const ORDERS: usize = 1000;
     let graph = FakeGraph::start();
     let app = TestApp::builder(&graph)
@@ -917,6 +924,12 @@ fn pair_rate_limit_131056_delays_only_that_recipient() {
 
 #[test]
 fn slow_database_locked_past_the_busy_timeout_answers_503_and_consumes_nothing() {
+    if skip_on_postgres(
+        "slow_database_locked_past_the_busy_timeout_answers_503_and_consumes_nothing",
+        "holds SQLite's file lock from outside",
+    ) {
+        return;
+    }
     let graph = FakeGraph::start();
     let app = TestApp::spawn(&graph);
     let event = payment_event("ORD-LOCKED").to_string();
@@ -1298,6 +1311,12 @@ fn serve_on_a_port_in_use_names_the_port_before_creating_the_database() {
 
 #[test]
 fn a_second_server_on_the_same_database_is_refused_once() {
+    if skip_on_postgres(
+        "a_second_server_on_the_same_database_is_refused_once",
+        "the lock file guards one SQLite file; PostgreSQL takes any number of instances",
+    ) {
+        return;
+    }
     let graph = FakeGraph::start();
     let app = TestApp::spawn(&graph);
     let mut env = live_env(graph.base_url(), &app.db_path);

@@ -114,9 +114,17 @@ fn free_port() -> u16 {
 /// Environment for one app, live mode by default.
 pub struct TestAppBuilder {
     env: BTreeMap<String, Option<String>>,
+    sqlite: bool,
 }
 
 impl TestAppBuilder {
+    /// On SQLite whatever the run's store: for tests about SQLite itself
+    /// (copy-to's source, say).
+    pub fn on_sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_string(), Some(value.to_string()));
         self
@@ -177,7 +185,8 @@ impl TestAppBuilder {
         let mut app = TestApp {
             db_path: dir.path().join("orderlink.db"),
             log_path: dir.path().join("orderlink.log"),
-            pg: store::on_postgres().then(|| Scratch::create(&store::admin_url())),
+            pg: (store::on_postgres() && !self.sqlite)
+                .then(|| Scratch::create(&store::admin_url())),
             dir,
             env: self.env,
             port: 0,
@@ -231,7 +240,7 @@ impl TestApp {
         }
         // No ROCKET_CONFIG and no Rocket.toml in the working directory: the binary
         // must keep its promises (the 64 KiB body limit among them) on its own.
-        TestAppBuilder { env }
+        TestAppBuilder { env, sqlite: false }
     }
 
     pub fn spawn(graph: &FakeGraph) -> TestApp {

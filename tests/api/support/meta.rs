@@ -218,6 +218,15 @@ pub fn app_with_reply(graph: &FakeGraph) -> TestApp {
         .spawn()
 }
 
+/// [`app_with_reply`] on SQLite whatever the run's store.
+pub fn app_with_reply_on_sqlite(graph: &FakeGraph) -> TestApp {
+    TestApp::builder(graph)
+        .env("ELDER_REPLY_TEXT", REPLY_TEXT)
+        .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+        .on_sqlite()
+        .spawn()
+}
+
 /// What `WHATSAPP_VERIFY_TOKEN` is set to by [`app_with_reply`].
 pub const VERIFY_TOKEN: &str = "verify-me-7d1e";
 
