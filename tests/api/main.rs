@@ -13,6 +13,7 @@ mod logging;
 mod metrics;
 mod payment_webhook;
 mod postgres;
+mod postgres_store;
 mod properties;
 mod reliability;
 mod sandbox;

@@ -373,12 +373,24 @@ impl TestApp {
         self.post_webhook_with_headers(body, &[])
     }
 
+    /// The app's PostgreSQL database, if it runs on one: a DATABASE_URL the
+    /// test gave, or the run's scratch database.
+    fn postgres(&self) -> Option<Conn> {
+        let url = match self.env.get("DATABASE_URL") {
+            Some(Some(url)) => url.clone(),
+            _ => self.pg.as_ref()?.url.clone(),
+        };
+        let client = ::postgres::Client::connect(&url, ::postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the app's PostgreSQL: {e}"));
+        Some(Conn::from(client))
+    }
+
     /// A connection to the app's database, whichever the store (SPEC §13):
     /// the same SQL runs on both through `orderlink::db::Conn`. Read-only on
     /// SQLite.
     pub fn db(&self) -> Conn {
-        if let Some(pg) = &self.pg {
-            return Conn::from(pg.client());
+        if let Some(conn) = self.postgres() {
+            return conn;
         }
         let conn = Connection::open_with_flags(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open db read-only");
@@ -389,8 +401,8 @@ impl TestApp {
 
     /// A read-write connection, for tests that must reach past the API (e.g. expire a token).
     pub fn db_rw(&self) -> Conn {
-        if let Some(pg) = &self.pg {
-            return Conn::from(pg.client());
+        if let Some(conn) = self.postgres() {
+            return conn;
         }
         let conn = Connection::open(&self.db_path).expect("open db read-write");
         conn.busy_timeout(Duration::from_secs(5))
