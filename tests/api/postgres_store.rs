@@ -183,3 +183,57 @@ fn a_server_on_postgresql_sends_and_never_logs_the_password_of_database_url() {
     assert!(check.status.success(), "{}", check.output());
     assert!(!check.output().contains(PASSWORD), "{}", check.output());
 }
+
+/// Two claims at once on PostgreSQL (two instances' senders) take disjoint
+/// rows without waiting for each other: the claim's FOR UPDATE SKIP LOCKED.
+#[test]
+fn concurrent_claims_on_postgresql_skip_each_others_rows_instead_of_waiting() {
+    let Some(admin_url) =
+        postgres_url("concurrent_claims_on_postgresql_skip_each_others_rows_instead_of_waiting")
+    else {
+        return;
+    };
+    // Arrange: ten paid orders, so ten due confirmations.
+    let scratch = Scratch::create(&admin_url);
+    orderlink::pg::migrate(&mut scratch.client()).unwrap();
+    let setup = Conn::from(scratch.client());
+    let ctx = orderlink::payments::Context {
+        now_ms: 1_000,
+        token_ttl_ms: 1_000_000,
+    };
+    for i in 0..10 {
+        let body = payment_event(&format!("ORD-CLAIM-{i}")).to_string();
+        let event = orderlink::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
+        orderlink::payments::record(&setup, &format!("evt-claim-{i}"), &event, &ctx).unwrap();
+    }
+    let (a, b) = (Conn::from(scratch.client()), Conn::from(scratch.client()));
+    // Without SKIP LOCKED the second claim would wait for the first's locks:
+    // give up after a second rather than hang.
+    b.execute_batch("SET lock_timeout = '1s'").unwrap();
+
+    // Act: the first claim's transaction stays open while the second claims.
+    a.execute_batch("BEGIN").unwrap();
+    let first = orderlink::outbox::claim(&a, "a", 2_000, 60_000, 6).unwrap();
+    b.execute_batch("BEGIN").unwrap();
+    let second = orderlink::outbox::claim(&b, "b", 2_000, 60_000, 6).expect("not blocked");
+    b.execute_batch("COMMIT").unwrap();
+    a.execute_batch("COMMIT").unwrap();
+
+    // Assert
+    let ids = |rows: &[orderlink::outbox::Due]| {
+        rows.iter()
+            .map(|r| r.id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(first.len(), 6);
+    assert_eq!(second.len(), 4, "the rest, none of the first claim's");
+    assert!(ids(&first).is_disjoint(&ids(&second)));
+    let claimed: Vec<(String, i64)> = setup
+        .prepare("SELECT claimed_by, COUNT(*) FROM outbox WHERE status = 'sending' GROUP BY claimed_by ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(claimed, vec![("a".to_owned(), 6), ("b".to_owned(), 4)]);
+}
