@@ -974,7 +974,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(got, vec![7]);
-        let keys = vec!["a".to_owned()];
+        let keys = ["a".to_owned()];
         let n: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM t WHERE k = ?1",
