@@ -524,7 +524,8 @@ impl TestApp {
             last = row.or(last);
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; last row: {last:?}"
+                "timed out after {timeout:?} waiting for {what}; last row: {last:?}; log tail:\n{}",
+                tail(&self.logs(), 30)
             );
             thread::sleep(Duration::from_millis(10));
         }
@@ -584,6 +585,12 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     pub graph_message_id: Option<String>,
     pub variant: String,
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 pub fn fresh_webhook_id() -> String {
