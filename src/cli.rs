@@ -139,6 +139,13 @@ fn backup(dest: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(url) = &config.database_url {
+        eprintln!(
+            "orderlink: backup copies the SQLite file; DATABASE_URL keeps everything in PostgreSQL at {}: back it up with pg_dump",
+            crate::pg::redact(url)
+        );
+        return 1;
+    }
     match backup_to(&config.database_path, dest) {
         Ok(pages) => {
             println!(

@@ -140,10 +140,16 @@ fn worker(url: &str, mut conn: Conn, rx: &Mutex<mpsc::Receiver<PgJob>>) {
 }
 
 /// A panic in a job is reported as `Panicked` by the job's own wrapper; this
-/// keeps the worker alive if a wrapper itself panics.
+/// keeps the worker alive if a wrapper itself panics, and ends whatever
+/// transaction it left open, so the next job does not run inside it.
 fn run(conn: &Option<&Conn>, work: Work) -> (bool, Respond) {
     match catch_unwind(AssertUnwindSafe(|| work(*conn))) {
         Ok(r) => r,
-        Err(_) => (false, Box::new(|_| ())),
+        Err(_) => {
+            if let Some(conn) = conn {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            (false, Box::new(|_| ()))
+        }
     }
 }

@@ -854,39 +854,22 @@ macro_rules! array_params {
 }
 array_params!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
 
-/// Values from an iterator, positional.
+/// Values from an iterator, positional (collected, so they can be lent).
 #[derive(Clone)]
-pub struct ParamsFromIter<I>(I);
+pub struct ParamsFromIter<T>(Vec<T>);
 
-pub fn params_from_iter<I>(iter: I) -> ParamsFromIter<I>
+pub fn params_from_iter<I>(iter: I) -> ParamsFromIter<I::Item>
 where
-    I: IntoIterator + Clone,
+    I: IntoIterator,
     I::Item: Param,
 {
-    ParamsFromIter(iter)
+    ParamsFromIter(iter.into_iter().collect())
 }
 
-impl<I> Params for ParamsFromIter<I>
-where
-    I: IntoIterator + Clone,
-    I::Item: Param,
-{
+impl<T: Param> Params for ParamsFromIter<T> {
     fn binds(&self) -> Binds<'_> {
-        // The items are owned by the iterator's copy: keep those that borrow
-        // nothing (integers, which is all that is bound this way).
-        let values = self
-            .0
-            .clone()
-            .into_iter()
-            .map(|p| match p.value() {
-                Value::Int(i) => Value::Int(i),
-                Value::Real(f) => Value::Real(f),
-                Value::Bool(b) => Value::Bool(b),
-                _ => Value::Null,
-            })
-            .collect();
         Binds {
-            values,
+            values: self.0.iter().map(|p| p.value()).collect(),
             names: None,
         }
     }
@@ -991,5 +974,14 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(got, vec![7]);
+        let keys = ["a".to_owned()];
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM t WHERE k = ?1",
+                params_from_iter(keys.iter()),
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
     }
 }

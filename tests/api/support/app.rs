@@ -373,12 +373,24 @@ impl TestApp {
         self.post_webhook_with_headers(body, &[])
     }
 
+    /// The app's PostgreSQL database, if it runs on one: a DATABASE_URL the
+    /// test gave, or the run's scratch database.
+    fn postgres(&self) -> Option<Conn> {
+        let url = match self.env.get("DATABASE_URL") {
+            Some(Some(url)) => url.clone(),
+            _ => self.pg.as_ref()?.url.clone(),
+        };
+        let client = ::postgres::Client::connect(&url, ::postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the app's PostgreSQL: {e}"));
+        Some(Conn::from(client))
+    }
+
     /// A connection to the app's database, whichever the store (SPEC §13):
     /// the same SQL runs on both through `orderlink::db::Conn`. Read-only on
     /// SQLite.
     pub fn db(&self) -> Conn {
-        if let Some(pg) = &self.pg {
-            return Conn::from(pg.client());
+        if let Some(conn) = self.postgres() {
+            return conn;
         }
         let conn = Connection::open_with_flags(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open db read-only");
@@ -389,8 +401,8 @@ impl TestApp {
 
     /// A read-write connection, for tests that must reach past the API (e.g. expire a token).
     pub fn db_rw(&self) -> Conn {
-        if let Some(pg) = &self.pg {
-            return Conn::from(pg.client());
+        if let Some(conn) = self.postgres() {
+            return conn;
         }
         let conn = Connection::open(&self.db_path).expect("open db read-write");
         conn.busy_timeout(Duration::from_secs(5))
@@ -512,7 +524,8 @@ impl TestApp {
             last = row.or(last);
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; last row: {last:?}"
+                "timed out after {timeout:?} waiting for {what}; last row: {last:?}; log tail:\n{}",
+                tail(&self.logs(), 30)
             );
             thread::sleep(Duration::from_millis(10));
         }
@@ -572,6 +585,12 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     pub graph_message_id: Option<String>,
     pub variant: String,
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 pub fn fresh_webhook_id() -> String {
