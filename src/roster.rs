@@ -170,7 +170,8 @@ impl Roster {
             .name("roster".into())
             .spawn(move || {
                 let mut standing = Standing::default();
-                let mut had_share = false;
+                // What was last logged: (share, live instances).
+                let mut last = (0u32, 0usize);
                 let mut failing = false;
                 let (lock, cv) = &*signal;
                 loop {
@@ -184,21 +185,29 @@ impl Roster {
                             let (share, until) =
                                 standing.refreshed(cap, &me, &live, began, Instant::now());
                             pacer.set_share(share, Some(until));
-                            if share > 0 && !had_share {
-                                log::info!(
-                                    "roster: {} live instance(s); this one sends up to {share} of WHATSAPP_MAX_MPS={cap} per second",
-                                    live.len().max(1)
-                                );
-                                opened();
+                            let now = (share, live.len().max(1));
+                            if now != last {
+                                // Once at start, then when an instance
+                                // joins or leaves: the operator's view of
+                                // the split.
+                                if share > 0 {
+                                    log::info!(
+                                        "roster: {} live instance(s); this one sends up to {share} of WHATSAPP_MAX_MPS={cap} per second",
+                                        now.1
+                                    );
+                                }
+                                if share > 0 && last.0 == 0 {
+                                    opened();
+                                }
+                                last = now;
                             }
-                            had_share = share > 0;
                         }
                         Err(e) => {
                             if !failing {
                                 log::error!("roster: cannot refresh this instance's row ({e}); it stops sending within {FRESH:?} so the instances together stay under WHATSAPP_MAX_MPS");
                                 failing = true;
                             }
-                            had_share = false;
+                            last = (0, 0);
                         }
                     }
                     let stopped = lock.lock().expect("roster lock");

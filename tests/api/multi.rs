@@ -389,6 +389,14 @@ fn whatsapp_max_mps_holds_for_two_instances_together() {
     assert_eq!(requests.len(), 2 * ORDERS);
     let each = [sent_by(&apps[0]), sent_by(&apps[1])];
     assert!(each.iter().all(|n| *n > 0), "both instances sent: {each:?}");
+    for app in &apps {
+        assert!(
+            app.logs()
+                .contains("2 live instance(s); this one sends up to 10 of WHATSAPP_MAX_MPS=20"),
+            "each instance paced at half the cap; log:\n{}",
+            app.logs()
+        );
+    }
     let most = busiest(&requests, Duration::from_millis(950));
     assert!(
         most <= MPS,
