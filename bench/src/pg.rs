@@ -230,7 +230,20 @@ fn processed(r: &LoadResult) -> usize {
 }
 
 fn start(o: &Options, url: &str, dir: &str, api_base: &str, workers: usize) -> Orderlink {
+    start_with(o, url, dir, api_base, workers, &[])
+}
+
+fn start_with(
+    o: &Options,
+    url: &str,
+    dir: &str,
+    api_base: &str,
+    workers: usize,
+    more: &[(&str, &str)],
+) -> Orderlink {
     let dir = o.dir.join(dir);
+    let mut env = vec![("DATABASE_URL", url)];
+    env.extend_from_slice(more);
     Orderlink::start_with(
         &Options {
             dir: &dir,
@@ -238,7 +251,7 @@ fn start(o: &Options, url: &str, dir: &str, api_base: &str, workers: usize) -> O
             send_workers: workers,
             ..*o
         },
-        &[("DATABASE_URL", url)],
+        &env,
     )
 }
 
@@ -325,6 +338,41 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
         .target("≤ 20 ms", r1.pct_ms(99.0) <= 20.0),
     );
     let stopped1 = server.stop();
+    drop(db);
+
+    // 2b. The same without the sender's writes beside the webhooks' (sends
+    // held to one a second): how much of the database the webhook path
+    // alone gets.
+    let db = Database::create(admin, "quiet");
+    let server = start_with(
+        o,
+        &db.url,
+        "pg-quiet",
+        &fake.base_url(),
+        4,
+        &[("WHATSAPP_MAX_MPS", "1")],
+    );
+    let rq = webhooks(&[&server], "pgq_", plan.webhooks, c, plan.phase_deadline);
+    let okq = processed(&rq);
+    say(format!(
+        "orderlink on PostgreSQL, one instance, sending held to 1/s: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {okq} processed",
+        rq.completed,
+        rq.elapsed.as_secs_f64(),
+        rq.rate(),
+        rq.pct_ms(50.0),
+        rq.pct_ms(99.0)
+    ));
+    report.row(
+        Row::new(
+            &format!("PostgreSQL: webhooks/s, one instance, c={c}, sending held to 1 msg/s"),
+            rq.rate(),
+            "req/s",
+        )
+        .latency(&rq)
+        .ceiling(one.rate(), "raw PostgreSQL tx/s, 1 client")
+        .note(&format!("{okq}/{} processed", plan.webhooks)),
+    );
+    let stoppedq = server.stop();
     drop(db);
 
     // 3. Two instances sharing one database, the clients split between them.
@@ -429,6 +477,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
             "raw_one_client": {"transactions": one.transactions, "seconds": one.elapsed.as_secs_f64(), "per_second": one.rate(), "p99_ms": one.p99_ms()},
             "raw_clients": {"clients": c, "transactions": many.transactions, "seconds": many.elapsed.as_secs_f64(), "per_second": many.rate(), "p99_ms": many.p99_ms()},
             "one_instance": {"completed": r1.completed, "processed": ok1, "per_second": r1.rate(), "p50_ms": r1.pct_ms(50.0), "p99_ms": r1.pct_ms(99.0), "server_cpu_seconds": cpu1.as_secs_f64()},
+            "one_instance_sending_held": {"completed": rq.completed, "processed": okq, "per_second": rq.rate(), "p50_ms": rq.pct_ms(50.0), "p99_ms": rq.pct_ms(99.0)},
             "two_instances": {"completed": r2.completed, "processed": ok2, "per_second": r2.rate(), "p50_ms": r2.pct_ms(50.0), "p99_ms": r2.pct_ms(99.0)},
             "delivery_two_instances": {"orders": orders, "messages": messages, "distinct": unique, "duplicates": dups, "seconds": elapsed.as_secs_f64(), "per_second": rate, "hit_deadline": done.is_err()},
             "children": [&stopped1.exit, &sa.exit, &sb.exit, &da.exit, &dbb.exit],
@@ -436,6 +485,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     );
     [
         (stopped1, "PostgreSQL webhooks, one instance"),
+        (stoppedq, "PostgreSQL webhooks, one instance, sending held"),
         (sa, "PostgreSQL webhooks, two instances (a)"),
         (sb, "PostgreSQL webhooks, two instances (b)"),
         (da, "PostgreSQL delivery, two instances (a)"),
