@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::pool::{PgJob, PgPool, Respond};
+use super::pool::{PgJob, PgPool, Priority, Respond};
 use super::sql::Conn;
 use super::{open_reader, DbError};
 
@@ -81,7 +81,8 @@ impl ReadPool {
         work: impl FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     ) -> Result<R, DbError> {
         if let Some(pool) = &self.pg {
-            let answer = send_pg(pool, work);
+            // Blocking callers are the sender and background jobs.
+            let answer = send_pg(pool, Priority::Background, work);
             return answer.blocking_recv().unwrap_or(Err(DbError::Closed));
         }
         let conn = self.take()?;
@@ -102,7 +103,9 @@ impl ReadPool {
         F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         if let Some(pool) = &self.pg {
-            return send_pg(pool, work).await.unwrap_or(Err(DbError::Closed));
+            return send_pg(pool, Priority::Request, work)
+                .await
+                .unwrap_or(Err(DbError::Closed));
         }
         let (done, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn: Option<&Conn>| {
@@ -121,24 +124,31 @@ impl ReadPool {
 }
 
 /// A read on a PostgreSQL worker; a panic in `work` is a `Panicked` answer.
-fn send_pg<R, F>(pool: &PgPool, work: F) -> oneshot::Receiver<Result<R, DbError>>
+fn send_pg<R, F>(
+    pool: &PgPool,
+    priority: Priority,
+    work: F,
+) -> oneshot::Receiver<Result<R, DbError>>
 where
     R: Send + 'static,
     F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
 {
     let (done, answer) = oneshot::channel();
-    pool.send(PgJob::Read(Box::new(move |conn: Option<&Conn>| {
-        let result = match conn {
-            Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
-                Ok(r) => r,
-                Err(_) => Err(DbError::Panicked),
-            },
-            None => Err(DbError::Closed),
-        };
-        let _ = done.send(result);
-        let respond: Respond = Box::new(|_| ());
-        (true, respond)
-    })));
+    pool.send(
+        PgJob::Read(Box::new(move |conn: Option<&Conn>| {
+            let result = match conn {
+                Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+                    Ok(r) => r,
+                    Err(_) => Err(DbError::Panicked),
+                },
+                None => Err(DbError::Closed),
+            };
+            let _ = done.send(result);
+            let respond: Respond = Box::new(|_| ());
+            (true, respond)
+        })),
+        priority,
+    );
     answer
 }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::pool::{PgJob, PgPool, Respond, Work, BEGIN, MAX_RUNS};
+use super::pool::{PgJob, PgPool, Priority, Respond, Work, BEGIN, MAX_RUNS};
 use super::sql::Conn;
 use super::DbError;
 
@@ -66,6 +66,16 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
+        self.submit_as(Priority::Background, work)
+    }
+
+    /// `submit`, saying who waits: on PostgreSQL a request's job goes ahead
+    /// of the sender's (`Priority`); SQLite's one writer batches both alike.
+    fn submit_as<R, F>(&self, priority: Priority, work: F) -> oneshot::Receiver<Result<R, DbError>>
+    where
+        R: Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
+    {
         let (done_tx, done_rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Conn>| {
             let result = match conn {
@@ -93,7 +103,7 @@ impl Writer {
                 }
             }
             Target::Pg(pool) => {
-                pool.send(PgJob::Write(job));
+                pool.send(PgJob::Write(job), priority);
             }
         }
         done_rx
@@ -105,7 +115,9 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
-        self.submit(work).await.unwrap_or(Err(DbError::Closed))
+        self.submit_as(Priority::Request, work)
+            .await
+            .unwrap_or(Err(DbError::Closed))
     }
 
     /// For worker threads (never call from async code).
