@@ -3,12 +3,12 @@
 //! the API answers cannot drift apart. Plain functions on a `&Connection`;
 //! tokens are masked here, before any caller sees a row.
 
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{mask_token, Money};
 use crate::error::AppError;
 use crate::outbox;
 use crate::sender::mask_tokens_in;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 pub fn rfc3339(ms: Option<i64>) -> Value {
@@ -26,7 +26,7 @@ fn masked_text(text: Option<String>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn message_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+fn message_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
     Ok(json!({
         "id": r.get::<_, String>("id")?,
         "order_id": r.get::<_, String>("order_id")?,
@@ -53,7 +53,7 @@ const MESSAGE_COLUMNS: &str =
      last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at,
      lease_until";
 
-fn inbound_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+fn inbound_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
     Ok(json!({
         "wamid": r.get::<_, String>("wamid")?,
         "wa_id": r.get::<_, Option<String>>("wa_id")?,
@@ -76,7 +76,7 @@ fn delivered(status: Option<&Value>) -> bool {
 }
 
 /// `GET /admin/orders/{id}` and the order page's summary.
-pub fn order_view(c: &Connection, order_id: &str) -> Result<Option<Value>, DbError> {
+pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<Value>, DbError> {
     let order = c
         .prepare_cached(
             "SELECT id, user_id, payment_id, status, customer_phone_e164, total_amount, currency, note,
@@ -204,7 +204,7 @@ pub struct ContactView {
 
 /// `GET /admin/contacts/{id}`: a sender known by its phone number (`wa_id`)
 /// or its business-scoped user id is found by either.
-pub fn contact_view(c: &Connection, id: &str) -> Result<Option<ContactView>, DbError> {
+pub fn contact_view(c: &Conn, id: &str) -> Result<Option<ContactView>, DbError> {
     let found: Option<(String, Option<String>, Option<String>)> = c
         .prepare_cached("SELECT id, wa_id, user_id FROM contacts WHERE user_id = ?1 OR wa_id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -263,22 +263,18 @@ pub const LISTABLE_STATUSES: [&str; 6] = [
 ];
 
 /// Messages in one outbox status, most recently changed first (dead letters).
-pub fn messages_with_status(c: &Connection, status: &str) -> Result<Vec<Value>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn messages_with_status(c: &Conn, status: &str) -> Result<Vec<Value>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY updated_at DESC LIMIT 500"
     ))?
     .query_map([status], message_json)?
-    .collect::<Result<_, _>>()?)
+    .collect::<Result<_, _>>()
 }
 
 /// Queues a dead-lettered (or cancelled) message again, for the JSON retry
 /// and the page's button alike. A message Meta accepted is never re-queued:
 /// that would be a second copy. Runs inside the writer's transaction.
-pub fn requeue(
-    c: &Connection,
-    id: &str,
-    now: i64,
-) -> Result<Result<&'static str, AppError>, DbError> {
+pub fn requeue(c: &Conn, id: &str, now: i64) -> Result<Result<&'static str, AppError>, DbError> {
     let row: Option<(String, String, String)> = c
         .prepare_cached("SELECT status, kind, order_id FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -447,10 +443,7 @@ fn phone_tail(q: &str) -> Option<String> {
     (only_phone_chars && (3..=15).contains(&digits.len())).then_some(digits)
 }
 
-pub fn orders_list(
-    c: &Connection,
-    q: &OrdersQuery,
-) -> Result<Result<OrdersPage, AppError>, DbError> {
+pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppError>, DbError> {
     let cursor: Option<(i64, String)> = match &q.before {
         None => None,
         Some(id) => {
@@ -480,7 +473,7 @@ pub fn orders_list(
     // range of the primary key. A phone tail cannot use an index; it is
     // checked on the covering index orders_created (V6), never the table.
     let mut conditions = Vec::new();
-    let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
+    let mut args: Vec<(&str, &dyn crate::db::sql::Param)> = Vec::new();
     if let Some((at, id)) = &cursor {
         conditions.push("(o.created_at, o.id) < (:before_at, :before_id)");
         args.push((":before_at", at));
@@ -587,7 +580,7 @@ pub struct QueueDepth {
     pub dead: i64,
 }
 
-pub fn queue_depth(c: &Connection) -> Result<QueueDepth, DbError> {
+pub fn queue_depth(c: &Conn) -> Result<QueueDepth, DbError> {
     let mut depth = QueueDepth::default();
     let mut stmt = c.prepare_cached(
         "SELECT status, COUNT(*) FROM outbox WHERE status IN ('queued', 'sending', 'waiting', 'dead') GROUP BY status",
@@ -634,12 +627,12 @@ fn per_window(column: &str, n: usize, distinct: Option<&str>) -> String {
 /// time they were queued. Five index range scans of V6's indexes, one per
 /// table and step, each over the widest window: the cost follows the
 /// month's traffic, not the database's size.
-pub fn overview(c: &Connection, windows: &[(&'static str, i64)]) -> Result<Overview, DbError> {
+pub fn overview(c: &Conn, windows: &[(&'static str, i64)]) -> Result<Overview, DbError> {
     let n = windows.len();
     let widest = windows.iter().map(|w| w.1).min().unwrap_or(0);
     let args: Vec<i64> = windows.iter().map(|w| w.1).chain([widest]).collect();
-    let args = rusqlite::params_from_iter(args.iter());
-    let counts = |r: &rusqlite::Row<'_>, from: usize| -> rusqlite::Result<Vec<i64>> {
+    let args = crate::db::sql::params_from_iter(args.iter());
+    let counts = |r: &crate::db::sql::Row<'_>, from: usize| -> Result<Vec<i64>, DbError> {
         (from..from + n).map(|i| r.get(i)).collect()
     };
     let w = n + 1;
@@ -727,7 +720,7 @@ pub struct Event {
 
 /// Everything that happened to one order, oldest first. Texts written by
 /// customers or elders come back with tokens masked; escaping is the page's.
-pub fn order_timeline(c: &Connection, order_id: &str) -> Result<Vec<Event>, DbError> {
+pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     let mut events = Vec::new();
     let mut stmt = c.prepare_cached(
         "SELECT processed_at, event_type, event_id FROM webhook_events WHERE order_id = ?1",
@@ -949,11 +942,7 @@ pub struct Chat {
 
 /// The latest inbound messages, newest first: all of them, or only those
 /// attributed to no order.
-pub fn latest_chats(
-    c: &Connection,
-    unattributed_only: bool,
-    limit: usize,
-) -> Result<Vec<Chat>, DbError> {
+pub fn latest_chats(c: &Conn, unattributed_only: bool, limit: usize) -> Result<Vec<Chat>, DbError> {
     let sql = if unattributed_only {
         "SELECT received_at, wa_id, user_id, profile_name, message_type, body, order_id FROM inbound_messages
          WHERE order_id IS NULL ORDER BY received_at DESC LIMIT ?1"
@@ -961,7 +950,7 @@ pub fn latest_chats(
         "SELECT received_at, wa_id, user_id, profile_name, message_type, body, order_id FROM inbound_messages
          ORDER BY received_at DESC LIMIT ?1"
     };
-    Ok(c.prepare_cached(sql)?
+    c.prepare_cached(sql)?
         .query_map([limit as i64], |r| {
             Ok(Chat {
                 received_at: r.get(0)?,
@@ -975,7 +964,7 @@ pub fn latest_chats(
                 order_id: r.get(6)?,
             })
         })?
-        .collect::<Result<_, _>>()?)
+        .collect::<Result<_, _>>()
 }
 
 #[cfg(test)]

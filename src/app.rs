@@ -2,7 +2,9 @@
 //! migrated), the writer and sender threads, and the Rocket instance.
 
 use crate::config::{Config, Mode};
+use crate::db::pool::PgPool;
 use crate::db::{self, Db, ReadPool, Writer};
+use crate::pacer::Pacer;
 use crate::routes;
 use crate::sender::{Sandbox, Sender};
 use crate::state::AppState;
@@ -18,10 +20,23 @@ use std::time::Duration;
 pub struct Services {
     pub sender: Sender,
     pub db: Db,
-    writer_thread: JoinHandle<()>,
-    checkpointer: db::Checkpointer,
+    store: Store,
     send_bound: Duration,
-    _lock: File,
+    /// On a shared database: this instance's place in the roster that
+    /// splits `WHATSAPP_MAX_MPS` between instances (SPEC §13).
+    roster: Option<crate::roster::Roster>,
+}
+
+/// What each store runs beside the server.
+enum Store {
+    Sqlite {
+        writer_thread: JoinHandle<()>,
+        checkpointer: db::Checkpointer,
+        _lock: File,
+    },
+    /// SPEC §13: no lock file (any number of instances share the database)
+    /// and no checkpointer (PostgreSQL keeps its own WAL).
+    Postgres { pool: Arc<PgPool> },
 }
 
 impl Services {
@@ -32,9 +47,22 @@ impl Services {
         if left > 0 {
             log::warn!("shutdown: {left} send(s) still in flight after {:?}; they will be retried after the next start", self.send_bound);
         }
+        // It sends no more: its share goes to the others.
+        if let Some(roster) = self.roster {
+            roster.stop();
+        }
         self.db.writer.close();
-        let _ = self.writer_thread.join();
-        self.checkpointer.stop();
+        match self.store {
+            Store::Sqlite {
+                writer_thread,
+                checkpointer,
+                _lock,
+            } => {
+                let _ = writer_thread.join();
+                checkpointer.stop();
+            }
+            Store::Postgres { pool } => pool.join(),
+        }
         log::info!("shutdown complete");
     }
 }
@@ -57,6 +85,32 @@ pub fn open_database(config: &Config) -> Result<(rusqlite::Connection, File), St
         log::info!("applied {applied} migration(s) to {}", path.display());
     }
     Ok((conn, lock))
+}
+
+/// Migrates the PostgreSQL database at `url` (SPEC §13). Instances starting
+/// together take turns: an advisory lock is held around the migrations.
+pub fn migrate_postgres(url: &str) -> Result<usize, String> {
+    let mut client = crate::pg::connect(url)?;
+    // Any constant will do, as long as every instance uses the same one.
+    const MIGRATION_LOCK: i64 = 0x6f72_6465_726c_696e; // "orderlin"
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    let applied = crate::pg::migrate(&mut client);
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    applied
+}
+
+/// Migrates PostgreSQL and connects the pool.
+fn open_postgres(url: &str) -> Result<Arc<PgPool>, String> {
+    let applied = migrate_postgres(url)?;
+    if applied > 0 {
+        log::info!(
+            "applied {applied} migration(s) to {}",
+            crate::pg::redact(url)
+        );
+    }
+    PgPool::start(url, db::pool::PG_CONNECTIONS)
 }
 
 /// One serving process per database: the in-memory claim of the sender is
@@ -89,13 +143,31 @@ fn lock_file(path: &std::path::Path) -> Result<File, String> {
 
 pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Services), String> {
     let config = Arc::new(config);
-    let (conn, lock) = open_database(&config)?;
-    let (writer, writer_thread) = Writer::start(conn);
-    let checkpointer = db::Checkpointer::start(&config.database_path)
-        .map_err(|e| format!("DATABASE_PATH {}: {e}", config.database_path.display()))?;
-    let db = Db {
-        writer,
-        reads: ReadPool::new(&config.database_path),
+    let (db, store) = match &config.database_url {
+        Some(url) => {
+            let pool = open_postgres(url)?;
+            let db = Db {
+                writer: Writer::postgres(pool.clone()),
+                reads: ReadPool::postgres(pool.clone()),
+            };
+            (db, Store::Postgres { pool })
+        }
+        None => {
+            let (conn, lock) = open_database(&config)?;
+            let (writer, writer_thread) = Writer::start(conn);
+            let checkpointer = db::Checkpointer::start(&config.database_path)
+                .map_err(|e| format!("DATABASE_PATH {}: {e}", config.database_path.display()))?;
+            let db = Db {
+                writer,
+                reads: ReadPool::new(&config.database_path),
+            };
+            let store = Store::Sqlite {
+                writer_thread,
+                checkpointer,
+                _lock: lock,
+            };
+            (db, store)
+        }
     };
     let transport: Box<dyn Transport> = match &config.mode {
         Mode::Sandbox => Box::new(Sandbox),
@@ -110,14 +182,22 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
             config.send_workers,
         )),
     };
-    let sender = Sender::start(db.clone(), config.clone(), transport);
+    // On PostgreSQL other instances may share the outbox and the rate cap:
+    // this one sends only at the share the roster gives it.
+    let shared = matches!(store, Store::Postgres { .. });
+    let pacer = Arc::new(if shared {
+        Pacer::held()
+    } else {
+        Pacer::new(config.max_mps)
+    });
+    let sender = Sender::start_paced(db.clone(), config.clone(), transport, pacer.clone());
+    let roster = shared.then(|| crate::roster::join(&db, config.max_mps, pacer, sender.clone()));
     let services = Services {
         sender: sender.clone(),
         db: db.clone(),
-        writer_thread,
-        checkpointer,
+        store,
         send_bound: config.timeout + Duration::from_secs(2),
-        _lock: lock,
+        roster,
     };
     let rocket = rocket::custom(figment)
         .manage(AppState {
@@ -178,5 +258,11 @@ pub fn announce(config: &Config) {
             "ADMIN_TOKEN is not set: the admin API and the merchant's page are disabled (404)"
         );
     }
-    log::info!("database: {}", config.database_path.display());
+    match &config.database_url {
+        Some(url) => log::info!(
+            "database: PostgreSQL at {} (DATABASE_PATH is not used)",
+            crate::pg::redact(url)
+        ),
+        None => log::info!("database: {}", config.database_path.display()),
+    }
 }

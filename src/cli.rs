@@ -108,6 +108,18 @@ fn migrate() -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(url) = &config.database_url {
+        return match app::migrate_postgres(url) {
+            Ok(_) => {
+                println!("database {} is up to date", crate::pg::redact(url));
+                0
+            }
+            Err(line) => {
+                eprintln!("orderlink: {line}");
+                1
+            }
+        };
+    }
     match app::open_database(&config) {
         Ok(_) => {
             println!("database {} is up to date", config.database_path.display());
@@ -127,6 +139,13 @@ fn backup(dest: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(url) = &config.database_url {
+        eprintln!(
+            "orderlink: backup copies the SQLite file; DATABASE_URL keeps everything in PostgreSQL at {}: back it up with pg_dump",
+            crate::pg::redact(url)
+        );
+        return 1;
+    }
     match backup_to(&config.database_path, dest) {
         Ok(pages) => {
             println!(
@@ -207,7 +226,10 @@ fn check() -> i32 {
         }
     };
     live_mode_warnings(&mut report);
-    postgres_note(&mut report);
+    if let Some(url) = postgres_url() {
+        check_postgres(&url, &mut report);
+        return report.finish();
+    }
     let path = config
         .as_ref()
         .map(|c| c.database_path.clone())
@@ -255,17 +277,36 @@ fn live_mode_warnings(report: &mut Report) {
     }
 }
 
-/// SPEC §13 is groundwork so far: a PostgreSQL URL in DATABASE_URL is not
-/// used by the server yet, which must not go unnoticed.
-fn postgres_note(report: &mut Report) {
+/// DATABASE_URL when it names PostgreSQL (a malformed one is a
+/// configuration error, reported with the others).
+fn postgres_url() -> Option<String> {
     let url = std::env::var("DATABASE_URL").unwrap_or_default();
     let url = url.trim();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    (url.starts_with("postgres://") || url.starts_with("postgresql://")).then(|| url.to_owned())
+}
+
+/// SPEC §13: the server keeps everything in PostgreSQL; the SQLite file is
+/// not looked at.
+fn check_postgres(url: &str, report: &mut Report) {
+    let shown = crate::pg::redact(url);
+    if std::env::var("DATABASE_PATH").is_ok_and(|p| !p.trim().is_empty()) {
         report.warning(format!(
-            "DATABASE_URL is {} but the server does not run on PostgreSQL yet: it keeps using DATABASE_PATH; `orderlink copy-to {}` copies the stopped SQLite database into an empty PostgreSQL one",
-            crate::pg::redact(url),
-            crate::pg::redact(url)
+            "DATABASE_PATH is set but not used: DATABASE_URL keeps everything in PostgreSQL at {shown}"
         ));
+    }
+    let mut client = match crate::pg::connect(url) {
+        Ok(c) => c,
+        Err(e) => return report.problem(e),
+    };
+    report.ok(format!("database: PostgreSQL at {shown} answers"));
+    match crate::pg::pending_migrations(&mut client) {
+        Ok(p) if p.is_empty() => report.ok("database schema is up to date".into()),
+        Ok(p) => report.warning(format!(
+            "{} migration(s) pending ({}); they are applied at the next start",
+            p.len(),
+            p.join(", ")
+        )),
+        Err(e) => report.problem(format!("database {shown}: {e}")),
     }
 }
 

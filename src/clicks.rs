@@ -3,9 +3,9 @@
 //! collect in memory and one writer job stores everything collected when it
 //! runs.
 
+use crate::db::sql::params;
 use crate::db::{DbError, Writer};
 use crate::outbox::new_id;
-use rusqlite::params;
 use std::sync::{Arc, Mutex};
 
 pub struct Click {

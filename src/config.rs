@@ -48,6 +48,10 @@ pub struct Config {
 
     // §14: `GET /metrics` answers only with this Bearer token; 404 unset.
     pub metrics_token: Option<String>,
+
+    // §13: `postgres://…` keeps everything in PostgreSQL; `database_path`
+    // is then not used. Holds a password: never printed (see `secrets`).
+    pub database_url: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -262,6 +266,15 @@ impl Config {
             r.fail("PAYMENT_WEBHOOK_SECRET is required in live mode unless a gateway secret is set (RAZORPAY_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET or CASHFREE_CLIENT_SECRET): no payment could reach orderlink".into());
         }
 
+        // §13: only PostgreSQL is another store; anything else is a typo
+        // that must not silently fall back to the SQLite file.
+        let database_url = r.opt("DATABASE_URL");
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                r.fail("DATABASE_URL must start with postgres:// or postgresql:// (unset it to keep the SQLite file at DATABASE_PATH)".into());
+            }
+        }
+
         let config = Config {
             mode: match (live_token, phone_number_id) {
                 (Some(token), Some(phone_number_id)) => Mode::Live {
@@ -293,6 +306,7 @@ impl Config {
             max_mps,
             gateway_secrets,
             metrics_token: r.opt("METRICS_TOKEN"),
+            database_url,
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -324,6 +338,9 @@ impl Config {
         out.extend(self.gateway_secrets.texts());
         if let Some(s) = &self.metrics_token {
             out.push(s.clone());
+        }
+        if let Some(p) = self.database_url.as_deref().and_then(crate::pg::password) {
+            out.push(p);
         }
         out.retain(|s| s.len() >= 4);
         out

@@ -13,12 +13,12 @@
 //! `user_changed_number` / `user_changed_user_id`. Every one of them may be
 //! missing, so each is optional here.
 
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{Bsuid, InviteToken};
 use crate::outbox::{
     self, text_enum, DeliveryState, Kind, Pricing, Recipient, Status, StatusUpdate, Variant,
 };
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// Who wrote: at least one of the two is known.
@@ -362,19 +362,18 @@ fn new_contact_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-fn contact_by(conn: &Connection, column: &str, value: &str) -> Result<Option<String>, DbError> {
+fn contact_by(conn: &Conn, column: &str, value: &str) -> Result<Option<String>, DbError> {
     let sql = match column {
         "user_id" => "SELECT id FROM contacts WHERE user_id = ?1",
         _ => "SELECT id FROM contacts WHERE wa_id = ?1",
     };
-    Ok(conn
-        .prepare_cached(sql)?
+    conn.prepare_cached(sql)?
         .query_row([value], |r| r.get(0))
-        .optional()?)
+        .optional()
 }
 
 /// The contact a sender is: found by BSUID first, then by number.
-fn find_contact(conn: &Connection, who: &Sender) -> Result<Option<String>, DbError> {
+fn find_contact(conn: &Conn, who: &Sender) -> Result<Option<String>, DbError> {
     if let Some(id) = &who.user_id {
         if let Some(found) = contact_by(conn, "user_id", id.as_str())? {
             return Ok(Some(found));
@@ -389,7 +388,7 @@ fn find_contact(conn: &Connection, who: &Sender) -> Result<Option<String>, DbErr
 /// Moves everything of contact `from` to contact `into` and deletes `from`:
 /// its links (an order linked to both stays linked once), its messages and
 /// its elder-reply slots (so a merged contact is not replied to twice).
-fn merge_contacts(conn: &Connection, from: &str, into: &str) -> Result<usize, DbError> {
+fn merge_contacts(conn: &Conn, from: &str, into: &str) -> Result<usize, DbError> {
     let moved = conn
         .prepare_cached(
             "UPDATE contact_links SET contact_id = ?2
@@ -414,7 +413,7 @@ fn merge_contacts(conn: &Connection, from: &str, into: &str) -> Result<usize, Db
 
 /// Gives contact `id` the identifiers of `who` that are known (the newest
 /// wins), taking them from any other contact that held them.
-fn set_identity(conn: &Connection, id: &str, who: &Sender, now: i64) -> Result<(), DbError> {
+fn set_identity(conn: &Conn, id: &str, who: &Sender, now: i64) -> Result<(), DbError> {
     if let Some(user_id) = &who.user_id {
         conn.prepare_cached("UPDATE contacts SET user_id = NULL WHERE user_id = ?1 AND id <> ?2")?
             .execute(params![user_id, id])?;
@@ -436,7 +435,7 @@ fn set_identity(conn: &Connection, id: &str, who: &Sender, now: i64) -> Result<(
 /// both a BSUID and a number, the contact holds both, and two contacts
 /// that turn out to be one person become one.
 fn resolve_contact(
-    conn: &Connection,
+    conn: &Conn,
     who: &Sender,
     profile_name: Option<&str>,
     now: i64,
@@ -488,7 +487,7 @@ pub enum Carried {
 /// identity already has a contact of its own (the user wrote from the new
 /// number before Meta's notice arrived), the two become one.
 pub fn apply_identity_change(
-    conn: &Connection,
+    conn: &Conn,
     change: &IdentityChange,
     now: i64,
 ) -> Result<Carried, DbError> {
@@ -512,7 +511,7 @@ pub fn apply_identity_change(
 /// Stores a message once (the wamid is unique) and attributes it; a new
 /// (order, contact) link queues the elder reply when one is configured.
 pub fn store_message(
-    conn: &Connection,
+    conn: &Conn,
     msg: &Inbound,
     reply_configured: bool,
     now: i64,
@@ -629,7 +628,7 @@ pub fn store_message(
 }
 
 /// The elder's number when known, else their BSUID (SPEC §9).
-fn reply_recipient(conn: &Connection, contact_id: &str) -> Result<Recipient, DbError> {
+fn reply_recipient(conn: &Conn, contact_id: &str) -> Result<Recipient, DbError> {
     let (wa_id, user_id): (Option<String>, Option<Bsuid>) = conn
         .prepare_cached("SELECT wa_id, user_id FROM contacts WHERE id = ?1")?
         .query_row([contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -808,6 +807,7 @@ mod tests {
 
         // Act
         crate::db::migrate(&mut conn).unwrap();
+        let conn = crate::db::Conn::from(conn);
 
         // Assert: every row is still there, tied to its contact.
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();

@@ -10,12 +10,12 @@
 //! Label values are bounded sets (sources, outcomes, kinds, Graph error
 //! codes): never an order id, a phone number or a token.
 
+use crate::db::Conn;
 use crate::whatsapp::SendOutcome;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use rusqlite::Connection;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -211,7 +211,7 @@ impl Metrics {
     /// connection; both queries use indexes (`outbox_due`, `billable_counts`' key).
     pub fn render(
         &self,
-        conn: &Connection,
+        conn: &Conn,
         paused: bool,
     ) -> Result<Result<String, String>, crate::db::DbError> {
         // Two scrapes at once must not interleave rebuilding the gauges.
@@ -258,7 +258,7 @@ impl Metrics {
 /// changes and +1 after, in the same transaction, so `billable_counts`
 /// always equals a count over `outbox` without the scrape having to make it.
 pub fn count_billable(
-    conn: &Connection,
+    conn: &Conn,
     graph_message_id: &str,
     delta: i64,
 ) -> Result<(), crate::db::DbError> {
@@ -268,7 +268,7 @@ pub fn count_billable(
           WHERE graph_message_id = ?1 AND pricing_billable = TRUE
          ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
     )?
-    .execute(rusqlite::params![graph_message_id, delta])?;
+    .execute(crate::db::sql::params![graph_message_id, delta])?;
     Ok(())
 }
 
@@ -317,7 +317,7 @@ mod tests {
         refinery::embed_migrations!("migrations");
     }
 
-    fn kept(conn: &Connection) -> Vec<(String, i64)> {
+    fn kept(conn: &Conn) -> Vec<(String, i64)> {
         let mut stmt = conn
             .prepare("SELECT category, messages FROM billable_counts WHERE messages > 0 ORDER BY 1")
             .unwrap();
@@ -325,7 +325,7 @@ mod tests {
         rows.collect::<Result<_, _>>().unwrap()
     }
 
-    fn counted(conn: &Connection) -> Vec<(String, i64)> {
+    fn counted(conn: &Conn) -> Vec<(String, i64)> {
         let mut stmt = conn
             .prepare(
                 "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
@@ -376,6 +376,7 @@ mod tests {
         )
         .unwrap();
         crate::db::migrate(&mut conn).unwrap();
+        let conn = Conn::from(conn);
         assert_eq!(kept(&conn), vec![("utility".to_owned(), 1)]);
 
         // Act and assert: after every status, the kept counts are the count.

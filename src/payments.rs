@@ -3,11 +3,11 @@
 //! messages. It runs inside one savepoint of the writer's batch, so either
 //! all of it reaches the disk or none of it does.
 
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{EventKind, InviteToken, OrderId, Payment, PaymentEvent};
 use crate::links;
 use crate::outbox::{self, Kind, Recipient, Status, Variant};
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// What the webhook answers; each variant is one row of SPEC §4's table.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,7 @@ pub struct Context {
 }
 
 pub fn record(
-    conn: &Connection,
+    conn: &Conn,
     key: &str,
     event: &PaymentEvent,
     ctx: &Context,
@@ -68,7 +68,7 @@ pub fn record(
     }
 }
 
-fn record_payment(conn: &Connection, p: &Payment, ctx: &Context) -> Result<Outcome, DbError> {
+fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome, DbError> {
     let order_id = p.order_id.as_str();
     let phone = p.phone.as_ref().ok().map(|ph| ph.digits().to_owned());
     conn.prepare_cached(
@@ -160,13 +160,12 @@ fn record_payment(conn: &Connection, p: &Payment, ctx: &Context) -> Result<Outco
     })
 }
 
-pub fn token_of(conn: &Connection, order_id: &str) -> Result<Option<String>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT token FROM whatsapp_tokens WHERE order_id = ?1 ORDER BY created_at LIMIT 1",
-        )?
-        .query_row([order_id], |r| r.get(0))
-        .optional()?)
+pub fn token_of(conn: &Conn, order_id: &str) -> Result<Option<String>, DbError> {
+    conn.prepare_cached(
+        "SELECT token FROM whatsapp_tokens WHERE order_id = ?1 ORDER BY created_at LIMIT 1",
+    )?
+    .query_row([order_id], |r| r.get(0))
+    .optional()
 }
 
 /// The invite URL and wa.me link for a stored token.
@@ -189,11 +188,11 @@ mod tests {
     use super::*;
     use crate::db;
 
-    fn database() -> (tempfile::TempDir, Connection) {
+    fn database() -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = db::open_writer(&dir.path().join("p.db")).unwrap();
         db::migrate(&mut conn).unwrap();
-        (dir, conn)
+        (dir, Conn::from(conn))
     }
 
     fn event(id: &str, order: &str, phone: &str, note: &str) -> PaymentEvent {

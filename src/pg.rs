@@ -1,7 +1,7 @@
-//! PostgreSQL (SPEC §13), the groundwork: the same embedded migrations build
-//! the PostgreSQL schema, and `orderlink copy-to postgres://…` moves a stopped
-//! SQLite database into an empty PostgreSQL one. The server itself still runs
-//! on SQLite only.
+//! PostgreSQL (SPEC §13) outside the server's data path: connecting, the
+//! same embedded migrations building the PostgreSQL schema, and `orderlink
+//! copy-to postgres://…` moving a stopped SQLite database into an empty
+//! PostgreSQL one. The server's statements go through `db::sql`.
 
 use crate::db;
 use postgres::binary_copy::BinaryCopyInWriter;
@@ -48,6 +48,14 @@ fn check_scheme(url: &str) -> Result<(), String> {
     }
 }
 
+/// The password in a URL, if it has one (to keep it out of the log).
+pub fn password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -69,6 +77,32 @@ pub fn migrate(client: &mut Client) -> Result<usize, String> {
         .run(client)
         .map_err(|e| format!("migrating PostgreSQL: {e}"))?;
     Ok(report.applied_migrations().len())
+}
+
+/// Names of embedded migrations the PostgreSQL database lacks.
+pub fn pending_migrations(client: &mut Client) -> Result<Vec<String>, String> {
+    let runner = embedded::migrations::runner();
+    // refinery's lookup fails on a database it never touched.
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| format!("reading the schema: {}", describe(&e)))?
+        .get(0);
+    let applied = if has_history {
+        runner
+            .get_applied_migrations(client)
+            .map_err(|e| format!("reading the applied migrations: {e}"))?
+    } else {
+        Vec::new()
+    };
+    Ok(runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
+        .map(|m| m.to_string())
+        .collect())
 }
 
 /// Holds `DATABASE_PATH.lock` as the server does, so no server starts on the
@@ -353,6 +387,11 @@ mod tests {
         );
         assert_eq!(redact("postgres://shop@h/d"), "postgres://shop@h/d");
         assert_eq!(redact("postgres://h/d"), "postgres://h/d");
+        assert_eq!(
+            password("postgres://shop:s3cret@db.internal:5432/orderlink").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(password("postgres://shop@h/d"), None);
     }
 
     #[test]

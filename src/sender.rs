@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::domain::{InviteToken, Money, OrderId};
 use crate::links;
 use crate::outbox::{self, Due, Kind, Variant};
+use crate::pacer::Pacer;
 use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
 use rand::Rng;
 use std::collections::VecDeque;
@@ -190,6 +191,7 @@ struct State {
 }
 
 /// A claimed row in hand: the claim that holds it and until when.
+#[derive(Clone)]
 struct Held {
     claim: String,
     lease_until: i64,
@@ -207,73 +209,13 @@ struct Shared {
     db: Db,
     config: Arc<Config>,
     transport: Box<dyn Transport>,
-    pacer: Pacer,
+    /// `WHATSAPP_MAX_MPS`, or this instance's share of it (`crate::roster`).
+    pacer: Arc<Pacer>,
     /// This sender's name in `claimed_by`; each claim adds its sequence
     /// number, so a slow send whose lease another claim took over (even in
     /// this process) cannot overwrite the newer outcome.
     instance: String,
     claims: AtomicU64,
-}
-
-/// Spaces sends evenly so that no one-second window holds more than
-/// `WHATSAPP_MAX_MPS` of them, across all workers. Slots are stamped with
-/// the moment a send actually starts (after the thread woke up), and no
-/// window of `WINDOW` (a second plus a margin for the network's jitter)
-/// may hold more than the cap: a worker that woke late cannot let the next
-/// one bunch up behind it.
-struct Pacer {
-    interval: Duration,
-    cap: usize,
-    state: Mutex<PacerState>,
-}
-
-struct PacerState {
-    next: Instant,
-    /// Start times of the last `cap` sends (kept only for caps small enough
-    /// to hold; above that, even spacing alone is far below any bunching).
-    recent: VecDeque<Instant>,
-}
-
-const WINDOW: Duration = Duration::from_millis(1050);
-const TRACKED_CAP: usize = 10_000;
-
-impl Pacer {
-    fn new(max_per_second: u32) -> Pacer {
-        let cap = max_per_second.max(1) as usize;
-        Pacer {
-            interval: WINDOW / cap as u32,
-            cap,
-            state: Mutex::new(PacerState {
-                next: Instant::now(),
-                recent: VecDeque::new(),
-            }),
-        }
-    }
-
-    /// Blocks until this send may start, and records it.
-    fn wait_turn(&self) {
-        loop {
-            let mut state = self.state.lock().expect("pacer lock");
-            let now = Instant::now();
-            let mut ready_at = state.next;
-            if self.cap <= TRACKED_CAP && state.recent.len() >= self.cap {
-                ready_at = ready_at.max(state.recent[0] + WINDOW);
-            }
-            if ready_at > now {
-                drop(state);
-                std::thread::sleep(ready_at - now);
-                continue;
-            }
-            state.next = now + self.interval;
-            if self.cap <= TRACKED_CAP {
-                if state.recent.len() >= self.cap {
-                    state.recent.pop_front();
-                }
-                state.recent.push_back(now);
-            }
-            return;
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -285,6 +227,18 @@ pub struct Sender {
 impl Sender {
     /// A sender with no threads: the caller drives it with `deliver_next`.
     pub fn new(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+        let pacer = Arc::new(Pacer::new(config.max_mps));
+        Sender::paced(db, config, transport, pacer)
+    }
+
+    /// A sender with no threads whose sends `pacer` spaces (shared with the
+    /// roster when instances split the cap).
+    pub fn paced(
+        db: Db,
+        config: Arc<Config>,
+        transport: Box<dyn Transport>,
+        pacer: Arc<Pacer>,
+    ) -> Sender {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 claimed: VecDeque::new(),
@@ -296,7 +250,7 @@ impl Sender {
                 next_due: None,
             }),
             changed: Condvar::new(),
-            pacer: Pacer::new(config.max_mps),
+            pacer,
             db,
             transport,
             config,
@@ -312,8 +266,19 @@ impl Sender {
     /// The sender with its `SEND_WORKERS` threads, each a loop around
     /// `deliver_next` on the wall clock.
     pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+        let pacer = Arc::new(Pacer::new(config.max_mps));
+        Sender::start_paced(db, config, transport, pacer)
+    }
+
+    /// `start`, with the sends spaced by `pacer`.
+    pub fn start_paced(
+        db: Db,
+        config: Arc<Config>,
+        transport: Box<dyn Transport>,
+        pacer: Arc<Pacer>,
+    ) -> Sender {
         let workers = config.send_workers;
-        let sender = Sender::new(db, config, transport);
+        let sender = Sender::paced(db, config, transport, pacer);
         let handles = (0..workers)
             .map(|i| {
                 let sender = sender.clone();
@@ -383,7 +348,12 @@ impl Sender {
             }
         };
         let step = match job {
-            Some(held) => self.send_one(&held.claim, &held.row, now, entered),
+            Some(held) => {
+                // The send must start while the lease still has room for it.
+                let latest =
+                    entered + Duration::from_millis((held.lease_until - room - now).max(0) as u64);
+                self.send_one(&held, now, entered, latest)
+            }
             None => Step::Empty,
         };
         shared.state.lock().expect("sender lock").in_flight -= 1;
@@ -421,8 +391,15 @@ impl Sender {
             shared.claims.fetch_add(1, Ordering::Relaxed)
         );
         let lease = (shared.config.timeout * 2 + LEASE_SLACK).as_millis() as i64;
+        // This instance's part of the rate cap (all of it on SQLite); none
+        // (a newcomer not yet counted by the others, or a stale roster):
+        // claim nothing, leave the rows to the instances that may send.
+        let share = shared.pacer.share() as usize;
+        if share == 0 {
+            return None;
+        }
         let limit = (shared.config.send_workers * 4)
-            .min(shared.config.max_mps as usize * 2)
+            .min(share * 2)
             .clamp(1, 256);
         let result = {
             let claim = claim.clone();
@@ -460,7 +437,8 @@ impl Sender {
         first
     }
 
-    fn send_one(&self, claim: &str, job: &Due, now: i64, entered: Instant) -> Step {
+    fn send_one(&self, held: &Held, now: i64, entered: Instant, latest: Instant) -> Step {
+        let (claim, job) = (held.claim.as_str(), &held.row);
         let shared = &*self.shared;
         let config = &shared.config;
         let message = match render(config, job) {
@@ -473,7 +451,12 @@ impl Sender {
                 return self.record(claim, job, decision, now, now);
             }
         };
-        shared.pacer.wait_turn();
+        if !shared.pacer.wait_turn(latest) {
+            // No turn under the rate cap (or no share of it) in time: not
+            // sent, so due again at once, here or at another instance.
+            self.give_back(vec![held.clone()]);
+            return Step::Empty;
+        }
         let started = Instant::now();
         let outcome = shared.transport.send(&message);
         crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
@@ -565,23 +548,27 @@ impl Sender {
         let mut wait = Duration::from_millis(50);
         loop {
             let (id, claim, decision) = (job.id.clone(), claim.to_owned(), decision.clone());
-            let result = self.shared.db.writer.run_blocking(move |c| match decision {
-                Decision::Sent {
-                    message_id,
-                    variant,
-                    attempts,
-                } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
-                Decision::Retry {
-                    attempts,
-                    variant,
-                    at,
-                    error,
-                } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
-                Decision::Dead { error, attempts } => {
-                    outbox::mark_dead(c, &id, &claim, attempts, &error, now)
-                }
-                Decision::Fault { .. } => Ok(()),
-            });
+            let result = self
+                .shared
+                .db
+                .writer
+                .run_blocking(move |c| match decision.clone() {
+                    Decision::Sent {
+                        message_id,
+                        variant,
+                        attempts,
+                    } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
+                    Decision::Retry {
+                        attempts,
+                        variant,
+                        at,
+                        error,
+                    } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
+                    Decision::Dead { error, attempts } => {
+                        outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                    }
+                    Decision::Fault { .. } => Ok(()),
+                });
             match result {
                 Ok(()) => return,
                 Err(crate::db::DbError::Closed) => {
@@ -1084,11 +1071,16 @@ mod tests {
 
     /// `orders` paid orders, ORD-1…
     fn rig_of(script: Vec<SendOutcome>, orders: usize) -> Rig {
+        rig_paced(script, orders, Arc::new(Pacer::new(1_000_000)))
+    }
+
+    fn rig_paced(script: Vec<SendOutcome>, orders: usize, pacer: Arc<Pacer>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         crate::db::prepare_path(&path).unwrap();
         let mut conn = crate::db::open_writer(&path).unwrap();
         crate::db::migrate(&mut conn).unwrap();
+        let conn = crate::db::Conn::from(conn);
         let ctx = crate::payments::Context {
             now_ms: T0,
             token_ttl_ms: 90 * 24 * 3600 * 1000,
@@ -1102,6 +1094,7 @@ mod tests {
             let event = crate::domain::PaymentEvent::parse(body.as_bytes(), None).unwrap();
             crate::payments::record(&conn, &format!("evt_{i}"), &event, &ctx).unwrap();
         }
+        let conn = conn.into_lite().expect("a SQLite connection");
         let (writer, _) = crate::db::Writer::start(conn);
         let db = Db {
             writer,
@@ -1112,7 +1105,12 @@ mod tests {
             script: Mutex::new(script.into()),
             sent: sent.clone(),
         };
-        let sender = Sender::new(db.clone(), Arc::new(config(&[])), Box::new(transport));
+        let sender = Sender::paced(
+            db.clone(),
+            Arc::new(config(&[])),
+            Box::new(transport),
+            pacer,
+        );
         Rig {
             _dir: dir,
             path,
@@ -1285,6 +1283,57 @@ mod tests {
         );
     }
 
+    /// An instance the others do not count yet (or whose roster is stale)
+    /// has no share of the cap: it must leave the rows to those that may
+    /// send, not hold them unsent until its lease runs out.
+    #[test]
+    fn without_a_share_of_the_rate_cap_nothing_is_claimed_or_sent() {
+        let pacer = Arc::new(Pacer::held());
+        let rig = rig_paced(vec![], 1, pacer.clone());
+        assert_eq!(rig.sender.deliver_next(T0), Step::Empty);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "queued".into()),
+                ("link".into(), "waiting".into())
+            ]
+        );
+        assert!(rig.sent.lock().unwrap().is_empty());
+        pacer.set_share(10, None);
+        assert_eq!(rig.sender.deliver_next(T0), Step::Sent);
+    }
+
+    /// A row in hand whose turn under the cap cannot come while its lease
+    /// has room is given back unsent, never sent late.
+    #[test]
+    fn a_row_whose_turn_comes_too_late_for_its_lease_is_given_back() {
+        let pacer = Arc::new(Pacer::new(10));
+        let rig = rig_paced(vec![], 1, pacer.clone());
+        let held = rig.sender.claim(T0).unwrap();
+        rig.sender
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .claimed
+            .push_back(held);
+        // The share went stale after the claim: no turn within the lease.
+        pacer.set_share(10, Some(Instant::now()));
+        // The lease's room (timeout + margin) is all but gone at this time.
+        let lease = (rig.sender.shared.config.timeout * 2 + LEASE_SLACK).as_millis() as i64;
+        let room = (rig.sender.shared.config.timeout + SEND_MARGIN).as_millis() as i64;
+        let late = T0 + lease - room - 30;
+        assert_eq!(rig.sender.deliver_next(late), Step::Empty);
+        assert!(rig.sent.lock().unwrap().is_empty());
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "queued".into()),
+                ("link".into(), "waiting".into())
+            ]
+        );
+    }
+
     #[test]
     fn backoff_doubles_within_jitter_bounds() {
         let base = Duration::from_millis(100);
@@ -1296,35 +1345,6 @@ mod tests {
             }
         }
         assert!(backoff(Duration::from_secs(1), 40) <= MAX_BACKOFF);
-    }
-
-    #[test]
-    fn pacer_never_lets_a_window_hold_more_than_the_cap() {
-        let pacer = Arc::new(Pacer::new(50));
-        let stamps = Arc::new(Mutex::new(Vec::new()));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (pacer, stamps) = (pacer.clone(), stamps.clone());
-                std::thread::spawn(move || {
-                    for _ in 0..20 {
-                        pacer.wait_turn();
-                        stamps.lock().unwrap().push(Instant::now());
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let mut stamps = stamps.lock().unwrap().clone();
-        stamps.sort();
-        for (i, start) in stamps.iter().enumerate() {
-            let in_window = stamps[i..]
-                .iter()
-                .take_while(|s| **s < *start + Duration::from_secs(1))
-                .count();
-            assert!(in_window <= 50, "{in_window} sends within a second");
-        }
     }
 
     #[test]

@@ -214,7 +214,9 @@ pub fn measure(bin: &Path, rocket_toml: &Path, scratch: &Path, quick: bool, repo
         // connection, off the request path: the page shows a count at most
         // 10 s old and recounts in the background).
         {
-            let conn = orderlink::db::open_reader(&db).expect("a read connection");
+            let conn = orderlink::db::Conn::from(
+                orderlink::db::open_reader(&db).expect("a read connection"),
+            );
             let mut took_us: Vec<u32> = (0..if quick { 10 } else { 30 })
                 .map(|_| {
                     let now = crate::events::now_ms();

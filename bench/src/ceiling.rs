@@ -63,6 +63,7 @@ pub fn sqlite(dir: &Path, sync: &str, n: usize, deadline: Duration) -> SqliteCei
     let conn = open_migrated(&path);
     conn.pragma_update(None, "synchronous", sync)
         .expect("set synchronous");
+    let conn = orderlink::db::Conn::from(conn);
     let events: Vec<(String, PaymentEvent)> = (0..n)
         .map(|i| {
             let id = format!("raw_{}_{i}", sync.to_ascii_lowercase());

@@ -236,6 +236,11 @@ pub struct Stopped {
 
 impl Orderlink {
     pub fn start(o: &Options) -> Orderlink {
+        Orderlink::start_with(o, &[])
+    }
+
+    /// `start` with more environment (e.g. `DATABASE_URL`).
+    pub fn start_with(o: &Options, env: &[(&str, &str)]) -> Orderlink {
         std::fs::create_dir_all(o.dir).expect("child dir");
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -261,6 +266,7 @@ impl Orderlink {
             .env("WHATSAPP_MAX_MPS", "1000000")
             .env("SEND_WORKERS", o.send_workers.to_string())
             .env("APP_BASE_URL", format!("http://{addr}"))
+            .envs(env.iter().copied())
             // Its own folder as working directory: no stray .env is read.
             .current_dir(o.dir)
             .stdin(Stdio::null())

@@ -63,7 +63,7 @@ pub fn signed_webhooks(addr: SocketAddr, run: &str, n: usize) -> Vec<Vec<u8>> {
 /// queued, exactly as the webhook would) through `payments::record`, in
 /// transactions of `batch`. Returns how long it took.
 pub fn populate(path: &Path, prefix: &str, orders: usize, batch: usize) -> Duration {
-    let conn = crate::ceiling::open_migrated(path);
+    let conn = orderlink::db::Conn::from(crate::ceiling::open_migrated(path));
     let start = std::time::Instant::now();
     let mut i = 0;
     while i < orders {

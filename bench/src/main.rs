@@ -11,6 +11,7 @@ mod fake_graph;
 mod gateways;
 mod http;
 mod metrics;
+mod pg;
 mod report;
 
 use child::{CeilingServer, Options, Orderlink};
@@ -57,7 +58,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--out PATH] [--bin PATH] [--concurrency N] [--one-core] [--delivery 0x4,50x32] [--delivery-orders N] [--only webhooks,gateways,delivery,startup,admin,metrics]"
+        "usage: bench [--quick] [--both] [--out PATH] [--bin PATH] [--concurrency N] [--one-core] [--postgres URL] [--delivery 0x4,50x32] [--delivery-orders N] [--only webhooks,gateways,delivery,startup,admin,metrics,postgres]"
     );
     std::process::exit(2)
 }
@@ -74,6 +75,10 @@ fn plan(args: &[String], root: &Path) -> Plan {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" | "--both" => {}
+            // Read by `pg::url_from`.
+            "--postgres" => {
+                it.next().unwrap_or_else(|| usage());
+            }
             "--one-core" => child::ONE_CORE.store(true, std::sync::atomic::Ordering::Relaxed),
             "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
             "--bin" => {
@@ -113,6 +118,7 @@ fn plan(args: &[String], root: &Path) -> Plan {
                 if list.iter().any(|p| {
                     ![
                         "webhooks", "gateways", "delivery", "startup", "admin", "metrics",
+                        "postgres",
                     ]
                     .contains(&p.as_str())
                 }) {
@@ -229,6 +235,19 @@ fn main() {
     // 5. Delivery.
     if plan.runs("delivery") {
         delivery(&plan, &o, &scratch.0, &mut report, &mut peak_rss);
+    }
+
+    // 5b. PostgreSQL (SPEC §13), when a server is named.
+    if let Some(url) = pg::url_from(&args).filter(|_| plan.runs("postgres")) {
+        let pg_plan = pg::Plan {
+            quick: plan.quick,
+            concurrency: plan.concurrency,
+            webhooks: plan.webhooks,
+            delivery_orders: plan.delivery_orders,
+            phase_deadline: plan.phase_deadline,
+            delivery_deadline: plan.delivery_deadline,
+        };
+        peak_rss.extend(pg::measure(&url, &pg_plan, &o, &mut report));
     }
 
     let total = report.duplicates_total();

@@ -34,7 +34,8 @@ pub fn measure(scratch: &Path, quick: bool, report: &mut Report) {
         "bench: metrics: {ORDERS} orders written in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let conn = orderlink::db::open_reader(&db).expect("a read connection");
+    let conn =
+        orderlink::db::Conn::from(orderlink::db::open_reader(&db).expect("a read connection"));
     let metrics = orderlink::metrics::get();
     // Every series a busy server has, so the encoding is timed at full size.
     for source in ["payment", "razorpay", "stripe", "cashfree", "whatsapp"] {

@@ -3,12 +3,13 @@
 //! serve async handlers in batches.
 
 use rocket::tokio::sync::oneshot;
-use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::pool::{PgJob, PgPool, Priority, Respond};
+use super::sql::Conn;
 use super::{open_reader, DbError};
 
 /// Read connections open at most.
@@ -22,10 +23,12 @@ pub struct ReadPool {
     path: PathBuf,
     inner: Arc<(Mutex<PoolState>, Condvar)>,
     queue: Arc<ReadQueue>,
+    /// On PostgreSQL (SPEC §13), reads run on the shared pool's workers.
+    pg: Option<Arc<PgPool>>,
 }
 
 struct PoolState {
-    idle: Vec<Connection>,
+    idle: Vec<Conn>,
     open: usize,
 }
 
@@ -41,10 +44,18 @@ impl ReadPool {
                 Condvar::new(),
             )),
             queue: Arc::new(ReadQueue::default()),
+            pg: None,
         }
     }
 
-    fn take(&self) -> Result<Connection, DbError> {
+    /// Reads through the PostgreSQL pool.
+    pub fn postgres(pool: Arc<PgPool>) -> ReadPool {
+        let mut reads = ReadPool::new(Path::new(""));
+        reads.pg = Some(pool);
+        reads
+    }
+
+    fn take(&self) -> Result<Conn, DbError> {
         let (lock, freed) = &*self.inner;
         let mut pool = lock.lock().expect("read pool lock");
         loop {
@@ -54,7 +65,7 @@ impl ReadPool {
             if pool.open < MAX_READERS {
                 pool.open += 1;
                 drop(pool);
-                return open_reader(&self.path).map_err(|e| {
+                return open_reader(&self.path).map(Conn::from).map_err(|e| {
                     lock.lock().expect("read pool lock").open -= 1;
                     freed.notify_one();
                     DbError::from(e)
@@ -65,10 +76,15 @@ impl ReadPool {
     }
 
     /// Runs `work` on a pooled connection in the calling (blocking) thread.
-    pub fn with<R>(
+    pub fn with<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&Connection) -> Result<R, DbError>,
+        work: impl FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     ) -> Result<R, DbError> {
+        if let Some(pool) = &self.pg {
+            // Blocking callers are the sender and background jobs.
+            let answer = send_pg(pool, Priority::Background, work);
+            return answer.blocking_recv().unwrap_or(Err(DbError::Closed));
+        }
         let conn = self.take()?;
         let result = work(&conn);
         let (lock, freed) = &*self.inner;
@@ -84,10 +100,15 @@ impl ReadPool {
     pub async fn read<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
     {
+        if let Some(pool) = &self.pg {
+            return send_pg(pool, Priority::Request, work)
+                .await
+                .unwrap_or(Err(DbError::Closed));
+        }
         let (done, answer) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn: Option<&Connection>| {
+        let job: ReadJob = Box::new(move |conn: Option<&Conn>| {
             let result = match conn {
                 Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
                     Ok(r) => r,
@@ -102,9 +123,38 @@ impl ReadPool {
     }
 }
 
+/// A read on a PostgreSQL worker; a panic in `work` is a `Panicked` answer.
+fn send_pg<R, F>(
+    pool: &PgPool,
+    priority: Priority,
+    work: F,
+) -> oneshot::Receiver<Result<R, DbError>>
+where
+    R: Send + 'static,
+    F: FnOnce(&Conn) -> Result<R, DbError> + Send + 'static,
+{
+    let (done, answer) = oneshot::channel();
+    pool.send(
+        PgJob::Read(Box::new(move |conn: Option<&Conn>| {
+            let result = match conn {
+                Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+                    Ok(r) => r,
+                    Err(_) => Err(DbError::Panicked),
+                },
+                None => Err(DbError::Closed),
+            };
+            let _ = done.send(result);
+            let respond: Respond = Box::new(|_| ());
+            (true, respond)
+        })),
+        priority,
+    );
+    answer
+}
+
 /// A read waiting for a reader thread; `None` when no connection could be
 /// opened.
-type ReadJob = Box<dyn FnOnce(Option<&Connection>) + Send>;
+type ReadJob = Box<dyn FnOnce(Option<&Conn>) + Send>;
 
 /// Requests from async handlers, served by `READER_THREADS` threads that
 /// start with the first request.
@@ -140,6 +190,7 @@ impl ReadQueue {
                 path: pool.path.clone(),
                 inner: pool.inner.clone(),
                 queue: Arc::new(ReadQueue::default()),
+                pg: None,
             };
             let started = std::thread::Builder::new()
                 .name("db-reader".into())

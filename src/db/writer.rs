@@ -1,15 +1,17 @@
 //! One writer thread owns the only write connection and commits whatever
 //! requests are waiting in one transaction (group commit), so a burst of
 //! webhooks shares one fsync while each request is answered only after its
-//! own rows are on disk.
+//! own rows are on disk. On PostgreSQL (SPEC §13) the same handle hands
+//! each job to the connection pool instead, in a transaction of its own.
 
 use rocket::tokio::sync::oneshot;
-use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::pool::{PgJob, PgPool, Priority, Respond, Work, BEGIN, MAX_RUNS};
+use super::sql::Conn;
 use super::DbError;
 
 /// Upper bound of requests folded into one transaction; keeps a commit's
@@ -17,29 +19,43 @@ use super::DbError;
 const MAX_BATCH: usize = 512;
 
 /// Runs its work inside the open transaction (or, given `None`, does not run
-/// it at all) and returns what to tell the caller once the commit is known.
-type Job =
-    Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+/// it at all), says whether it succeeded, and returns what to tell the
+/// caller once the commit is known.
+type Job = Work;
 
-/// Handle to the writer thread; cheap to clone.
+/// Handle to the writer thread (or the PostgreSQL pool); cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Lite(Arc<Mutex<Option<mpsc::Sender<Job>>>>),
+    Pg(Arc<PgPool>),
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> (Writer, JoinHandle<()>) {
+    pub fn start(conn: rusqlite::Connection) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>();
+        let conn = Conn::from(conn);
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .expect("spawn the database writer");
         (
             Writer {
-                tx: Arc::new(Mutex::new(Some(tx))),
+                target: Target::Lite(Arc::new(Mutex::new(Some(tx)))),
             },
             handle,
         )
+    }
+
+    /// Writes through the PostgreSQL pool: one transaction per job.
+    pub fn postgres(pool: Arc<PgPool>) -> Writer {
+        Writer {
+            target: Target::Pg(pool),
+        }
     }
 
     /// Queues `work`; it runs inside a savepoint of the next batch, and its
@@ -48,15 +64,26 @@ impl Writer {
     pub fn submit<R, F>(&self, work: F) -> oneshot::Receiver<Result<R, DbError>>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit_as(Priority::Background, work)
+    }
+
+    /// `submit`, saying who waits: on PostgreSQL a request's job goes ahead
+    /// of the sender's (`Priority`); SQLite's one writer batches both alike.
+    fn submit_as<R, F>(&self, priority: Priority, work: F) -> oneshot::Receiver<Result<R, DbError>>
+    where
+        R: Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: Option<&Connection>| {
+        let job: Job = Box::new(move |conn: Option<&Conn>| {
             let result = match conn {
                 Some(conn) => run_in_savepoint(conn, work),
                 None => Ok(None),
             };
-            Box::new(move |committed: Result<(), DbError>| {
+            let ok = result.is_ok();
+            let respond: Respond = Box::new(move |committed: Result<(), DbError>| {
                 let outcome = match (result, committed) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(e)) => Err(e),
@@ -64,12 +91,20 @@ impl Writer {
                     (Ok(None), Ok(())) => Err(DbError::Closed),
                 };
                 let _ = done_tx.send(outcome);
-            })
+            });
+            (ok, respond)
         });
         // A job refused by a closed writer is dropped with its reply
         // channel, which the receiver sees as `Closed`.
-        if let Some(tx) = self.tx.lock().expect("writer handle lock").as_ref() {
-            let _ = tx.send(job);
+        match &self.target {
+            Target::Lite(tx) => {
+                if let Some(tx) = tx.lock().expect("writer handle lock").as_ref() {
+                    let _ = tx.send(job);
+                }
+            }
+            Target::Pg(pool) => {
+                pool.send(PgJob::Write(job), priority);
+            }
         }
         done_rx
     }
@@ -78,16 +113,18 @@ impl Writer {
     pub async fn run<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
-        self.submit(work).await.unwrap_or(Err(DbError::Closed))
+        self.submit_as(Priority::Request, work)
+            .await
+            .unwrap_or(Err(DbError::Closed))
     }
 
     /// For worker threads (never call from async code).
     pub fn run_blocking<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
         self.submit(work)
             .blocking_recv()
@@ -98,21 +135,27 @@ impl Writer {
     /// fsync (used for the click log, which must not slow a redirect).
     pub fn spawn<F>(&self, work: F)
     where
-        F: FnOnce(&Connection) -> Result<(), DbError> + Send + 'static,
+        F: Fn(&Conn) -> Result<(), DbError> + Send + 'static,
     {
         drop(self.submit(work));
     }
 
     /// Stops accepting work; the thread drains what is queued and exits.
     pub fn close(&self) {
-        self.tx.lock().expect("writer handle lock").take();
+        match &self.target {
+            Target::Lite(tx) => drop(tx.lock().expect("writer handle lock").take()),
+            Target::Pg(pool) => pool.close(),
+        }
     }
 }
 
-fn run_in_savepoint<R, F>(conn: &Connection, work: F) -> Result<Option<R>, DbError>
+fn run_in_savepoint<R, F>(conn: &Conn, work: F) -> Result<Option<R>, DbError>
 where
-    F: FnOnce(&Connection) -> Result<R, DbError>,
+    F: Fn(&Conn) -> Result<R, DbError>,
 {
+    if conn.lite().is_none() {
+        return run_in_transaction(conn, work).map(Some);
+    }
     // Cached statements: parsing these three for every request showed up
     // in the writer's profile.
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
@@ -127,7 +170,46 @@ where
     result.map(Some)
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// PostgreSQL: the job in a transaction of its own, committed before it is
+/// answered; rolled back whole when it fails (no savepoint), and run again
+/// from a fresh transaction when a concurrent job got in its way, which
+/// SERIALIZABLE may report at any statement or at COMMIT.
+fn run_in_transaction<R, F>(conn: &Conn, work: F) -> Result<R, DbError>
+where
+    F: Fn(&Conn) -> Result<R, DbError>,
+{
+    let mut runs = 1;
+    loop {
+        conn.execute_batch(BEGIN)
+            .map_err(|e| DbError::Commit(e.to_string()))?;
+        let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Panicked),
+        };
+        let result = match result {
+            Ok(v) => conn.execute_batch("COMMIT").map(|()| v),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                // After a failed COMMIT PostgreSQL has already ended the
+                // transaction; ROLLBACK then only warns.
+                let _ = conn.execute_batch("ROLLBACK");
+                if !(e.is_retryable() && runs < MAX_RUNS) {
+                    return Err(e);
+                }
+                // A little random wait, so two jobs that collided do not
+                // collide again in step.
+                let wait = rand::random::<u64>() % (2 * u64::from(runs)) + 1;
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+                runs += 1;
+            }
+        }
+    }
+}
+
+fn writer_loop(conn: Conn, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         // Woken by the first job, give the threads that are about to submit
         // theirs a turn before taking the batch. On one core the writer
@@ -146,20 +228,21 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
-    if let Err(e) = conn
+fn run_batch(conn: &Conn, batch: Vec<Job>) {
+    let lite = conn.lite().expect("the batching writer is SQLite's");
+    if let Err(e) = lite
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut s| s.execute([]))
     {
         log::error!("database: cannot start a write transaction: {e}");
         for job in batch {
             // Nothing runs: each caller learns the write did not happen.
-            job(None)(Err(DbError::Commit(clone_error(&e))));
+            job(None).1(Err(DbError::Commit(e.to_string())));
         }
         return;
     }
-    let responders: Vec<_> = batch.into_iter().map(|job| job(Some(conn))).collect();
-    let committed = conn
+    let responders: Vec<_> = batch.into_iter().map(|job| job(Some(conn)).1).collect();
+    let committed = lite
         .prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
         .map(|_| ());
@@ -168,25 +251,13 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
             "database: commit of {} request(s) failed: {e}",
             responders.len()
         );
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = lite.execute_batch("ROLLBACK");
     }
     for respond in responders {
         respond(match &committed {
             Ok(()) => Ok(()),
-            Err(e) => Err(DbError::Commit(clone_error(e))),
+            Err(e) => Err(DbError::Commit(e.to_string())),
         });
-    }
-}
-
-fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            rusqlite::Error::SqliteFailure(*code, msg.clone())
-        }
-        other => rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        ),
     }
 }
 
@@ -194,6 +265,7 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
 mod tests {
     use super::*;
     use crate::db::{open_writer, prepare_path, ReadPool};
+    use rusqlite::Connection;
     use std::path::PathBuf;
 
     fn temp_db() -> (tempfile::TempDir, Connection, PathBuf) {
@@ -210,7 +282,7 @@ mod tests {
     fn a_failing_job_rolls_back_only_itself() {
         let (_dir, conn, path) = temp_db();
         let (writer, handle) = Writer::start(conn);
-        let a = writer.submit(|c| Ok(c.execute("INSERT INTO t VALUES ('a')", [])?));
+        let a = writer.submit(|c| c.execute("INSERT INTO t VALUES ('a')", []));
         let b = writer.submit(|c| {
             c.execute("INSERT INTO t VALUES ('b')", [])?;
             c.execute("INSERT INTO t VALUES ('a')", [])?; // conflicts
@@ -237,7 +309,7 @@ mod tests {
         let (writer, handle) = Writer::start(conn);
         let bad: Result<(), DbError> = writer.run_blocking(|_| panic!("boom"));
         assert!(matches!(bad, Err(DbError::Panicked)));
-        let good = writer.run_blocking(|c| Ok(c.execute("INSERT INTO t VALUES ('x')", [])?));
+        let good = writer.run_blocking(|c| c.execute("INSERT INTO t VALUES ('x')", []));
         assert_eq!(good.unwrap(), 1);
         writer.close();
         handle.join().unwrap();

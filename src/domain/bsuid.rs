@@ -2,7 +2,7 @@
 //! handle on an elder who adopted a username and hides their number. It is
 //! personal data, so it can only be shown masked, like a phone number.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use crate::db::sql::{FromValue, Param, Value};
 use std::fmt;
 
 /// Longest part after the country code (and `ENT.` of a parent BSUID).
@@ -68,16 +68,15 @@ impl fmt::Debug for Bsuid {
     }
 }
 
-impl ToSql for Bsuid {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.0.as_str()))
+impl Param for Bsuid {
+    fn value(&self) -> Value<'_> {
+        Value::Text(&self.0)
     }
 }
 
-impl FromSql for Bsuid {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        Bsuid::parse(text).map_err(|e| FromSqlError::Other(e.into()))
+impl FromValue for Bsuid {
+    fn from_value(value: Value<'_>) -> Result<Self, String> {
+        Bsuid::parse(&String::from_value(value)?).map_err(|e| e.to_string())
     }
 }
 

@@ -6,8 +6,8 @@
 //! outbox side.
 
 use super::DeliveryState;
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// What a status said the message cost (`statuses[].pricing`).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -27,7 +27,12 @@ pub struct StatusUpdate {
 
 /// Moves a message's delivery state up the order of SPEC §9 only, and
 /// records the status's pricing. Unknown ids wait in `pending_statuses`.
-pub fn apply_status(conn: &Connection, s: &StatusUpdate, now: i64) -> Result<bool, DbError> {
+pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbError> {
+    // One message's statuses, and its send being recorded, one at a time:
+    // the state is read, then moved up (two statuses at once must not move
+    // it down), and a status for a send not yet recorded waits in
+    // `pending_statuses`, which `apply_pending` must then see.
+    conn.lock_key(&format!("graph-message:{}", s.message_id))?;
     let current: Option<Option<DeliveryState>> = conn
         .prepare_cached("SELECT delivery_status FROM outbox WHERE graph_message_id = ?1")?
         .query_row([&s.message_id], |r| r.get(0))
@@ -82,7 +87,8 @@ pub fn apply_status(conn: &Connection, s: &StatusUpdate, now: i64) -> Result<boo
 }
 
 /// Applies statuses that arrived before their message id was recorded.
-pub fn apply_pending(conn: &Connection, message_id: &str, now: i64) -> Result<(), DbError> {
+pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbError> {
+    conn.lock_key(&format!("graph-message:{message_id}"))?;
     let pending: Vec<StatusUpdate> = conn
         .prepare_cached(
             "SELECT graph_message_id, status, error_code, error_title, pricing_billable,
@@ -116,7 +122,7 @@ pub fn apply_pending(conn: &Connection, message_id: &str, now: i64) -> Result<()
 
 /// Statuses for ids that never turn up (messages sent by other tools on the
 /// same number) are dropped after a week.
-pub fn prune_pending(conn: &Connection, now: i64) -> Result<(), DbError> {
+pub fn prune_pending(conn: &Conn, now: i64) -> Result<(), DbError> {
     conn.prepare_cached("DELETE FROM pending_statuses WHERE received_at < ?1")?
         .execute([now - 7 * 86_400_000])?;
     Ok(())

@@ -2,9 +2,9 @@
 //! here before anyone tries to send it, and its row records every outcome,
 //! so a restart resumes exactly where the last process stopped.
 
+use crate::db::sql::{params, Conn, Dialect, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::Bsuid;
-use rusqlite::{params, Connection, OptionalExtension};
 use std::fmt;
 
 mod delivery;
@@ -37,18 +37,17 @@ macro_rules! text_enum {
             }
         }
 
-        impl ::rusqlite::types::ToSql for $name {
-            fn to_sql(&self) -> ::rusqlite::Result<::rusqlite::types::ToSqlOutput<'_>> {
-                Ok(::rusqlite::types::ToSqlOutput::from(self.as_str()))
+        impl $crate::db::sql::Param for $name {
+            fn value(&self) -> $crate::db::sql::Value<'_> {
+                $crate::db::sql::Value::Text(self.as_str())
             }
         }
 
-        impl ::rusqlite::types::FromSql for $name {
-            fn column_result(value: ::rusqlite::types::ValueRef<'_>) -> ::rusqlite::types::FromSqlResult<Self> {
-                let text = value.as_str()?;
-                $name::parse(text).ok_or_else(|| {
-                    ::rusqlite::types::FromSqlError::Other(format!("unknown {} {text:?}", stringify!($name)).into())
-                })
+        impl $crate::db::sql::FromValue for $name {
+            fn from_value(value: $crate::db::sql::Value<'_>) -> ::std::result::Result<Self, String> {
+                let text = String::from_value(value)?;
+                $name::parse(&text)
+                    .ok_or_else(|| format!("unknown {} {text:?}", stringify!($name)))
             }
         }
     };
@@ -136,14 +135,12 @@ impl Recipient {
     /// The row's two columns: `recipient` (digits, empty when there are
     /// none) and `recipient_user_id`. A number wins when both are known:
     /// it is what Meta prefers too.
-    fn from_columns(phone: String, user_id: Option<Bsuid>) -> rusqlite::Result<Recipient> {
+    fn from_columns(phone: String, user_id: Option<Bsuid>) -> Result<Recipient, DbError> {
         match (phone.is_empty(), user_id) {
             (false, _) => Ok(Recipient::Phone(phone)),
             (true, Some(id)) => Ok(Recipient::User(id)),
-            (true, None) => Err(rusqlite::Error::InvalidColumnType(
-                0,
-                "recipient".into(),
-                rusqlite::types::Type::Null,
+            (true, None) => Err(DbError::Value(
+                "outbox row with neither recipient nor recipient_user_id".into(),
             )),
         }
     }
@@ -193,7 +190,7 @@ pub use crate::ids::new_id;
 /// one, which is how a second copy is made impossible.
 #[allow(clippy::too_many_arguments)]
 pub fn enqueue(
-    conn: &Connection,
+    conn: &Conn,
     order_id: &str,
     kind: Kind,
     slot: &str,
@@ -226,34 +223,50 @@ pub fn enqueue(
 /// Claims up to `limit` due rows for `claim` with one write: queued rows
 /// whose time has come, and claimed rows whose lease ran out (their sender
 /// died). Oldest first. Run in the writer's transaction, so two claims can
-/// never take the same row; PostgreSQL adds `FOR UPDATE SKIP LOCKED` to the
-/// inner SELECTs.
+/// never take the same row; PostgreSQL adds `FOR UPDATE SKIP LOCKED`.
 ///
-/// Each kind is read in its own index's order with its own LIMIT: one
-/// `WHERE … OR …` over both read every due row through two indexes and
-/// sorted them all to return a few (a claim cost grew with the backlog:
-/// `sqlite3BtreeTableMoveto` was the writer's top function with 10,000
-/// queued).
+/// On SQLite each kind is read in its own index's order with its own LIMIT:
+/// one `WHERE … OR …` over both read every due row and sorted them all to
+/// return a few (a claim cost grew with the backlog: `sqlite3BtreeTableMoveto`
+/// was the writer's top function with 10,000 queued). The PostgreSQL
+/// statement keeps the `OR` form, whose row locking is tested; the same
+/// split would apply there.
 pub fn claim(
-    conn: &Connection,
+    conn: &Conn,
     claim: &str,
     now: i64,
     lease_until: i64,
     limit: usize,
 ) -> Result<Vec<Due>, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
-         WHERE id IN (SELECT id FROM (
-                          SELECT id FROM (SELECT id FROM outbox
-                                          WHERE status = ?6 AND next_attempt_at <= ?2
-                                          ORDER BY next_attempt_at LIMIT ?4) AS due
-                          UNION ALL
-                          SELECT id FROM (SELECT id FROM outbox
-                                          WHERE status = ?5 AND lease_until <= ?2
-                                          ORDER BY lease_until LIMIT ?4) AS lapsed) AS claimable
-                      LIMIT ?4)
-         RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id",
-    )?;
+    // The one statement the dialects cannot share: SQLite has no row locks
+    // (its single writer already serialises claims), while on PostgreSQL
+    // concurrent claims from several instances must skip the rows another
+    // claim holds instead of waiting for it and then taking them again.
+    let mut stmt = conn.prepare_cached(match conn.dialect() {
+        Dialect::Sqlite => {
+            "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+             WHERE id IN (SELECT id FROM (
+                              SELECT id FROM (SELECT id FROM outbox
+                                              WHERE status = ?6 AND next_attempt_at <= ?2
+                                              ORDER BY next_attempt_at LIMIT ?4) AS due
+                              UNION ALL
+                              SELECT id FROM (SELECT id FROM outbox
+                                              WHERE status = ?5 AND lease_until <= ?2
+                                              ORDER BY lease_until LIMIT ?4) AS lapsed) AS claimable
+                          LIMIT ?4)
+             RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
+        }
+        Dialect::Postgres => {
+            "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE (status = ?6 AND next_attempt_at <= ?2)
+                             OR (status = ?5 AND lease_until <= ?2)
+                          ORDER BY next_attempt_at, created_at
+                          LIMIT ?4
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
+        }
+    })?;
     let claimed = stmt
         .query_map(
             params![
@@ -308,7 +321,7 @@ pub fn claim(
 
 /// Gives claimed rows back unsent (a sender stopping with rows in hand), so
 /// they are due at once rather than after the lease.
-pub fn release(conn: &Connection, claim: &str, ids: &[String]) -> Result<(), DbError> {
+pub fn release(conn: &Conn, claim: &str, ids: &[String]) -> Result<(), DbError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE outbox SET status = ?3, claimed_by = NULL, lease_until = NULL
          WHERE id = ?1 AND status = ?4 AND claimed_by = ?2",
@@ -321,13 +334,13 @@ pub fn release(conn: &Connection, claim: &str, ids: &[String]) -> Result<(), DbE
 
 /// When the next row falls due (a queued row's time, or a claim's lease
 /// running out), if any can.
-pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, DbError> {
+pub fn next_due_at(conn: &Conn) -> Result<Option<i64>, DbError> {
     let at = conn
         .prepare_cached(
             "SELECT MIN(at) FROM (
                 SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = ?1
                 UNION ALL
-                SELECT MIN(lease_until) AS at FROM outbox WHERE status = ?2)",
+                SELECT MIN(lease_until) AS at FROM outbox WHERE status = ?2) AS due",
         )?
         .query_row([Status::Queued, Status::Sending], |r| {
             r.get::<_, Option<i64>>(0)
@@ -340,7 +353,7 @@ pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, DbError> {
 /// never by a sender whose lease was taken over.
 #[allow(clippy::too_many_arguments)]
 pub fn mark_sent(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     claim: &str,
     message_id: &str,
@@ -397,7 +410,7 @@ pub fn mark_sent(
 /// holds the row.
 #[allow(clippy::too_many_arguments)]
 pub fn mark_retry(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     claim: &str,
     attempts: u32,
@@ -428,7 +441,7 @@ pub fn mark_retry(
 /// Failed for good. A dead confirmation cancels its link message: the
 /// customer must not get a link for an order they were never told about.
 pub fn mark_dead(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     claim: &str,
     attempts: u32,
@@ -480,7 +493,7 @@ fn truncate(error: &str) -> String {
 }
 
 /// Counts by status, for /healthz.
-pub fn depth(conn: &Connection) -> Result<(i64, i64), DbError> {
+pub fn depth(conn: &Conn) -> Result<(i64, i64), DbError> {
     let (queued, dead) = conn
         .prepare_cached(
             "SELECT COALESCE(SUM(CASE WHEN status IN (?1, ?2, ?4) THEN 1 ELSE 0 END), 0),
@@ -537,8 +550,8 @@ mod tests {
         }
         assert_eq!(Variant::parse("template"), Some(Variant::Template));
         assert_eq!(DeliveryState::parse("deleted"), None);
-        let conn = Connection::open_in_memory().unwrap();
-        let read: rusqlite::Result<DeliveryState> =
+        let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
+        let read: Result<DeliveryState, DbError> =
             conn.query_row("SELECT 'bogus'", [], |r| r.get(0));
         assert!(read.is_err());
         let stored: DeliveryState = conn

@@ -81,7 +81,7 @@ impl OverviewCache {
     }
 }
 
-fn count_overview(c: &rusqlite::Connection) -> Result<Snapshot, crate::db::DbError> {
+fn count_overview(c: &crate::db::Conn) -> Result<Snapshot, crate::db::DbError> {
     let now = now_ms();
     let day = 86_400_000;
     let windows = [

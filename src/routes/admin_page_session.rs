@@ -6,10 +6,10 @@
 //! changing `ADMIN_TOKEN` ends them all. Wrong sign-ins are slowed down by
 //! [`Throttle`].
 
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use base64::Engine;
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ pub struct Session {
 
 /// Opens a session; returns the cookie value (never stored) and the session.
 /// Expired sessions are swept at the same time.
-pub fn open(c: &Connection, admin_token: &str, now: i64) -> Result<(String, Session), DbError> {
+pub fn open(c: &Conn, admin_token: &str, now: i64) -> Result<(String, Session), DbError> {
     let cookie = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes());
     let session = Session {
         id_hash: sha256_hex(&cookie),
@@ -61,7 +61,7 @@ pub fn open(c: &Connection, admin_token: &str, now: i64) -> Result<(String, Sess
 /// The live session this cookie names, if any: unexpired, and opened with
 /// the `ADMIN_TOKEN` configured now.
 pub fn find(
-    c: &Connection,
+    c: &Conn,
     cookie: &str,
     admin_token: &str,
     now: i64,
@@ -78,7 +78,7 @@ pub fn find(
     .map(|csrf| Session { id_hash, csrf }))
 }
 
-pub fn close(c: &Connection, id_hash: &str) -> Result<(), DbError> {
+pub fn close(c: &Conn, id_hash: &str) -> Result<(), DbError> {
     c.prepare_cached("DELETE FROM admin_sessions WHERE id_hash = ?1")?
         .execute([id_hash])?;
     Ok(())
@@ -156,8 +156,9 @@ mod tests {
 
     #[test]
     fn a_session_is_found_by_its_cookie_until_it_expires_or_the_token_changes() {
-        let mut c = Connection::open_in_memory().unwrap();
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
         crate::db::migrate(&mut c).unwrap();
+        let c = Conn::from(c);
         let (cookie, session) = open(&c, "admin-token", 1_000).unwrap();
         let stored: String = c
             .query_row("SELECT id_hash FROM admin_sessions", [], |r| r.get(0))

@@ -4,6 +4,7 @@
 //! as a person opening the link.
 
 use crate::clicks::Click;
+use crate::db::sql::OptionalExtension;
 use crate::db::DbError;
 use crate::domain::{InviteToken, OrderId};
 use crate::error::AppError;
@@ -14,7 +15,6 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, head, routes, State};
-use rusqlite::OptionalExtension;
 use std::io::Cursor;
 
 pub fn routes() -> Vec<rocket::Route> {

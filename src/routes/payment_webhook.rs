@@ -2,6 +2,7 @@
 //! takes once its source's data guard has verified and mapped it: commit one
 //! unit of work, wake the senders, answer. Nothing here waits on WhatsApp.
 
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::domain::EventKind;
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
@@ -11,7 +12,6 @@ use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
-use rusqlite::{params, Connection, OptionalExtension};
 
 pub use crate::gateways::BODY_LIMIT;
 
@@ -29,7 +29,7 @@ async fn payment_webhook(
 
 /// Record, wake the senders, answer: the same for every source.
 pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result<Value, AppError> {
-    let (key, mut event, order_id_source) = webhook.into_parts();
+    let (key, event, order_id_source) = webhook.into_parts();
     let ctx = Context {
         now_ms: now_ms(),
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
@@ -38,6 +38,9 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         .db
         .writer
         .run(move |conn| {
+            // A job may run again (PostgreSQL retries a serialization
+            // failure), so the event it adjusts is its own copy.
+            let mut event = event.clone();
             if S::NAMESPACED {
                 keep_payment_with_its_order(conn, S::NAME, &mut event.kind)?;
             }
@@ -76,13 +79,16 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
 /// another candidate than the `order.paid` of the same payment; both must
 /// still give one confirmation.
 fn keep_payment_with_its_order(
-    conn: &Connection,
+    conn: &Conn,
     source: &str,
     kind: &mut EventKind,
 ) -> Result<(), crate::db::DbError> {
     let EventKind::PaymentSucceeded(p) = kind else {
         return Ok(());
     };
+    // Two events of one payment (Razorpay's order.paid and payment.captured
+    // at once) must not both find no order and make two.
+    conn.lock_key(&format!("payment:{source}:{}", p.payment_id))?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",

@@ -587,12 +587,11 @@ fn orders_list_is_newest_first_and_pages_with_before() {
         let mut stmt = db
             .prepare("SELECT id FROM orders ORDER BY created_at DESC, id DESC")
             .unwrap();
-        let ids = stmt
-            .query_map([], |r| r.get(0))
+
+        stmt.query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<Vec<String>, _>>()
-            .unwrap();
-        ids
+            .unwrap()
     };
 
     // Act: pages of two, each from the previous page's `next_before`.

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use orderlink::db::sql::params;
+use orderlink::db::Conn;
 
 use crate::support::app::{into_resp, Resp};
 use crate::support::TestApp;
@@ -89,7 +90,7 @@ pub fn seed_funnel(app: &TestApp) -> Vec<String> {
     ids
 }
 
-fn insert_order(db: &Connection, id: &str, phone: &str, at: i64, o: &Seeded) {
+fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
     db.execute(
         "INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164, total_amount,
                              currency, note, created_at, updated_at, last_confirmation_sent_at)

@@ -461,7 +461,7 @@ fn expired_token_is_recorded_but_links_nothing_and_gets_no_reply() {
         .db_rw()
         .execute(
             "UPDATE whatsapp_tokens SET expires_at = ?1 WHERE token = ?2",
-            rusqlite::params![now_ms() - 1000, processed.token],
+            orderlink::db::sql::params![now_ms() - 1000, processed.token],
         )
         .expect("expire the token");
     assert_eq!(changed, 1);
@@ -1102,12 +1102,11 @@ fn contacts(app: &TestApp) -> Vec<(Option<String>, Option<String>)> {
     let mut stmt = db
         .prepare("SELECT wa_id, user_id FROM contacts ORDER BY wa_id, user_id")
         .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    rows
+        .unwrap()
 }
 
 #[test]

@@ -151,7 +151,7 @@ fn expired_invite_token_is_410_html_with_a_plain_chat_link() {
         .db_rw()
         .execute(
             "UPDATE whatsapp_tokens SET expires_at = ?1 WHERE token = ?2",
-            rusqlite::params![past, processed.token],
+            orderlink::db::sql::params![past, processed.token],
         )
         .expect("expire the token");
     assert_eq!(changed, 1);
@@ -199,7 +199,7 @@ fn every_one_of_many_concurrent_clicks_is_logged() {
         app.count("SELECT COUNT(*) FROM invite_clicks") == 30
     });
     assert_eq!(
-        app.count("SELECT COUNT(DISTINCT user_agent) FROM invite_clicks WHERE is_preview = 0"),
+        app.count("SELECT COUNT(DISTINCT user_agent) FROM invite_clicks WHERE is_preview = FALSE"),
         30
     );
 }
@@ -273,7 +273,7 @@ fn head_and_requests_without_user_agent_are_answered_but_never_a_person() {
         app.count("SELECT COUNT(*) FROM invite_clicks") == 3
     });
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = 0"),
+        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = FALSE"),
         0,
         "a HEAD or a request without User-Agent counted as a person"
     );
@@ -294,6 +294,6 @@ fn head_and_requests_without_user_agent_are_answered_but_never_a_person() {
     let person = app.get_no_redirect_with(&path, &[("User-Agent", BROWSER_UA)]);
     assert_eq!(person.status, 302);
     wait_until("the person's click", PATIENCE, || {
-        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = 0") == 1
+        app.count("SELECT COUNT(*) FROM invite_clicks WHERE is_preview = FALSE") == 1
     });
 }

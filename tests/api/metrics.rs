@@ -326,10 +326,17 @@ fn sending_paused_is_one_while_a_configuration_fault_holds_sending() {
     pay(&app, &payment_event("ORD-M13-P"));
     graph.wait_for_requests(1, PATIENCE);
     let mut s = Samples::parse(&scrape(&app, Some(&bearer)).body);
-    wait_until("the scrape reports sending paused", PATIENCE, || {
-        s = Samples::parse(&scrape(&app, Some(&bearer)).body);
-        s.get("orderlink_sending_paused", &[]) == 1.0
-    });
+    // The pause is set when Meta answers, the message queued again when
+    // that outcome is committed just after: a scrape may fall between.
+    wait_until(
+        "the scrape reports sending paused, the message queued",
+        PATIENCE,
+        || {
+            s = Samples::parse(&scrape(&app, Some(&bearer)).body);
+            s.get("orderlink_sending_paused", &[]) == 1.0
+                && s.get("orderlink_outbox_messages", &[("state", "queued")]) == 1.0
+        },
+    );
 
     // Assert: paused, the attempt counted as such, never as dead.
     assert!(

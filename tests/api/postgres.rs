@@ -12,14 +12,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::postgres::types::Type;
-use ::postgres::{Client, NoTls};
+use ::postgres::Client;
 use rusqlite::types::Value;
 
 use crate::support::child::{open_read_only, run_cli};
 use crate::support::meta::{
-    app_with_reply, fresh_wamid, pay_and_send, prefilled_text, status, statuses_payload,
+    app_with_reply_on_sqlite, fresh_wamid, pay_and_send, prefilled_text, status, statuses_payload,
     text_payload, wait_for_replies, MetaApi,
 };
+use crate::support::store::Scratch;
 use crate::support::{pay, payment_event, FakeGraph, Reply, PATIENCE};
 
 const PAID: &str = "ORD-PG-1";
@@ -28,7 +29,7 @@ const ELDER: &str = "919811111111";
 
 /// The server's URL of a PostgreSQL to test against, or `None` after saying
 /// loudly that `test` is skipped (a panic under CI=true).
-fn postgres_url(test: &str) -> Option<String> {
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
     match std::env::var("ORDERLINK_TEST_POSTGRES_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
         _ => {
@@ -44,52 +45,6 @@ fn postgres_url(test: &str) -> Option<String> {
                 "\n!!!!!!!! SKIPPED PostgreSQL test {test}: {why} !!!!!!!!\n"
             );
             None
-        }
-    }
-}
-
-/// A database of its own on the test server, dropped when done.
-struct Scratch {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    fn create(admin_url: &str) -> Scratch {
-        let name = format!("orderlink_t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = Client::connect(admin_url, NoTls).expect("connect to the test PostgreSQL");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("CREATE DATABASE (the test user needs CREATEDB)");
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (admin_url, String::new()),
-        };
-        let scheme_end = base.find("://").expect("a URL") + 3;
-        let host_part = match base[scheme_end..].find('/') {
-            Some(slash) => &base[..scheme_end + slash],
-            None => base,
-        };
-        Scratch {
-            admin_url: admin_url.to_owned(),
-            url: format!("{host_part}/{name}{query}"),
-            name,
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(&self.url, NoTls).expect("connect to the scratch database")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
         }
     }
 }
@@ -335,7 +290,8 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
     // token who got a reply, two opens of the invite (one a link preview), and
     // an order whose confirmation Meta refused for good (a dead letter).
     let graph = FakeGraph::start();
-    let mut app = app_with_reply(&graph);
+    // SQLite is the source here, also when the suite runs on PostgreSQL.
+    let mut app = app_with_reply_on_sqlite(&graph);
     let processed = pay_and_send(&app, PAID);
     let confirmation = app
         .outbox_row(PAID, "confirmation")
@@ -467,7 +423,7 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
 }
 
 #[test]
-fn copy_to_is_in_the_help_and_check_names_it_for_a_postgresql_database_url() {
+fn copy_to_is_in_the_help_and_check_validates_a_postgresql_database_url() {
     let dir = tempfile::tempdir().unwrap();
     let help = run_cli(&["--help"], &[], Duration::from_secs(20));
     assert!(
@@ -485,14 +441,48 @@ fn copy_to_is_in_the_help_and_check_names_it_for_a_postgresql_database_url() {
             "postgres://shop:s3cret-pw@db.internal/orderlink".to_owned(),
         ),
     ];
+    // A server nobody answers: a problem, named without its password, and
+    // the SQLite file is not what the server would use.
     let check = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(!check.status.success(), "{}", check.output());
     assert!(
-        check.stdout.contains("warning: DATABASE_URL is postgres://shop@db.internal/orderlink but the server does not run on PostgreSQL yet")
-            && check.stdout.contains("orderlink copy-to postgres://shop@db.internal/orderlink"),
+        check.stdout.contains("warning: DATABASE_PATH is set but not used: DATABASE_URL keeps everything in PostgreSQL at postgres://shop@db.internal/orderlink")
+            && check.stdout.contains("error: cannot connect to postgres://shop@db.internal/orderlink"),
         "{}",
         check.output()
     );
     assert!(!check.output().contains("s3cret-pw"), "{}", check.output());
+    assert!(
+        !check.output().contains("does not run on PostgreSQL"),
+        "{}",
+        check.output()
+    );
+
+    // A real, empty one: it answers, and its migrations are pending until
+    // the first start.
+    let Some(admin_url) =
+        postgres_url("copy_to_is_in_the_help_and_check_validates_a_postgresql_database_url")
+    else {
+        return;
+    };
+    let scratch = Scratch::create(&admin_url);
+    let env = vec![("DATABASE_URL".to_owned(), scratch.url.clone())];
+    let check = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(check.status.success(), "{}", check.output());
+    assert!(
+        check.stdout.contains("ok: database: PostgreSQL at")
+            && check.stdout.contains("migration(s) pending"),
+        "{}",
+        check.output()
+    );
+    let migrated = run_cli(&["migrate"], &env, Duration::from_secs(60));
+    assert!(migrated.status.success(), "{}", migrated.output());
+    let check = run_cli(&["check"], &env, Duration::from_secs(20));
+    assert!(
+        check.stdout.contains("ok: database schema is up to date"),
+        "{}",
+        check.output()
+    );
 }
 
 mod older {

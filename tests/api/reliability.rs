@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::child::*;
+use crate::support::store::skip_on_postgres;
 use crate::support::*;
 
 /// A webhook as the gateway sent it, and what came back.
@@ -111,7 +112,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn orders_in(conn: &rusqlite::Connection) -> BTreeSet<String> {
+fn orders_in(conn: &orderlink::db::Conn) -> BTreeSet<String> {
     strings(conn, "SELECT id FROM orders").into_iter().collect()
 }
 
@@ -665,6 +666,12 @@ fn slow_shutdown_sigterm_during_a_burst_exits_zero_in_bound_and_loses_nothing() 
 
 #[test]
 fn slow_backup_while_webhooks_stream_in_is_a_consistent_prefix_that_restores() {
+    if skip_on_postgres(
+        "slow_backup_while_webhooks_stream_in_is_a_consistent_prefix_that_restores",
+        "orderlink backup copies the SQLite file",
+    ) {
+        return;
+    }
     const ORDERS: usize = 1000;
     let graph = FakeGraph::start();
     let app = TestApp::builder(&graph)
@@ -720,7 +727,7 @@ fn slow_backup_while_webhooks_stream_in_is_a_consistent_prefix_that_restores() {
         "the stream ended before the backup did; the test proves nothing"
     );
     assert!(sent.iter().all(Sent::got_200), "a webhook failed");
-    let db = open_read_only(&copy);
+    let db = open_read_only_conn(&copy);
     let integrity: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -900,6 +907,12 @@ fn pair_rate_limit_131056_delays_only_that_recipient() {
 
 #[test]
 fn slow_database_locked_past_the_busy_timeout_answers_503_and_consumes_nothing() {
+    if skip_on_postgres(
+        "slow_database_locked_past_the_busy_timeout_answers_503_and_consumes_nothing",
+        "holds SQLite's file lock from outside",
+    ) {
+        return;
+    }
     let graph = FakeGraph::start();
     let app = TestApp::spawn(&graph);
     let event = payment_event("ORD-LOCKED").to_string();
@@ -1022,7 +1035,7 @@ fn cli_migrate_creates_the_schema_and_exits_without_serving() {
         "migrate started the server:\n{}",
         run.output()
     );
-    let db = open_read_only(&path);
+    let db = open_read_only_conn(&path);
     let tables = strings(
         &db,
         "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
@@ -1281,6 +1294,12 @@ fn serve_on_a_port_in_use_names_the_port_before_creating_the_database() {
 
 #[test]
 fn a_second_server_on_the_same_database_is_refused_once() {
+    if skip_on_postgres(
+        "a_second_server_on_the_same_database_is_refused_once",
+        "the lock file guards one SQLite file; PostgreSQL takes any number of instances",
+    ) {
+        return;
+    }
     let graph = FakeGraph::start();
     let app = TestApp::spawn(&graph);
     let mut env = live_env(graph.base_url(), &app.db_path);

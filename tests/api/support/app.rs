@@ -9,12 +9,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use orderlink::db::Conn;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use super::fake_graph::FakeGraph;
 use super::signing::{now_secs, sign};
+use super::store::{self, Scratch};
 
 pub const GRAPH_TOKEN: &str = "test-graph-token";
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
@@ -112,9 +114,17 @@ fn free_port() -> u16 {
 /// Environment for one app, live mode by default.
 pub struct TestAppBuilder {
     env: BTreeMap<String, Option<String>>,
+    sqlite: bool,
 }
 
 impl TestAppBuilder {
+    /// On SQLite whatever the run's store: for tests about SQLite itself
+    /// (copy-to's source, say).
+    pub fn on_sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_string(), Some(value.to_string()));
         self
@@ -131,6 +141,7 @@ impl TestAppBuilder {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("orderlink.log");
         let log = File::create(&log_path).expect("log file");
+        let pg = store::on_postgres().then(|| Scratch::create(&store::admin_url()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlink"));
         cmd.arg("serve")
             .env_clear()
@@ -141,6 +152,9 @@ impl TestAppBuilder {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
+        if let Some(pg) = &pg {
+            cmd.env("DATABASE_URL", &pg.url);
+        }
         for (k, v) in &self.env {
             match v {
                 Some(v) => cmd.env(k, v),
@@ -160,6 +174,7 @@ impl TestAppBuilder {
             }
             thread::sleep(Duration::from_millis(10));
         };
+        drop(pg);
         let logs =
             String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
         (status, logs)
@@ -170,6 +185,8 @@ impl TestAppBuilder {
         let mut app = TestApp {
             db_path: dir.path().join("orderlink.db"),
             log_path: dir.path().join("orderlink.log"),
+            pg: (store::on_postgres() && !self.sqlite)
+                .then(|| Scratch::create(&store::admin_url())),
             dir,
             env: self.env,
             port: 0,
@@ -189,7 +206,10 @@ impl TestAppBuilder {
 
 pub struct TestApp {
     dir: TempDir,
+    /// SQLite's file; on PostgreSQL runs, set but not used by the app.
     pub db_path: PathBuf,
+    /// The app's own PostgreSQL database, under `ORDERLINK_TEST_STORE=postgres`.
+    pub pg: Option<Scratch>,
     pub log_path: PathBuf,
     env: BTreeMap<String, Option<String>>,
     pub port: u16,
@@ -220,7 +240,7 @@ impl TestApp {
         }
         // No ROCKET_CONFIG and no Rocket.toml in the working directory: the binary
         // must keep its promises (the 64 KiB body limit among them) on its own.
-        TestAppBuilder { env }
+        TestAppBuilder { env, sqlite: false }
     }
 
     pub fn spawn(graph: &FakeGraph) -> TestApp {
@@ -245,6 +265,9 @@ impl TestApp {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
+        if let Some(pg) = &self.pg {
+            cmd.env("DATABASE_URL", &pg.url);
+        }
         for (k, v) in &self.env {
             match v {
                 Some(v) => cmd.env(k, v),
@@ -350,21 +373,41 @@ impl TestApp {
         self.post_webhook_with_headers(body, &[])
     }
 
-    /// A read-only connection to the app's database.
-    pub fn db(&self) -> Connection {
+    /// The app's PostgreSQL database, if it runs on one: a DATABASE_URL the
+    /// test gave, or the run's scratch database.
+    fn postgres(&self) -> Option<Conn> {
+        let url = match self.env.get("DATABASE_URL") {
+            Some(Some(url)) => url.clone(),
+            _ => self.pg.as_ref()?.url.clone(),
+        };
+        let client = ::postgres::Client::connect(&url, ::postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the app's PostgreSQL: {e}"));
+        Some(Conn::from(client))
+    }
+
+    /// A connection to the app's database, whichever the store (SPEC §13):
+    /// the same SQL runs on both through `orderlink::db::Conn`. Read-only on
+    /// SQLite.
+    pub fn db(&self) -> Conn {
+        if let Some(conn) = self.postgres() {
+            return conn;
+        }
         let conn = Connection::open_with_flags(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open db read-only");
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
-        conn
+        Conn::from(conn)
     }
 
     /// A read-write connection, for tests that must reach past the API (e.g. expire a token).
-    pub fn db_rw(&self) -> Connection {
+    pub fn db_rw(&self) -> Conn {
+        if let Some(conn) = self.postgres() {
+            return conn;
+        }
         let conn = Connection::open(&self.db_path).expect("open db read-write");
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
-        conn
+        Conn::from(conn)
     }
 
     pub fn count(&self, sql: &str) -> i64 {
@@ -382,21 +425,20 @@ impl TestApp {
                  FROM outbox WHERE order_id = ?1 ORDER BY kind",
             )
             .expect("outbox query");
-        let rows = stmt
-            .query_map([order_id], |r| {
-                Ok(OutboxRow {
-                    kind: r.get(0)?,
-                    status: r.get(1)?,
-                    attempts: r.get(2)?,
-                    last_error: r.get(3)?,
-                    graph_message_id: r.get(4)?,
-                    variant: r.get(5)?,
-                })
+
+        stmt.query_map([order_id], |r| {
+            Ok(OutboxRow {
+                kind: r.get(0)?,
+                status: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+                graph_message_id: r.get(4)?,
+                variant: r.get(5)?,
             })
-            .expect("outbox rows")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("outbox row");
-        rows
+        })
+        .expect("outbox rows")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("outbox row")
     }
 
     pub fn outbox_row(&self, order_id: &str, kind: &str) -> OutboxRow {
@@ -437,12 +479,11 @@ impl TestApp {
                          WHERE status IN ('queued', 'sending', 'waiting')",
                     )
                     .expect("prepare");
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .expect("query")
                     .collect::<Result<Vec<_>, _>>()
-                    .expect("rows");
-                rows
+                    .expect("rows")
             };
             let got = graph.requests().len();
             assert!(
@@ -483,7 +524,8 @@ impl TestApp {
             last = row.or(last);
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; last row: {last:?}"
+                "timed out after {timeout:?} waiting for {what}; last row: {last:?}; log tail:\n{}",
+                tail(&self.logs(), 30)
             );
             thread::sleep(Duration::from_millis(10));
         }
@@ -543,6 +585,12 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     pub graph_message_id: Option<String>,
     pub variant: String,
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 pub fn fresh_webhook_id() -> String {

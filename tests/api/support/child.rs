@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use orderlink::db::Conn;
 use rusqlite::{Connection, OpenFlags};
 
 use super::app::{Resp, APP_SECRET, BUSINESS_NUMBER, GRAPH_TOKEN, PHONE_NUMBER_ID, WEBHOOK_SECRET};
@@ -289,7 +290,7 @@ pub fn requests_per_message(
     by
 }
 
-/// A read-only connection to any database file (a backup copy, say).
+/// A read-only connection to any SQLite database file (a backup copy, say).
 pub fn open_read_only(path: &Path) -> Connection {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
@@ -298,8 +299,13 @@ pub fn open_read_only(path: &Path) -> Connection {
     conn
 }
 
+/// The same, through the store-neutral connection the helpers below take.
+pub fn open_read_only_conn(path: &Path) -> Conn {
+    Conn::from(open_read_only(path))
+}
+
 /// The first column of every row of `sql`, as strings.
-pub fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+pub fn strings(conn: &Conn, sql: &str) -> Vec<String> {
     let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let rows = stmt
         .query_map([], |r| r.get::<_, String>(0))
@@ -309,7 +315,7 @@ pub fn strings(conn: &Connection, sql: &str) -> Vec<String> {
     rows
 }
 
-pub fn count(conn: &Connection, sql: &str) -> i64 {
+pub fn count(conn: &Conn, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }

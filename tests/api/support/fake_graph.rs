@@ -76,6 +76,10 @@ pub enum Reply {
     RetryAfter { status: u16, retry_after_secs: u64 },
     /// Hold the connection this long, then answer 504.
     Hang(Duration),
+    /// Accept (200 with a fresh `wamid`, recorded as accepted on arrival),
+    /// but answer only after this long: a send Meta took that its sender
+    /// may never hear about.
+    Slow(Duration),
 }
 
 impl Reply {
@@ -344,6 +348,13 @@ fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
                 Reply::Raw { status, .. } => Outcome::Answered { status: *status },
                 Reply::RetryAfter { status, .. } => Outcome::Answered { status: *status },
                 Reply::Hang(_) => Outcome::Hung,
+                Reply::Slow(_) => Outcome::Accepted {
+                    wamid: format!(
+                        "wamid.FAKE{}{:08x}",
+                        WAMID_COUNTER.fetch_add(1, Ordering::SeqCst),
+                        rand::random::<u32>()
+                    ),
+                },
             };
             st.requests.push(recorded.clone());
             reply
@@ -352,8 +363,11 @@ fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
         thread::spawn(move || {
             let json_type =
                 Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();
+            if let Reply::Slow(d) = reply {
+                thread::sleep(d);
+            }
             let response = match (reply, &recorded.outcome) {
-                (Reply::Ok, Outcome::Accepted { wamid }) => {
+                (Reply::Ok | Reply::Slow(_), Outcome::Accepted { wamid }) => {
                     let to = recorded.body.get("to").cloned().unwrap_or(Value::Null);
                     let body = json!({
                         "messaging_product": "whatsapp",
@@ -389,7 +403,9 @@ fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
                         .with_status_code(504)
                         .with_header(json_type)
                 }
-                (Reply::Ok, _) => unreachable!("an Ok reply is always recorded as accepted"),
+                (Reply::Ok | Reply::Slow(_), _) => {
+                    unreachable!("an Ok or Slow reply is always recorded as accepted")
+                }
             };
             let _ = request.respond(response);
         });

@@ -218,6 +218,15 @@ pub fn app_with_reply(graph: &FakeGraph) -> TestApp {
         .spawn()
 }
 
+/// [`app_with_reply`] on SQLite whatever the run's store.
+pub fn app_with_reply_on_sqlite(graph: &FakeGraph) -> TestApp {
+    TestApp::builder(graph)
+        .env("ELDER_REPLY_TEXT", REPLY_TEXT)
+        .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+        .on_sqlite()
+        .spawn()
+}
+
 /// What `WHATSAPP_VERIFY_TOKEN` is set to by [`app_with_reply`].
 pub const VERIFY_TOKEN: &str = "verify-me-7d1e";
 
@@ -265,12 +274,11 @@ pub fn linked_senders(app: &TestApp, order_id: &str) -> Vec<String> {
              JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = ?1 ORDER BY who",
         )
         .expect("contact_links query");
-    let rows = stmt
-        .query_map([order_id], |r| r.get(0))
+
+    stmt.query_map([order_id], |r| r.get(0))
         .expect("contact_links rows")
         .collect::<Result<Vec<String>, _>>()
-        .expect("contact_links row");
-    rows
+        .expect("contact_links row")
 }
 
 /// One stored inbound message; `wa_id` is the sender's number, or its
@@ -286,7 +294,7 @@ pub struct InboundRow {
 
 /// The stored inbound message with this `wamid`, if any.
 pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
-    use rusqlite::OptionalExtension;
+    use orderlink::db::sql::OptionalExtension;
     app.db()
         .query_row(
             "SELECT COALESCE(wa_id, user_id), profile_name, message_type, body, order_id \
@@ -337,12 +345,11 @@ pub fn elder_replies(app: &TestApp, order_id: &str) -> Vec<(String, String)> {
              ORDER BY recipient",
         )
         .expect("outbox query");
-    let rows = stmt
-        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))
+
+    stmt.query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("outbox rows")
         .collect::<Result<Vec<(String, String)>, _>>()
-        .expect("outbox row");
-    rows
+        .expect("outbox row")
 }
 
 // ------------------------------------------------------------ usernames

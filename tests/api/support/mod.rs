@@ -7,6 +7,7 @@ pub mod child;
 pub mod fake_graph;
 pub mod meta;
 pub mod signing;
+pub mod store;
 
 use std::time::Duration;
 

@@ -1,0 +1,497 @@
+//! PostgreSQL rows (SPEC §13, issue 12), with `--postgres URL` (or
+//! ORDERLINK_TEST_POSTGRES_URL): a raw PostgreSQL ceiling of webhook-shaped
+//! transactions, then the release binary on PostgreSQL taking webhooks as
+//! one instance and as two sharing the database, and two instances
+//! delivering one outbox. Each phase gets a database of its own on that
+//! server (the URL's user needs CREATEDB), dropped at the end.
+
+use crate::child::{Options, Orderlink};
+use crate::events;
+use crate::fake_graph::FakeGraph;
+use crate::http::{self, Load, LoadResult};
+use crate::report::{Report, Row};
+use orderlink::db::Conn;
+use orderlink::domain::PaymentEvent;
+use orderlink::payments::{self, Context};
+use serde_json::json;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+pub struct Plan {
+    pub quick: bool,
+    pub concurrency: usize,
+    pub webhooks: usize,
+    pub delivery_orders: usize,
+    pub phase_deadline: Duration,
+    pub delivery_deadline: Duration,
+}
+
+const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
+
+/// The server's URL from `--postgres URL` or ORDERLINK_TEST_POSTGRES_URL.
+pub fn url_from(args: &[String]) -> Option<String> {
+    let flag = args
+        .iter()
+        .position(|a| a == "--postgres")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    flag.or_else(|| std::env::var("ORDERLINK_TEST_POSTGRES_URL").ok())
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A database of its own on the server, dropped when done.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin: &str, phase: &str) -> Database {
+        let name = format!("orderlink_bench_{phase}_{}", std::process::id());
+        let mut client = orderlink::pg::connect(admin).expect("connect to PostgreSQL");
+        // Two calls: a multi-statement string is one implicit transaction,
+        // which neither statement may run in.
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .expect("DROP DATABASE");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE (the bench's PostgreSQL user needs CREATEDB)");
+        let (base, query) = match admin.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin, String::new()),
+        };
+        let host_end = base.find("://").map_or(0, |i| i + 3);
+        let host = match base[host_end..].find('/') {
+            Some(slash) => &base[..host_end + slash],
+            None => base,
+        };
+        let url = format!("{host}/{name}{query}");
+        let mut db = orderlink::pg::connect(&url).expect("connect to the bench database");
+        orderlink::pg::migrate(&mut db).expect("migrate the bench database");
+        Database {
+            admin: admin.to_owned(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Ok(mut c) = orderlink::pg::connect(&self.admin) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn say(line: impl AsRef<str>) {
+    eprintln!("bench: {}", line.as_ref());
+}
+
+/// What the raw loop did.
+struct Raw {
+    transactions: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Raw {
+    fn rate(&self) -> f64 {
+        self.transactions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn p99_ms(&self) -> f64 {
+        http::percentile_ms(&self.latencies_us, 99.0)
+    }
+}
+
+/// `n` transactions from `threads` clients, each its own connection (the
+/// server's session settings: `synchronous_commit` on), each transaction
+/// exactly a paid order's unit of work (`payments::record`: webhook_events,
+/// the order upsert, whatsapp_tokens, two outbox rows) and one commit.
+fn raw(url: &str, phase: &str, threads: usize, n: usize, deadline: Duration) -> Raw {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start_line = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (url, phase, next, start_line) = (
+                url.to_owned(),
+                phase.to_owned(),
+                next.clone(),
+                start_line.clone(),
+            );
+            std::thread::spawn(move || {
+                let conn: Conn = orderlink::db::pool::connect(&url).expect("connect");
+                let mut latencies = Vec::new();
+                start_line.wait();
+                let start = Instant::now();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n || start.elapsed() > deadline {
+                        break;
+                    }
+                    let key = format!("raw_{phase}_{t}_{i}");
+                    let body = events::payment_body(&key, &format!("RAW-{phase}-{i:07}"));
+                    let event = PaymentEvent::parse(body.as_bytes(), None).expect("event");
+                    let began = Instant::now();
+                    conn.execute_batch("BEGIN").expect("begin");
+                    let ctx = Context {
+                        now_ms: events::now_ms(),
+                        token_ttl_ms: TOKEN_TTL_MS,
+                    };
+                    payments::record(&conn, &key, &event, &ctx).expect("record");
+                    conn.execute_batch("COMMIT").expect("commit");
+                    latencies.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                latencies
+            })
+        })
+        .collect();
+    start_line.wait();
+    let start = Instant::now();
+    let mut latencies_us: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("raw client"))
+        .collect();
+    let elapsed = start.elapsed();
+    latencies_us.sort_unstable();
+    Raw {
+        transactions: latencies_us.len(),
+        elapsed,
+        latencies_us,
+    }
+}
+
+/// Drives `instances` with `c` clients split between them, each request to
+/// its own instance; one result over all.
+fn webhooks(
+    instances: &[&Orderlink],
+    run: &str,
+    total: usize,
+    c: usize,
+    deadline: Duration,
+) -> LoadResult {
+    let each = total / instances.len();
+    let results: Vec<LoadResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = instances
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let requests =
+                    Arc::new(events::signed_webhooks(o.addr, &format!("{run}{i}"), each));
+                let load = Load {
+                    addr: o.addr,
+                    requests,
+                    total: each,
+                    concurrency: (c / instances.len()).max(1),
+                    deadline,
+                    keep_bodies: true,
+                };
+                s.spawn(move || http::run(&load))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load"))
+            .collect()
+    });
+    let mut all = LoadResult::default();
+    for r in results {
+        all.completed += r.completed;
+        all.errors += r.errors;
+        all.elapsed = all.elapsed.max(r.elapsed);
+        all.latencies_us.extend(r.latencies_us);
+        for (k, v) in r.statuses {
+            *all.statuses.entry(k).or_default() += v;
+        }
+        all.bodies.extend(r.bodies);
+        all.client_cpu += r.client_cpu;
+        all.hit_deadline |= r.hit_deadline;
+        all.first_error = all.first_error.or(r.first_error);
+    }
+    all.latencies_us.sort_unstable();
+    all
+}
+
+fn processed(r: &LoadResult) -> usize {
+    r.bodies
+        .iter()
+        .filter(|(_, b)| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v.get("status")?.as_str().map(|s| s == "processed"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+fn start(o: &Options, url: &str, dir: &str, api_base: &str, workers: usize) -> Orderlink {
+    start_with(o, url, dir, api_base, workers, &[])
+}
+
+fn start_with(
+    o: &Options,
+    url: &str,
+    dir: &str,
+    api_base: &str,
+    workers: usize,
+    more: &[(&str, &str)],
+) -> Orderlink {
+    let dir = o.dir.join(dir);
+    let mut env = vec![("DATABASE_URL", url)];
+    env.extend_from_slice(more);
+    Orderlink::start_with(
+        &Options {
+            dir: &dir,
+            api_base: api_base.to_owned(),
+            send_workers: workers,
+            ..*o
+        },
+        &env,
+    )
+}
+
+/// The PostgreSQL rows of the table; the peak RSS of each orderlink child.
+pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Vec<(u64, String)> {
+    let c = plan.concurrency;
+    say(format!(
+        "PostgreSQL rows against {}",
+        orderlink::pg::redact(admin)
+    ));
+
+    // 1. Raw ceilings: one client committing one webhook per transaction,
+    // then c clients.
+    let n1 = if plan.quick { 500 } else { 3_000 };
+    let db = Database::create(admin, "raw");
+    let one = raw(&db.url, "one", 1, n1, plan.phase_deadline);
+    let many = raw(&db.url, "many", c, plan.webhooks, plan.phase_deadline);
+    drop(db);
+    let clients = format!("{c} clients");
+    for (name, r) in [("1 client", &one), (clients.as_str(), &many)] {
+        say(format!(
+            "ceiling: raw PostgreSQL, {name}: {} tx in {:.2} s = {:.0} tx/s, p99 {:.2} ms",
+            r.transactions,
+            r.elapsed.as_secs_f64(),
+            r.rate(),
+            r.p99_ms()
+        ));
+        report.row(
+            Row::new(
+                &format!("ceiling: raw PostgreSQL, one webhook per tx, {name}"),
+                r.rate(),
+                "tx/s",
+            )
+            .note(&format!(
+                "{} tx, p99 {:.2} ms, synchronous_commit=on",
+                r.transactions,
+                r.p99_ms()
+            )),
+        );
+    }
+
+    // 2. One instance taking webhooks.
+    let fake = FakeGraph::start(Duration::ZERO);
+    let db = Database::create(admin, "one");
+    let server = start(o, &db.url, "pg-one", &fake.base_url(), 4);
+    let cpu0 = server.cpu();
+    let r1 = webhooks(&[&server], "pg1_", plan.webhooks, c, plan.phase_deadline);
+    let cpu1 = server.cpu().saturating_sub(cpu0);
+    let ok1 = processed(&r1);
+    say(format!(
+        "orderlink on PostgreSQL, one instance: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {ok1} processed, server CPU {:.3} ms/req",
+        r1.completed,
+        r1.elapsed.as_secs_f64(),
+        r1.rate(),
+        r1.pct_ms(50.0),
+        r1.pct_ms(99.0),
+        cpu1.as_secs_f64() * 1000.0 / r1.completed.max(1) as f64
+    ));
+    report.row(
+        Row::new(
+            &format!("PostgreSQL: webhooks/s, one instance, c={c}"),
+            r1.rate(),
+            "req/s",
+        )
+        .latency(&r1)
+        .ceiling(one.rate(), "raw PostgreSQL tx/s, 1 client")
+        .note(&format!("{ok1}/{} processed", plan.webhooks))
+        .target("≥ 1.5× ceiling", r1.rate() >= 1.5 * one.rate()),
+    );
+    report.row(
+        Row::new(
+            &format!("PostgreSQL: webhooks/s, one instance, c={c}"),
+            r1.rate(),
+            "req/s",
+        )
+        .ceiling(many.rate(), &format!("raw PostgreSQL tx/s, {c} clients")),
+    );
+    report.row(
+        Row::new(
+            "PostgreSQL: webhook p99, one instance",
+            r1.pct_ms(99.0),
+            "ms",
+        )
+        .target("≤ 20 ms", r1.pct_ms(99.0) <= 20.0),
+    );
+    let stopped1 = server.stop();
+    drop(db);
+
+    // 2b. The same without the sender's writes beside the webhooks' (sends
+    // held to one a second): how much of the database the webhook path
+    // alone gets.
+    let db = Database::create(admin, "quiet");
+    let server = start_with(
+        o,
+        &db.url,
+        "pg-quiet",
+        &fake.base_url(),
+        4,
+        &[("WHATSAPP_MAX_MPS", "1")],
+    );
+    let rq = webhooks(&[&server], "pgq_", plan.webhooks, c, plan.phase_deadline);
+    let okq = processed(&rq);
+    say(format!(
+        "orderlink on PostgreSQL, one instance, sending held to 1/s: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {okq} processed",
+        rq.completed,
+        rq.elapsed.as_secs_f64(),
+        rq.rate(),
+        rq.pct_ms(50.0),
+        rq.pct_ms(99.0)
+    ));
+    report.row(
+        Row::new(
+            &format!("PostgreSQL: webhooks/s, one instance, c={c}, sending held to 1 msg/s"),
+            rq.rate(),
+            "req/s",
+        )
+        .latency(&rq)
+        .ceiling(one.rate(), "raw PostgreSQL tx/s, 1 client")
+        .note(&format!("{okq}/{} processed", plan.webhooks)),
+    );
+    let stoppedq = server.stop();
+    drop(db);
+
+    // 3. Two instances sharing one database, the clients split between them.
+    let db = Database::create(admin, "two");
+    let a = start(o, &db.url, "pg-two-a", &fake.base_url(), 4);
+    let b = start(o, &db.url, "pg-two-b", &fake.base_url(), 4);
+    let r2 = webhooks(&[&a, &b], "pg2_", plan.webhooks, c, plan.phase_deadline);
+    let ok2 = processed(&r2);
+    say(format!(
+        "orderlink on PostgreSQL, two instances: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {ok2} processed",
+        r2.completed,
+        r2.elapsed.as_secs_f64(),
+        r2.rate(),
+        r2.pct_ms(50.0),
+        r2.pct_ms(99.0)
+    ));
+    report.row(
+        Row::new(
+            &format!("PostgreSQL: webhooks/s, two instances, c={c} split"),
+            r2.rate(),
+            "req/s",
+        )
+        .latency(&r2)
+        .ceiling(r1.rate(), "one instance req/s")
+        .note(&format!("{ok2}/{} processed", plan.webhooks)),
+    );
+    let (sa, sb) = (a.stop(), b.stop());
+    drop(db);
+    fake.stop();
+
+    // 4. Two instances delivering one outbox: orders written through the
+    // unit of work before they start, both sending to a fake at 0 ms.
+    let orders = plan.delivery_orders;
+    let messages = 2 * orders as u64;
+    let db = Database::create(admin, "deliver");
+    let conn = orderlink::db::pool::connect(&db.url).expect("connect");
+    let fill = Instant::now();
+    for chunk in (0..orders).collect::<Vec<_>>().chunks(1_000) {
+        conn.execute_batch("BEGIN").expect("begin");
+        let ctx = Context {
+            now_ms: events::now_ms(),
+            token_ttl_ms: TOKEN_TTL_MS,
+        };
+        for j in chunk {
+            let key = format!("pre_pg_{j:07}");
+            let body = events::payment_body(&key, &format!("PRE-pg-{j:07}"));
+            let event = PaymentEvent::parse(body.as_bytes(), None).expect("event");
+            payments::record(&conn, &key, &event, &ctx).expect("record");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    drop(conn);
+    say(format!(
+        "populated {orders} orders in PostgreSQL in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    ));
+    let fake = FakeGraph::start(Duration::ZERO);
+    let a = start(o, &db.url, "pg-deliver-a", &fake.base_url(), 4);
+    let b = start(o, &db.url, "pg-deliver-b", &fake.base_url(), 4);
+    let since = a.spawned;
+    let done = loop {
+        if fake.unique() >= messages {
+            break Ok(since.elapsed());
+        }
+        if since.elapsed() > plan.delivery_deadline {
+            break Err(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let elapsed = done.unwrap_or_else(|e| e);
+    let (unique, dups) = (fake.unique(), fake.duplicates());
+    let rate = unique.min(messages) as f64 / elapsed.as_secs_f64().max(1e-9);
+    say(format!(
+        "PostgreSQL delivery, two instances × 4 workers, fake 0 ms: {unique} of {messages} in {:.2} s = {rate:.0} msg/s; duplicates {dups}{}",
+        elapsed.as_secs_f64(),
+        if done.is_err() { "; DEADLINE HIT" } else { "" }
+    ));
+    report.row(
+        Row::new(
+            "PostgreSQL: delivered msg/s, two instances × SEND_WORKERS=4, fake 0 ms",
+            rate,
+            "msg/s",
+        )
+        .note(&format!(
+            "{unique}/{messages} distinct msgs in {:.2} s from the first spawn, {dups} duplicates{}",
+            elapsed.as_secs_f64(),
+            if done.is_err() { ", DEADLINE HIT" } else { "" }
+        ))
+        .target("0 duplicates", dups == 0 && done.is_ok()),
+    );
+    report.add_duplicates(
+        "PostgreSQL delivery, two instances",
+        dups,
+        fake.duplicate_examples(),
+    );
+    let (da, dbb) = (a.stop(), b.stop());
+    fake.stop();
+    drop(db);
+    report.detail(
+        "postgres",
+        json!({
+            "raw_one_client": {"transactions": one.transactions, "seconds": one.elapsed.as_secs_f64(), "per_second": one.rate(), "p99_ms": one.p99_ms()},
+            "raw_clients": {"clients": c, "transactions": many.transactions, "seconds": many.elapsed.as_secs_f64(), "per_second": many.rate(), "p99_ms": many.p99_ms()},
+            "one_instance": {"completed": r1.completed, "processed": ok1, "per_second": r1.rate(), "p50_ms": r1.pct_ms(50.0), "p99_ms": r1.pct_ms(99.0), "server_cpu_seconds": cpu1.as_secs_f64()},
+            "one_instance_sending_held": {"completed": rq.completed, "processed": okq, "per_second": rq.rate(), "p50_ms": rq.pct_ms(50.0), "p99_ms": rq.pct_ms(99.0)},
+            "two_instances": {"completed": r2.completed, "processed": ok2, "per_second": r2.rate(), "p50_ms": r2.pct_ms(50.0), "p99_ms": r2.pct_ms(99.0)},
+            "delivery_two_instances": {"orders": orders, "messages": messages, "distinct": unique, "duplicates": dups, "seconds": elapsed.as_secs_f64(), "per_second": rate, "hit_deadline": done.is_err()},
+            "children": [&stopped1.exit, &sa.exit, &sb.exit, &da.exit, &dbb.exit],
+        }),
+    );
+    [
+        (stopped1, "PostgreSQL webhooks, one instance"),
+        (stoppedq, "PostgreSQL webhooks, one instance, sending held"),
+        (sa, "PostgreSQL webhooks, two instances (a)"),
+        (sb, "PostgreSQL webhooks, two instances (b)"),
+        (da, "PostgreSQL delivery, two instances (a)"),
+        (dbb, "PostgreSQL delivery, two instances (b)"),
+    ]
+    .into_iter()
+    .filter_map(|(s, name)| s.peak_rss_kib.map(|k| (k, name.to_owned())))
+    .collect()
+}

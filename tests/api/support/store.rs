@@ -1,0 +1,85 @@
+//! Which store the black-box apps run on (SPEC §13): a temp SQLite file by
+//! default, or, with `ORDERLINK_TEST_STORE=postgres`, a fresh PostgreSQL
+//! database of their own on the server named by ORDERLINK_TEST_POSTGRES_URL
+//! (created per app, dropped at the end). `.ci/run` runs the suite both ways.
+
+use ::postgres::{Client, NoTls};
+
+/// The variable that switches the suite to PostgreSQL.
+pub const SWITCH: &str = "ORDERLINK_TEST_STORE";
+
+/// True when this run's apps keep their data in PostgreSQL.
+pub fn on_postgres() -> bool {
+    match std::env::var(SWITCH).as_deref().map(str::trim) {
+        Ok("postgres") => true,
+        Ok("") | Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("{SWITCH}={other}: use sqlite or postgres"),
+    }
+}
+
+/// The admin connection for scratch databases; required under the switch.
+pub fn admin_url() -> String {
+    match std::env::var("ORDERLINK_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => panic!(
+            "{SWITCH}=postgres needs ORDERLINK_TEST_POSTGRES_URL (`source .ci/postgres` starts a throwaway PostgreSQL and sets it)"
+        ),
+    }
+}
+
+/// For tests about SQLite itself (its file, WAL, lock file, backups): true,
+/// after one line saying why, when this run is on PostgreSQL.
+pub fn skip_on_postgres(test: &str, why: &str) -> bool {
+    if !on_postgres() {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped on PostgreSQL: {test}: {why}");
+    true
+}
+
+/// A database of its own on the test server, dropped when done.
+pub struct Scratch {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl Scratch {
+    pub fn create(admin_url: &str) -> Scratch {
+        let name = format!("orderlink_t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = Client::connect(admin_url, NoTls).expect("connect to the test PostgreSQL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE (the test user needs CREATEDB)");
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url, String::new()),
+        };
+        let scheme_end = base.find("://").expect("a URL") + 3;
+        let host_part = match base[scheme_end..].find('/') {
+            Some(slash) => &base[..scheme_end + slash],
+            None => base,
+        };
+        Scratch {
+            admin_url: admin_url.to_owned(),
+            url: format!("{host_part}/{name}{query}"),
+            name,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.url, NoTls).expect("connect to the scratch database")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
