@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pacer;
 pub mod payments;
+pub mod periodic;
 pub mod pg;
 pub mod roster;
 pub mod routes;

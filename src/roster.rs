@@ -24,9 +24,9 @@ use crate::db::sql::{params, Conn};
 use crate::db::Db;
 use crate::db::DbError;
 use crate::pacer::{share, Pacer};
+use crate::periodic::Periodic;
 use crate::sender::Sender;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often an instance refreshes its row and its view of the others.
@@ -142,10 +142,7 @@ pub fn join(db: &Db, cap: u32, pacer: Arc<Pacer>, sender: Sender) -> Roster {
 
 /// The thread that keeps this instance on the roster and its pacer at its
 /// share.
-pub struct Roster {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: Option<JoinHandle<()>>,
-}
+pub struct Roster(Periodic);
 
 impl Roster {
     /// Starts refreshing as `me`; `refresh` runs one refresh (a database
@@ -164,16 +161,11 @@ impl Roster {
         O: Fn() + Send + 'static,
         L: FnOnce(&str) + Send + 'static,
     {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("roster".into())
-            .spawn(move || {
+        let thread = Periodic::spawn("roster", move |stop| {
                 let mut standing = Standing::default();
                 // What was last logged: (share, live instances).
                 let mut last = (0u32, 0usize);
                 let mut failing = false;
-                let (lock, cv) = &*signal;
                 loop {
                     let began = Instant::now();
                     match refresh(&me) {
@@ -210,37 +202,26 @@ impl Roster {
                             last = (0, 0);
                         }
                     }
-                    let stopped = lock.lock().expect("roster lock");
-                    let (stopped, _) = cv
-                        .wait_timeout_while(stopped, BEAT.saturating_sub(began.elapsed()), |s| !*s)
-                        .expect("roster lock");
-                    if *stopped {
+                    if stop.wait(BEAT.saturating_sub(began.elapsed())) {
                         break;
                     }
                 }
                 leave(&me);
             })
             .expect("spawn the roster thread");
-        Roster {
-            stop,
-            handle: Some(handle),
-        }
+        Roster(thread)
     }
 
     /// Stops refreshing and leaves the roster; call once the sender stopped.
-    pub fn stop(mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().expect("roster lock") = true;
-        cv.notify_all();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn ids(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()

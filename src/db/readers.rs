@@ -109,17 +109,24 @@ impl ReadPool {
         }
         let (done, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn: Option<&Conn>| {
-            let result = match conn {
-                Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
-                    Ok(r) => r,
-                    Err(_) => Err(DbError::Panicked),
-                },
-                None => Err(DbError::Closed),
-            };
-            let _ = done.send(result);
+            let _ = done.send(run_read(conn, work));
         });
         self.queue.push(job, self);
         answer.await.unwrap_or(Err(DbError::Closed))
+    }
+}
+
+/// A read's answer: `Closed` without a connection, `Panicked` when `work`
+/// panicked (the reader thread lives on).
+fn run_read<R>(
+    conn: Option<&Conn>,
+    work: impl FnOnce(&Conn) -> Result<R, DbError>,
+) -> Result<R, DbError> {
+    match conn {
+        Some(conn) => {
+            catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or(Err(DbError::Panicked))
+        }
+        None => Err(DbError::Closed),
     }
 }
 
@@ -136,14 +143,7 @@ where
     let (done, answer) = oneshot::channel();
     pool.send(
         PgJob::Read(Box::new(move |conn: Option<&Conn>| {
-            let result = match conn {
-                Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
-                    Ok(r) => r,
-                    Err(_) => Err(DbError::Panicked),
-                },
-                None => Err(DbError::Closed),
-            };
-            let _ = done.send(result);
+            let _ = done.send(run_read(conn, work));
             let respond: Respond = Box::new(|_| ());
             (true, respond)
         })),

@@ -9,27 +9,10 @@ use std::time::Duration;
 use orderlink::db::sql::{params, OptionalExtension, Param};
 use orderlink::db::{Conn, DbError};
 
+use crate::postgres::postgres_url;
 use crate::support::child::run_cli;
 use crate::support::store::Scratch;
 use crate::support::{pay, payment_event, FakeGraph, TestApp, PATIENCE};
-
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("ORDERLINK_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ => {
-            let why = "ORDERLINK_TEST_POSTGRES_URL is not set (`source .ci/postgres` starts a throwaway PostgreSQL and sets it)";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: CI=true and {why}");
-            }
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!!!!!!! SKIPPED PostgreSQL test {test}: {why} !!!!!!!!\n"
-            );
-            None
-        }
-    }
-}
 
 /// The same statements on both stores give the same values, though
 /// PostgreSQL types them strictly (an i64 into INTEGER, 0/1 into BOOLEAN,
