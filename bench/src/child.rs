@@ -60,20 +60,8 @@ fn clock_ticks() -> f64 {
 
 /// User + system CPU time of a whole process (all its threads, live or gone).
 pub fn process_cpu(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    // Fields after the command name, which may hold spaces: state is
-    // field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let ticks = f.iter().sum::<u64>() as f64;
-    Duration::from_secs_f64(ticks / clock_ticks())
+    let (user, system) = process_cpu_split(pid);
+    user + system
 }
 
 /// Voluntary and involuntary context switches of a process's live threads
@@ -107,6 +95,8 @@ pub fn process_cpu_split(pid: u32) -> (Duration, Duration) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return (Duration::ZERO, Duration::ZERO);
     };
+    // Fields after the command name, which may hold spaces: state is
+    // field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<u64> = rest
         .split_whitespace()
