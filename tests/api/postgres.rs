@@ -635,3 +635,28 @@ fn copy_to_stops_at_a_value_that_does_not_fit_and_leaves_no_copied_row() {
         assert_eq!(n, 0, "{table} after a failed copy");
     }
 }
+
+/// The outage tests' own cluster (support/pg_cluster.rs) can be stopped and
+/// started again on the same port and data, and keeps what was committed.
+#[test]
+fn a_private_cluster_keeps_its_data_across_a_stop_and_a_start() {
+    if postgres_url("a_private_cluster_keeps_its_data_across_a_stop_and_a_start").is_none() {
+        return;
+    }
+    let cluster = crate::support::pg_cluster::PgCluster::start();
+    let mut client = Client::connect(&cluster.url(), ::postgres::NoTls).unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (v INTEGER); INSERT INTO kept VALUES (7)")
+        .unwrap();
+    drop(client);
+    cluster.stop_server();
+    assert!(
+        Client::connect(&cluster.url(), ::postgres::NoTls).is_err(),
+        "the cluster still answered after stop_server"
+    );
+    cluster.start_server();
+    cluster.wait_ready(Duration::from_secs(30));
+    let mut client = Client::connect(&cluster.url(), ::postgres::NoTls).unwrap();
+    let v: i32 = client.query_one("SELECT v FROM kept", &[]).unwrap().get(0);
+    assert_eq!(v, 7);
+}

@@ -6,6 +6,7 @@ pub mod app;
 pub mod child;
 pub mod fake_graph;
 pub mod meta;
+pub mod pg_cluster;
 pub mod signing;
 pub mod store;
 
