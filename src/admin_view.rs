@@ -7,8 +7,8 @@ use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{mask_token, Money};
 use crate::error::AppError;
+use crate::logging::mask_uuids;
 use crate::outbox;
-use crate::sender::mask_tokens_in;
 use serde_json::{json, Value};
 
 pub fn rfc3339(ms: Option<i64>) -> Value {
@@ -22,7 +22,7 @@ pub fn rfc3339(ms: Option<i64>) -> Value {
 }
 
 fn masked_text(text: Option<String>) -> Value {
-    text.map(|t| Value::String(mask_tokens_in(&t)))
+    text.map(|t| Value::String(mask_uuids(&t)))
         .unwrap_or(Value::Null)
 }
 
@@ -737,7 +737,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             at,
             kind: "webhook",
             title: format!("Payment webhook received: {event_type}"),
-            detail: event_id.map(|id| format!("event {}", mask_tokens_in(&id))),
+            detail: event_id.map(|id| format!("event {}", mask_uuids(&id))),
         });
     }
     let mut stmt = c.prepare_cached(
@@ -797,7 +797,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             detail: None,
         });
         if attempts > 0 || last_error.is_some() {
-            let error = last_error.as_deref().map(mask_tokens_in);
+            let error = last_error.as_deref().map(mask_uuids);
             if status == outbox::DEAD {
                 events.push(Event {
                     at: updated_at,
@@ -819,7 +819,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
                 at: updated_at,
                 kind: "error",
                 title: format!("{name} cancelled"),
-                detail: last_error.as_deref().map(mask_tokens_in),
+                detail: last_error.as_deref().map(mask_uuids),
             });
         }
         if let Some(at) = sent_at {
@@ -843,7 +843,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
                 title,
                 detail: delivery_error
                     .as_deref()
-                    .map(|e| format!("error: {}", mask_tokens_in(e))),
+                    .map(|e| format!("error: {}", mask_uuids(e))),
             });
         }
     }
@@ -867,7 +867,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             } else {
                 "Link opened by a person".into()
             },
-            detail: ua.map(|ua| mask_tokens_in(&ua)),
+            detail: ua.map(|ua| mask_uuids(&ua)),
         });
     }
     let mut stmt = c.prepare_cached(
@@ -919,7 +919,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
                 name.unwrap_or_else(|| contact_label(wa_id.as_deref(), user_id.as_deref()))
             ),
             detail: Some(match body {
-                Some(text) => mask_tokens_in(&text),
+                Some(text) => mask_uuids(&text),
                 None => format!("({kind} message)"),
             }),
         });
@@ -960,7 +960,7 @@ pub fn latest_chats(c: &Conn, unattributed_only: bool, limit: usize) -> Result<V
                 ),
                 profile_name: r.get(3)?,
                 message_type: r.get(4)?,
-                text: r.get::<_, Option<String>>(5)?.map(|t| mask_tokens_in(&t)),
+                text: r.get::<_, Option<String>>(5)?.map(|t| mask_uuids(&t)),
                 order_id: r.get(6)?,
             })
         })?

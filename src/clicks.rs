@@ -5,7 +5,7 @@
 
 use crate::db::sql::params;
 use crate::db::{DbError, Writer};
-use crate::outbox::new_id;
+use crate::ids::new_id;
 use std::sync::{Arc, Mutex};
 
 pub struct Click {

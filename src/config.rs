@@ -2,7 +2,7 @@
 //! validated before anything else happens; passed around as managed state.
 
 use crate::domain::{Note, Region};
-use crate::signature::WebhookSecret;
+use crate::signature::{TextSecrets, WebhookSecret};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ pub struct Config {
     pub max_mps: u32,
     /// §11: Razorpay, Stripe and Cashfree webhook secrets (each route is 404
     /// in live mode without its own).
-    pub gateway_secrets: crate::gateways::GatewaySecrets,
+    pub gateway_secrets: GatewaySecrets,
 
     // §14: `GET /metrics` answers only with this Bearer token; 404 unset.
     pub metrics_token: Option<String>,
@@ -260,7 +260,7 @@ impl Config {
         };
 
         // §11: the gateways' secrets, and at least one payment source.
-        let (gateway_secrets, gateway_errors) = crate::gateways::GatewaySecrets::read(|n| r.opt(n));
+        let (gateway_secrets, gateway_errors) = GatewaySecrets::read(|n| r.opt(n));
         r.errors.extend(gateway_errors);
         if live && !secret_is_set && !gateway_secrets.any() {
             r.fail("PAYMENT_WEBHOOK_SECRET is required in live mode unless a gateway secret is set (RAZORPAY_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET or CASHFREE_CLIENT_SECRET): no payment could reach orderlink".into());
@@ -483,5 +483,90 @@ mod tests {
         .unwrap();
         assert!(!c.is_sandbox());
         assert!(c.admin_token.is_none());
+    }
+}
+
+/// The gateways' secrets, each a space-separated list (rotation). Grouped
+/// so the configuration holds them as one field.
+#[derive(Clone, Debug, Default)]
+pub struct GatewaySecrets {
+    pub razorpay: Option<TextSecrets>,
+    pub stripe: Option<TextSecrets>,
+    pub cashfree: Option<TextSecrets>,
+}
+
+pub const RAZORPAY_SECRET_VAR: &str = "RAZORPAY_WEBHOOK_SECRET";
+pub const STRIPE_SECRET_VAR: &str = "STRIPE_WEBHOOK_SECRET";
+pub const CASHFREE_SECRET_VAR: &str = "CASHFREE_CLIENT_SECRET";
+
+impl GatewaySecrets {
+    /// Reads the three variables through `get` (which treats empty as
+    /// unset); returns the problems found, one line each.
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> (GatewaySecrets, Vec<String>) {
+        let mut errors = Vec::new();
+        let razorpay = get(RAZORPAY_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
+        let cashfree = get(CASHFREE_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
+        let stripe = get(STRIPE_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
+        if let Some(s) = &stripe {
+            if let Some(i) = s
+                .all()
+                .iter()
+                .position(|one| !one.starts_with("whsec_") || one.len() <= "whsec_".len())
+            {
+                errors.push(format!(
+                    "{STRIPE_SECRET_VAR} must be the endpoint's signing secret from Stripe's dashboard, whsec_… (secret {} of the list is not)",
+                    i + 1
+                ));
+            }
+        }
+        (
+            GatewaySecrets {
+                razorpay,
+                stripe,
+                cashfree,
+            },
+            errors,
+        )
+    }
+
+    pub fn any(&self) -> bool {
+        self.razorpay.is_some() || self.stripe.is_some() || self.cashfree.is_some()
+    }
+
+    /// Every secret, for the log filter.
+    pub fn texts(&self) -> Vec<String> {
+        [&self.razorpay, &self.stripe, &self.cashfree]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.all().iter().cloned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod gateway_secrets_tests {
+    use super::*;
+
+    #[test]
+    fn gateway_secrets_are_read_as_rotation_lists() {
+        let (s, errors) = GatewaySecrets::read(|name| match name {
+            RAZORPAY_SECRET_VAR => Some("old new".into()),
+            STRIPE_SECRET_VAR => Some("whsec_a whsec_b".into()),
+            _ => None,
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.razorpay.unwrap().all(), ["old", "new"]);
+        assert_eq!(s.stripe.unwrap().all().len(), 2);
+        assert!(s.cashfree.is_none());
+    }
+
+    #[test]
+    fn a_stripe_secret_without_whsec_is_named() {
+        let (_, errors) = GatewaySecrets::read(|name| {
+            (name == STRIPE_SECRET_VAR).then(|| "whsec_a sk_live_oops".into())
+        });
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains(STRIPE_SECRET_VAR) && errors[0].contains("secret 2"));
+        assert!(!errors[0].contains("sk_live_oops"));
     }
 }

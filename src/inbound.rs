@@ -556,7 +556,7 @@ pub fn store_message(
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (order_id, contact_id) DO NOTHING",
                 )?
-                .execute(params![outbox::new_id(), order_id, contact_id, msg.profile_name, token_id, now])?
+                .execute(params![crate::ids::new_id(), order_id, contact_id, msg.profile_name, token_id, now])?
                 == 1;
             conn.prepare_cached(
                 "UPDATE whatsapp_tokens SET consumed_at = ?2 WHERE id = ?1 AND consumed_at IS NULL",
@@ -610,7 +610,7 @@ pub fn store_message(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
-        outbox::new_id(),
+        crate::ids::new_id(),
         msg.wamid,
         contact_id,
         msg.sender.wa_id,

@@ -124,7 +124,7 @@ fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome, Db
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
-                outbox::new_id(),
+                crate::ids::new_id(),
                 order_id,
                 token,
                 ctx.now_ms.saturating_add(ctx.token_ttl_ms),

@@ -49,8 +49,6 @@ pub fn next_pause(previous: Option<Duration>, base: Duration) -> Duration {
     previous.map_or(first, |p| (p * 2).min(max).max(first))
 }
 
-pub use crate::clock::now_ms;
-
 /// What one call of [`Sender::deliver_next`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -636,7 +634,7 @@ impl Sender {
                 }
                 state.generation
             };
-            let now = now_ms();
+            let now = crate::clock::now_ms();
             let step = self.deliver_next(now);
             if !matches!(step, Step::Empty | Step::Paused) {
                 continue;
@@ -764,13 +762,6 @@ fn backoff_with(base: Duration, attempts: u32, factor: f64) -> Duration {
     let exp = attempts.saturating_sub(1).min(30);
     let full = base.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
     full.mul_f64(factor)
-}
-
-pub use crate::whatsapp::Sandbox;
-
-/// Masks every invite token inside a text, in any case.
-pub fn mask_tokens_in(text: &str) -> String {
-    crate::logging::mask_uuids(text)
 }
 
 #[cfg(test)]
@@ -1350,7 +1341,8 @@ mod tests {
     #[test]
     fn tokens_are_masked_in_texts() {
         let t = InviteToken::generate().as_string();
-        let masked = mask_tokens_in(&format!("Token%3A%20{t} end {}", t.to_uppercase()));
+        let masked =
+            crate::logging::mask_uuids(&format!("Token%3A%20{t} end {}", t.to_uppercase()));
         assert!(!masked.contains(&t));
         assert!(!masked.contains(&t.to_uppercase()));
         assert!(masked.contains(&t[..8]));

@@ -14,7 +14,6 @@ pub mod stripe;
 use crate::config::Config;
 use crate::domain::{EventError, EventKind, OrderId, PaymentEvent, Region};
 use crate::error::AppError;
-use crate::signature::TextSecrets;
 use crate::state::AppState;
 use rocket::data::{self, Data, FromData};
 use rocket::http::{HeaderMap, Status};
@@ -25,63 +24,6 @@ use std::marker::PhantomData;
 
 /// Every webhook body is read once, as bytes, and never past this.
 pub const BODY_LIMIT: u64 = 64 * 1024;
-
-/// The gateways' secrets, each a space-separated list (rotation). Grouped
-/// so the configuration holds them as one field.
-#[derive(Clone, Debug, Default)]
-pub struct GatewaySecrets {
-    pub razorpay: Option<TextSecrets>,
-    pub stripe: Option<TextSecrets>,
-    pub cashfree: Option<TextSecrets>,
-}
-
-pub const RAZORPAY_SECRET_VAR: &str = "RAZORPAY_WEBHOOK_SECRET";
-pub const STRIPE_SECRET_VAR: &str = "STRIPE_WEBHOOK_SECRET";
-pub const CASHFREE_SECRET_VAR: &str = "CASHFREE_CLIENT_SECRET";
-
-impl GatewaySecrets {
-    /// Reads the three variables through `get` (which treats empty as
-    /// unset); returns the problems found, one line each.
-    pub fn read(get: impl Fn(&str) -> Option<String>) -> (GatewaySecrets, Vec<String>) {
-        let mut errors = Vec::new();
-        let razorpay = get(RAZORPAY_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
-        let cashfree = get(CASHFREE_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
-        let stripe = get(STRIPE_SECRET_VAR).and_then(|v| TextSecrets::parse(&v));
-        if let Some(s) = &stripe {
-            if let Some(i) = s
-                .all()
-                .iter()
-                .position(|one| !one.starts_with("whsec_") || one.len() <= "whsec_".len())
-            {
-                errors.push(format!(
-                    "{STRIPE_SECRET_VAR} must be the endpoint's signing secret from Stripe's dashboard, whsec_… (secret {} of the list is not)",
-                    i + 1
-                ));
-            }
-        }
-        (
-            GatewaySecrets {
-                razorpay,
-                stripe,
-                cashfree,
-            },
-            errors,
-        )
-    }
-
-    pub fn any(&self) -> bool {
-        self.razorpay.is_some() || self.stripe.is_some() || self.cashfree.is_some()
-    }
-
-    /// Every secret, for the log filter.
-    pub fn texts(&self) -> Vec<String> {
-        [&self.razorpay, &self.stripe, &self.cashfree]
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s.all().iter().cloned())
-            .collect()
-    }
-}
 
 /// A webhook source: its secret, its signature scheme, its mapping.
 pub trait Source: Send + Sync + 'static {
@@ -162,12 +104,12 @@ impl<'r, S: Source> FromData<'r> for Verified<S> {
         if secret.is_none() && !config.is_sandbox() {
             return Outcome::Forward((data, Status::NotFound));
         }
-        let body = match crate::routes::read_raw_body(data, BODY_LIMIT).await {
+        let body = match crate::raw_body::read(data, BODY_LIMIT).await {
             Ok(b) => b,
             Err(e) => return fail(e),
         };
         if let Some(secret) = secret {
-            let now = crate::sender::now_ms() / 1000;
+            let now = crate::clock::now_ms() / 1000;
             if let Err(why) = S::verify(secret, req.headers(), &body, now) {
                 return fail(AppError::InvalidSignature(why));
             }
@@ -281,29 +223,6 @@ pub fn phone(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gateway_secrets_are_read_as_rotation_lists() {
-        let (s, errors) = GatewaySecrets::read(|name| match name {
-            RAZORPAY_SECRET_VAR => Some("old new".into()),
-            STRIPE_SECRET_VAR => Some("whsec_a whsec_b".into()),
-            _ => None,
-        });
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(s.razorpay.unwrap().all(), ["old", "new"]);
-        assert_eq!(s.stripe.unwrap().all().len(), 2);
-        assert!(s.cashfree.is_none());
-    }
-
-    #[test]
-    fn a_stripe_secret_without_whsec_is_named() {
-        let (_, errors) = GatewaySecrets::read(|name| {
-            (name == STRIPE_SECRET_VAR).then(|| "whsec_a sk_live_oops".into())
-        });
-        assert_eq!(errors.len(), 1);
-        assert!(errors[0].contains(STRIPE_SECRET_VAR) && errors[0].contains("secret 2"));
-        assert!(!errors[0].contains("sk_live_oops"));
-    }
 
     #[test]
     fn repeated_keys_at_any_depth_are_refused() {

@@ -45,7 +45,7 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
-            super::new_id(),
+            crate::ids::new_id(),
             s.message_id,
             s.state,
             s.error_code,

@@ -184,8 +184,6 @@ pub struct Due {
     pub token: Option<String>,
 }
 
-pub use crate::ids::new_id;
-
 /// Inserts a message row; `false` when the (order, kind, slot) already has
 /// one, which is how a second copy is made impossible.
 #[allow(clippy::too_many_arguments)]
@@ -207,7 +205,7 @@ pub fn enqueue(
     )?;
     let (phone, user_id) = recipient.columns();
     let n = stmt.execute(params![
-        new_id(),
+        crate::ids::new_id(),
         order_id,
         kind,
         slot,

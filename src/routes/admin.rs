@@ -4,9 +4,9 @@
 //! are masked everywhere in its answers, message texts included.
 
 use crate::admin_view;
+use crate::clock::now_ms;
 use crate::domain::mask_digits;
 use crate::error::AppError;
-use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::http::uri::{fmt::Path, Segments};
 use rocket::request::{FromRequest, Outcome, Request};
@@ -25,7 +25,7 @@ impl<'r> FromRequest<'r> for Admin {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        super::bearer(req, |config| config.admin_token.as_deref()).map(|()| Admin)
+        super::bearer::bearer(req, |config| config.admin_token.as_deref()).map(|()| Admin)
     }
 }
 

@@ -7,8 +7,8 @@
 use super::admin_page_session::{self as session, Session, Throttle, COOKIE, SESSION_TTL};
 use super::admin_page_views as views;
 use crate::admin_view::{self, OrdersQuery};
+use crate::clock::now_ms;
 use crate::error::AppError;
-use crate::sender::now_ms;
 use crate::state::AppState;
 use maud::Markup;
 use rocket::form::{Form, FromForm};

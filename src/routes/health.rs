@@ -1,7 +1,7 @@
 //! `GET /healthz`: healthy means the database takes a write now.
 
+use crate::clock::now_ms;
 use crate::outbox;
-use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::http::Status;
 use rocket::serde::json::{json, Value};

@@ -4,12 +4,12 @@
 //! as a person opening the link.
 
 use crate::clicks::Click;
+use crate::clock::now_ms;
 use crate::db::sql::OptionalExtension;
 use crate::db::DbError;
 use crate::domain::{InviteToken, OrderId};
 use crate::error::AppError;
 use crate::links;
-use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};

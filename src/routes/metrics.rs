@@ -23,7 +23,7 @@ impl<'r> FromRequest<'r> for Scraper {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        super::bearer(req, |config| config.metrics_token.as_deref()).map(|()| Scraper)
+        super::bearer::bearer(req, |config| config.metrics_token.as_deref()).map(|()| Scraper)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_page;
 pub mod admin_page_session;
 pub mod admin_page_views;
+pub mod bearer;
 pub mod gateway_webhooks;
 pub mod health;
 pub mod invite;
@@ -29,22 +30,6 @@ pub fn routes() -> Vec<rocket::Route> {
     all.extend(admin_page::routes());
     all.extend(metrics::routes());
     all
-}
-
-/// Reads a webhook body as the exact bytes sent (signatures are computed
-/// over them, never over a re-serialised value); 413 past `limit`.
-pub async fn read_raw_body(
-    body: rocket::Data<'_>,
-    limit: u64,
-) -> Result<Vec<u8>, crate::error::AppError> {
-    use rocket::data::ToByteUnit;
-    let body = body.open(limit.bytes()).into_bytes().await.map_err(|e| {
-        crate::error::AppError::InvalidPayload(format!("cannot read the body: {e}"))
-    })?;
-    if !body.is_complete() {
-        return Err(crate::error::AppError::PayloadTooLarge(limit));
-    }
-    Ok(body.into_inner())
 }
 
 pub fn catchers() -> Vec<Catcher> {
@@ -107,30 +92,4 @@ fn default_catcher(status: Status, req: &Request<'_>) -> CaughtError {
         code,
         status.reason().unwrap_or("error").to_lowercase(),
     )
-}
-
-/// The check of a Bearer-protected route (the admin API, `/metrics`): 404 when
-/// no token is configured, as if the route did not exist; 401 for a missing or
-/// wrong bearer, compared in constant time.
-pub fn bearer(
-    req: &rocket::Request<'_>,
-    configured: impl Fn(&crate::config::Config) -> Option<&str>,
-) -> rocket::request::Outcome<(), ()> {
-    use rocket::http::Status;
-    use rocket::request::Outcome;
-    let Some(state) = req.rocket().state::<crate::state::AppState>() else {
-        return Outcome::Error((Status::InternalServerError, ()));
-    };
-    let Some(expected) = configured(&state.config) else {
-        return Outcome::Error((Status::NotFound, ()));
-    };
-    let given = req
-        .headers()
-        .get_one("Authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if crate::signature::constant_time_eq(expected, token) => Outcome::Success(()),
-        _ => Outcome::Error((Status::Unauthorized, ())),
-    }
 }

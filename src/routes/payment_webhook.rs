@@ -2,18 +2,16 @@
 //! takes once its source's data guard has verified and mapped it: commit one
 //! unit of work, wake the senders, answer. Nothing here waits on WhatsApp.
 
+use crate::clock::now_ms;
 use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::domain::EventKind;
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
 use crate::gateways::{Source, Verified};
 use crate::payments::{self, Context, Outcome};
-use crate::sender::now_ms;
 use crate::state::AppState;
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
-
-pub use crate::gateways::BODY_LIMIT;
 
 pub fn routes() -> Vec<rocket::Route> {
     routes![payment_webhook]

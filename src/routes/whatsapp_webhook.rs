@@ -3,10 +3,10 @@
 //! (Meta re-sends anything else for days); what was not understood is
 //! logged instead.
 
+use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::inbound::{self, Carried, Stored};
 use crate::outbox;
-use crate::sender::now_ms;
 use crate::signature::{constant_time_eq, verify_meta};
 use crate::state::AppState;
 use rocket::data::Data;
@@ -64,7 +64,7 @@ async fn receive(
     body: Data<'_>,
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
-    let body = super::read_raw_body(body, BODY_LIMIT).await?;
+    let body = crate::raw_body::read(body, BODY_LIMIT).await?;
     if let Some(secret) = &state.config.app_secret {
         match &signature.0 {
             None => {
