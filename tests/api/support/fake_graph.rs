@@ -753,7 +753,10 @@ mod tests {
     }
 
     /// A stand-in for the app's webhook: records each signed body it gets.
-    fn webhook_sink() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    /// `(X-Hub-Signature-256, raw body)` of each post the sink got.
+    type Posts = Arc<Mutex<Vec<(String, String)>>>;
+
+    fn webhook_sink() -> (String, Posts) {
         let server = Server::http("127.0.0.1:0").unwrap();
         let port = server.server_addr().to_ip().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));
