@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const SANDBOX_BUSINESS_NUMBER: &str = "15550100000";
 /// A Graph API version Meta serves today (each is served about two years
 /// after its release); docs/going-live.md says how to move on.
-pub const DEFAULT_API_BASE: &str = "https://graph.facebook.com/v24.0";
+pub const DEFAULT_API_BASE: &str = "https://graph.facebook.com/v25.0";
 
 #[derive(Clone)]
 pub enum Mode {
@@ -410,7 +410,7 @@ mod tests {
     fn link_in_is_one_of_three_words_and_the_default_graph_version_is_served_today() {
         let c = Config::from_source(&[]).unwrap();
         assert_eq!(c.link_in, LinkIn::Message);
-        assert_eq!(c.api_base, "https://graph.facebook.com/v24.0");
+        assert_eq!(c.api_base, "https://graph.facebook.com/v25.0");
         for (text, want) in [
             ("message", LinkIn::Message),
             ("confirmation", LinkIn::Confirmation),
