@@ -45,13 +45,15 @@ fn message_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
         "delivery_updated_at": rfc3339(r.get("delivery_updated_at")?),
         // While `sending`: when the claim runs out and the row is due again.
         "lease_until": rfc3339(r.get("lease_until")?),
+        // Which way the link went and why (on the row that carried it).
+        "link_via": r.get::<_, Option<String>>("link_via")?,
     }))
 }
 
 const MESSAGE_COLUMNS: &str =
     "id, order_id, kind, recipient, recipient_user_id, status, variant, attempts, next_attempt_at,
      last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at,
-     lease_until";
+     lease_until, link_via";
 
 fn inbound_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
     Ok(json!({
@@ -174,11 +176,15 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<Value>, DbError> {
         }));
     }
     let of_kind = |kind: &str| messages.iter().find(|m| m["kind"] == kind);
+    let link_via = messages
+        .iter()
+        .filter(|m| m["status"] == outbox::SENT)
+        .find_map(|m| m["link_via"].as_str().and_then(outbox::LinkVia::parse));
     let funnel = json!({
         "paid": order["status"] == "PAID",
         "confirmation_sent": of_kind(outbox::CONFIRMATION).is_some_and(|m| m["status"] == outbox::SENT),
         "confirmation_delivered": delivered(of_kind(outbox::CONFIRMATION).map(|m| &m["delivery_status"])),
-        "link_sent": of_kind(outbox::LINK).is_some_and(|m| m["status"] == outbox::SENT),
+        "link_sent": link_via.is_some() || of_kind(outbox::LINK).is_some_and(|m| m["status"] == outbox::SENT),
         "link_delivered": delivered(of_kind(outbox::LINK).map(|m| &m["delivery_status"])),
         "link_opened": human > 0,
         "elder_linked": !links.is_empty(),
@@ -190,6 +196,7 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<Value>, DbError> {
         "messages": messages,
         "invite_clicks": {"human": human, "preview": preview, "last_human_click_at": rfc3339(last_click)},
         "contacts": contacts,
+        "link_via": link_via.map(|v| json!({"code": v.as_str(), "line": v.line()})),
     })))
 }
 
@@ -742,7 +749,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     }
     let mut stmt = c.prepare_cached(
         "SELECT kind, recipient, status, variant, attempts, last_error, created_at, updated_at,
-                sent_at, delivery_status, delivery_error, delivery_updated_at, id
+                sent_at, delivery_status, delivery_error, delivery_updated_at, id, link_via
          FROM outbox WHERE order_id = ?1 ORDER BY created_at, kind",
     )?;
     for row in stmt.query_map([order_id], |r| {
@@ -760,6 +767,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             r.get::<_, Option<String>>(10)?,
             r.get::<_, Option<i64>>(11)?,
             r.get::<_, String>(12)?,
+            r.get::<_, Option<String>>(13)?,
         ))
     })? {
         let (
@@ -776,6 +784,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             delivery_error,
             delivery_at,
             id,
+            link_via,
         ) = row?;
         let name = match kind.as_str() {
             outbox::CONFIRMATION => "Confirmation",
@@ -829,6 +838,14 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
                 title: format!("{name} accepted by WhatsApp"),
                 detail: Some(format!("sent as {variant}, after {attempts} attempt(s)")),
             });
+            if let Some(via) = link_via.as_deref().and_then(outbox::LinkVia::parse) {
+                events.push(Event {
+                    at,
+                    kind: "message",
+                    title: via.line().to_owned(),
+                    detail: None,
+                });
+            }
         }
         if let (Some(state), Some(at)) = (delivery.as_deref(), delivery_at) {
             let (title, kind) = match state {

@@ -250,10 +250,11 @@ pub fn announce(config: &Config) {
         }
     } else {
         log::info!("live mode: sending through {}", config.api_base);
-        if config.invite_template.is_none() {
+        if config.invite_template.is_none() && config.link_in.sends_link_message() {
             log::warn!("WHATSAPP_INVITE_TEMPLATE is not set: customers who have not written to the shop in 24 hours will not get the link (WhatsApp error 131047)");
         }
     }
+    log::info!("{}", crate::sender::describe_link_in(config));
     if config.admin_token.is_none() {
         log::info!(
             "ADMIN_TOKEN is not set: the admin API and the merchant's page are disabled (404)"

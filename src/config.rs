@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const SANDBOX_BUSINESS_NUMBER: &str = "15550100000";
+/// A Graph API version Meta serves today (each is served about two years
+/// after its release); docs/going-live.md says how to move on.
+pub const DEFAULT_API_BASE: &str = "https://graph.facebook.com/v25.0";
 
 #[derive(Clone)]
 pub enum Mode {
@@ -36,6 +39,8 @@ pub struct Config {
     pub retry_base: Duration,
     pub timeout: Duration,
     pub invite_template: Option<String>,
+    /// `WHATSAPP_LINK_IN`: where the link goes (§5 "One paid message per order").
+    pub link_in: LinkIn,
     pub default_region: Option<Region>,
     pub verify_token: Option<String>,
     pub app_secret: Option<Vec<u8>>,
@@ -52,6 +57,33 @@ pub struct Config {
     // §13: `postgres://…` keeps everything in PostgreSQL; `database_path`
     // is then not used. Holds a password: never printed (see `secrets`).
     pub database_url: Option<String>,
+}
+
+/// `WHATSAPP_LINK_IN`: the link as its own message after the confirmation,
+/// as the confirmation template's fourth body parameter, or as its URL
+/// button's suffix. The last two make an order one paid message and never
+/// meet the 24-hour window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkIn {
+    Message,
+    Confirmation,
+    Button,
+}
+
+impl LinkIn {
+    pub fn parse(text: &str) -> Option<LinkIn> {
+        match text {
+            "message" => Some(LinkIn::Message),
+            "confirmation" => Some(LinkIn::Confirmation),
+            "button" => Some(LinkIn::Button),
+            _ => None,
+        }
+    }
+
+    /// Whether the order gets a link message of its own.
+    pub fn sends_link_message(self) -> bool {
+        self == LinkIn::Message
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -201,7 +233,7 @@ impl Config {
         });
         let app_secret = need(&mut r, "WHATSAPP_APP_SECRET").map(String::into_bytes);
 
-        let api_base = r.text("WHATSAPP_API_BASE", "https://graph.facebook.com/v21.0");
+        let api_base = r.text("WHATSAPP_API_BASE", DEFAULT_API_BASE);
         if !is_http_url(&api_base) {
             r.fail("WHATSAPP_API_BASE must be an http(s) URL".into());
         }
@@ -227,6 +259,16 @@ impl Config {
                 }
             }
         }
+        let link_in = match r.opt("WHATSAPP_LINK_IN") {
+            None => LinkIn::Message,
+            Some(text) => LinkIn::parse(&text).unwrap_or_else(|| {
+                r.fail(
+                    "WHATSAPP_LINK_IN must be message, confirmation or button (docs/going-live.md)"
+                        .into(),
+                );
+                LinkIn::Message
+            }),
+        };
         if !template_lang
             .bytes()
             .all(|b| b.is_ascii_alphabetic() || b == b'_')
@@ -298,6 +340,7 @@ impl Config {
             retry_base: Duration::from_millis(retry_base_ms),
             timeout: Duration::from_millis(timeout_ms),
             invite_template,
+            link_in,
             default_region,
             verify_token: r.opt("WHATSAPP_VERIFY_TOKEN"),
             app_secret,
@@ -361,6 +404,25 @@ mod tests {
         assert_eq!(c.send_workers, 4);
         assert_eq!(c.max_mps, 80);
         assert!(c.webhook_secret.is_none());
+    }
+
+    #[test]
+    fn link_in_is_one_of_three_words_and_the_default_graph_version_is_served_today() {
+        let c = Config::from_source(&[]).unwrap();
+        assert_eq!(c.link_in, LinkIn::Message);
+        assert_eq!(c.api_base, "https://graph.facebook.com/v25.0");
+        for (text, want) in [
+            ("message", LinkIn::Message),
+            ("confirmation", LinkIn::Confirmation),
+            ("button", LinkIn::Button),
+        ] {
+            let c = Config::from_source(&[("WHATSAPP_LINK_IN", text)]).unwrap();
+            assert_eq!(c.link_in, want);
+        }
+        for bad in ["Button", "template", "url"] {
+            let err = Config::from_source(&[("WHATSAPP_LINK_IN", bad)]).unwrap_err();
+            assert!(err.to_string().contains("WHATSAPP_LINK_IN"), "{err}");
+        }
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum Outcome {
 pub struct Context {
     pub now_ms: i64,
     pub token_ttl_ms: i64,
+    /// `WHATSAPP_LINK_IN=message`: the order gets a link message of its
+    /// own. Otherwise the confirmation carries the link and no link row is
+    /// made, so nothing can send it a second time.
+    pub link_message: bool,
 }
 
 pub fn record(
@@ -144,16 +148,18 @@ fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome, Db
         Variant::Template,
         ctx.now_ms,
     )?;
-    outbox::enqueue(
-        conn,
-        order_id,
-        Kind::Link,
-        "",
-        &customer,
-        Status::Waiting,
-        Variant::Text,
-        ctx.now_ms,
-    )?;
+    if ctx.link_message {
+        outbox::enqueue(
+            conn,
+            order_id,
+            Kind::Link,
+            "",
+            &customer,
+            Status::Waiting,
+            Variant::Text,
+            ctx.now_ms,
+        )?;
+    }
     Ok(Outcome::Processed {
         order_id: order_id.to_owned(),
         token,
@@ -205,6 +211,7 @@ mod tests {
     const CTX: Context = Context {
         now_ms: 1_000,
         token_ttl_ms: 10_000,
+        link_message: true,
     };
 
     #[test]

@@ -10,13 +10,15 @@
 //! sender crashed) is simply due again, so start-up needs no recovery pass.
 //! What each outcome means for the row is the pure [`decide`].
 
-use crate::config::Config;
+use crate::config::{Config, LinkIn};
 use crate::db::Db;
 use crate::domain::{InviteToken, Money, OrderId};
 use crate::links;
-use crate::outbox::{self, Due, Kind, Variant};
+use crate::outbox::{self, Due, Kind, LinkVia, Recipient, Variant};
 use crate::pacer::Pacer;
-use crate::whatsapp::{Message, SendOutcome, Transport, OUTSIDE_WINDOW, PAIR_RATE_LIMIT};
+use crate::whatsapp::{
+    Message, SendOutcome, Transport, BSUID_REFUSED, OUTSIDE_WINDOW, PAIR_RATE_LIMIT,
+};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +83,12 @@ pub enum Decision {
         error: String,
         attempts: u32,
     },
+    /// Meta cannot reach this BSUID with this message (131062): queued
+    /// again for the contact's phone number, or dead when none is known.
+    ToPhone {
+        error: String,
+        attempts: u32,
+    },
     /// Our configuration is at fault, not the message: sending pauses and
     /// the row is retried after the pause, its attempt not counted.
     Fault {
@@ -120,13 +128,18 @@ pub fn decide(
                 }
             } else {
                 Decision::Dead {
-                    error: format!(
-                        "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
-                    ),
+                    error: no_invite_template(&reason),
                     attempts,
                 }
             }
         }
+        SendOutcome::Rejected {
+            code: Some(BSUID_REFUSED),
+            reason,
+        } if matches!(due.recipient, Recipient::User(_)) => Decision::ToPhone {
+            error: reason,
+            attempts,
+        },
         SendOutcome::Rejected { reason, .. } => Decision::Dead {
             error: reason,
             attempts,
@@ -159,6 +172,74 @@ pub fn decide(
             }
         }
         SendOutcome::ConfigFault { code, reason } => Decision::Fault { code, reason },
+    }
+}
+
+/// Why a link refused outside the window (131047) ends: no template to
+/// carry it.
+pub fn no_invite_template(reason: &str) -> String {
+    format!(
+        "{reason}; the customer has not written in 24 hours, so WhatsApp refuses the link as text: set WHATSAPP_INVITE_TEMPLATE to an approved template with one body variable to send it"
+    )
+}
+
+/// Which way the link went, recorded on the row that carried it once Meta
+/// accepted it: `claimed` is the row's variant when it was claimed (a
+/// template only after a 131047), `sent` how it went out.
+pub fn link_via(config: &Config, kind: Kind, claimed: Variant, sent: Variant) -> Option<LinkVia> {
+    match kind {
+        Kind::Confirmation => match config.link_in {
+            LinkIn::Message => None,
+            LinkIn::Confirmation => Some(LinkVia::InConfirmation),
+            LinkIn::Button => Some(LinkVia::InButton),
+        },
+        Kind::Link => Some(match (claimed, sent) {
+            (Variant::Template, _) => LinkVia::TemplateAfter131047,
+            (Variant::Text, Variant::Template) => LinkVia::TemplateWindowClosed,
+            // With the invite template set, a text goes only into an open window.
+            (Variant::Text, Variant::Text) if config.invite_template.is_some() => {
+                LinkVia::TextWindowOpen
+            }
+            (Variant::Text, Variant::Text) => LinkVia::TextNoTemplate,
+        }),
+        Kind::ElderReply => None,
+    }
+}
+
+/// How a due link goes (SPEC §5): as the invite template when one is set
+/// and the customer's window is not known to be open; as queued otherwise.
+pub fn link_variant(config: &Config, job: &Due, window_open: impl FnOnce() -> bool) -> Variant {
+    if job.kind == Kind::Link && job.variant == Variant::Text && config.invite_template.is_some() {
+        if window_open() {
+            Variant::Text
+        } else {
+            Variant::Template
+        }
+    } else {
+        job.variant
+    }
+}
+
+/// What each order sends under `WHATSAPP_LINK_IN`, for the start-up log
+/// (sandbox mode then prints each message as it would go).
+pub fn describe_link_in(config: &Config) -> String {
+    let confirmation = format!("the confirmation template {}", config.template_name);
+    match config.link_in {
+        LinkIn::Message => format!(
+            "WHATSAPP_LINK_IN=message: each order sends {confirmation}, then the link as a text when the customer wrote within 24 hours, {}",
+            match &config.invite_template {
+                Some(name) => format!("otherwise as the invite template {name} (a second paid message)"),
+                None => "otherwise nothing that arrives (WHATSAPP_INVITE_TEMPLATE is not set)".into(),
+            }
+        ),
+        LinkIn::Confirmation => format!(
+            "WHATSAPP_LINK_IN=confirmation: each order sends one message, {confirmation} with the invite URL {}/w/invite/<token> as its fourth body parameter",
+            config.app_base_url
+        ),
+        LinkIn::Button => format!(
+            "WHATSAPP_LINK_IN=button: each order sends one message, {confirmation} whose URL button {}/w/invite/{{{{1}}}} gets the token",
+            config.app_base_url
+        ),
     }
 }
 
@@ -439,7 +520,45 @@ impl Sender {
         let (claim, job) = (held.claim.as_str(), &held.row);
         let shared = &*self.shared;
         let config = &shared.config;
-        let message = match render(config, job) {
+        if job.kind == Kind::Link
+            && job.variant == Variant::Template
+            && config.invite_template.is_none()
+        {
+            // Requeued by a later 131047 status, with no template to carry it.
+            let decision = Decision::Dead {
+                error: no_invite_template(
+                    "WhatsApp refused the link text with 131047 (Re-engagement message) in a later status",
+                ),
+                attempts: job.attempts,
+            };
+            return self.record(claim, job, decision, now, now);
+        }
+        let variant = link_variant(config, job, || {
+            let order_id = job.order_id.clone();
+            let last = shared
+                .db
+                .reads
+                .with(move |c| outbox::last_customer_message_at(c, &order_id));
+            match last {
+                Ok(last) => outbox::window_open(last, crate::clock::now_ms()),
+                Err(e) => {
+                    // Not known to be open: the template reaches the customer either way.
+                    log::warn!("sender: cannot read the customer's last message ({e}); sending the link as the invite template");
+                    false
+                }
+            }
+        });
+        let rendered;
+        let job_as_sent = if variant == job.variant {
+            job
+        } else {
+            rendered = Due {
+                variant,
+                ..job.clone()
+            };
+            &rendered
+        };
+        let message = match render(config, job_as_sent) {
             Ok(m) => m,
             Err(why) => {
                 let decision = Decision::Dead {
@@ -522,6 +641,10 @@ impl Sender {
                 log::warn!("dead-lettered {what} (attempt {attempts}): {error}");
                 (decision, Step::Dead)
             }
+            Decision::ToPhone { ref error, .. } => {
+                log::info!("{what}: WhatsApp cannot reach this BSUID with it (131062); sending it to the phone number if one is known: {error}");
+                (decision, Step::Retried)
+            }
         };
         crate::metrics::get().message(
             job.kind.as_str(),
@@ -546,6 +669,7 @@ impl Sender {
         let mut wait = Duration::from_millis(50);
         loop {
             let (id, claim, decision) = (job.id.clone(), claim.to_owned(), decision.clone());
+            let (config, kind, claimed) = (Arc::clone(&self.shared.config), job.kind, job.variant);
             let result = self
                 .shared
                 .db
@@ -555,7 +679,20 @@ impl Sender {
                         message_id,
                         variant,
                         attempts,
-                    } => outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now),
+                    } => {
+                        if let Some(via) = link_via(&config, kind, claimed, variant) {
+                            outbox::set_link_via(c, &id, &claim, via)?;
+                        }
+                        outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now)
+                    }
+                    Decision::ToPhone { error, attempts } => {
+                        if outbox::retry_to_phone(c, &id, &claim, attempts, &error, now)? {
+                            Ok(())
+                        } else {
+                            let error = format!("{error}; no phone number is known for this BSUID");
+                            outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                        }
+                    }
                     Decision::Retry {
                         attempts,
                         variant,
@@ -717,13 +854,27 @@ fn render(config: &Config, job: &Due) -> Result<Message, String> {
                 .note
                 .clone()
                 .unwrap_or_else(|| config.confirmation_note.clone());
-            let params = [order.as_str().to_owned(), amount.display(), note];
-            Message::template(
+            let mut params = vec![order.as_str().to_owned(), amount.display(), note];
+            let token = || {
+                job.token
+                    .as_deref()
+                    .and_then(InviteToken::parse)
+                    .ok_or("the order has no invite token")
+            };
+            if config.link_in == LinkIn::Confirmation {
+                params.push(links::invite_url(&config.app_base_url, &token()?));
+            }
+            let message = Message::template(
                 &job.recipient,
                 &config.template_name,
                 &config.template_lang,
                 &params,
-            )
+            );
+            if config.link_in == LinkIn::Button {
+                message.with_url_button(&token()?.as_string())
+            } else {
+                message
+            }
         }
         Kind::Link => {
             let token = job
@@ -837,6 +988,7 @@ mod tests {
                 ..
             } => ("retry", *attempts, Some(*variant), at - now),
             Decision::Dead { attempts, .. } => ("dead", *attempts, None, 0),
+            Decision::ToPhone { attempts, .. } => ("to_phone", *attempts, None, 0),
             Decision::Fault { .. } => ("fault", 0, None, 0),
         }
     }
@@ -1011,6 +1163,128 @@ mod tests {
     }
 
     #[test]
+    fn the_2026_codes_end_a_message_and_131062_goes_to_the_phone_as_rows() {
+        let plain = config(&[]);
+        let now = 1_000_000;
+        let bsuid = crate::domain::Bsuid::parse("IN.1648738043044942").unwrap();
+        let mut to_user = due(Kind::ElderReply, Variant::Text, 0);
+        to_user.recipient = Recipient::User(bsuid);
+        let to_phone = due(Kind::ElderReply, Variant::Text, 0);
+        // (row, code) → decision
+        let table = [
+            (&to_phone, 131026, "dead"),
+            (&to_phone, 131049, "dead"),
+            (&to_phone, 130472, "dead"),
+            (&to_user, 131026, "dead"),
+            (&to_user, 131049, "dead"),
+            (&to_user, 130472, "dead"),
+            // Addressed by BSUID: again, to the number (dead there if none).
+            (&to_user, 131062, "to_phone"),
+            // Already addressed to a number: nothing else to try.
+            (&to_phone, 131062, "dead"),
+        ];
+        for (i, (row, code, want)) in table.into_iter().enumerate() {
+            let d = decide(row, Variant::Text, rejected(code), &plain, now);
+            assert_eq!(shape(&d, now).0, want, "row {i}: {d:?}");
+            assert_eq!(shape(&d, now).1, 1, "row {i}: the attempt counts");
+        }
+        // Whatever HTTP status carries them, they are not retried.
+        for code in [131026, 131049, 130472, 131062] {
+            let body = format!(r#"{{"error":{{"message":"m","code":{code}}}}}"#);
+            assert!(
+                matches!(
+                    crate::whatsapp::classify(500, None, &body),
+                    SendOutcome::Rejected { code: Some(c), .. } if c == code
+                ),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_link_goes_by_the_window_and_records_which_way_as_a_table() {
+        use LinkVia::*;
+        let plain = config(&[]);
+        let invite = config(&[("WHATSAPP_INVITE_TEMPLATE", "order_link")]);
+        let in_conf = config(&[("WHATSAPP_LINK_IN", "confirmation")]);
+        let in_button = config(&[("WHATSAPP_LINK_IN", "button")]);
+        let (l, x, t) = (Kind::Link, Variant::Text, Variant::Template);
+        // (config, row variant, window open) → sent as
+        let ways = [
+            (&plain, x, false, x),
+            (&plain, x, true, x),
+            (&invite, x, true, x),
+            (&invite, x, false, t),
+            // Requeued after a 131047: a template whatever the window.
+            (&invite, t, true, t),
+        ];
+        for (i, (cfg, variant, open, want)) in ways.into_iter().enumerate() {
+            assert_eq!(
+                link_variant(cfg, &due(l, variant, 0), || open),
+                want,
+                "row {i}"
+            );
+        }
+        // Without the template the window is never read.
+        link_variant(&plain, &due(l, x, 0), || panic!("window read"));
+        // (config, kind, claimed as, sent as) → link_via
+        let vias = [
+            (&plain, l, x, x, Some(TextNoTemplate)),
+            (&invite, l, x, x, Some(TextWindowOpen)),
+            (&invite, l, x, t, Some(TemplateWindowClosed)),
+            (&invite, l, t, t, Some(TemplateAfter131047)),
+            (&plain, Kind::Confirmation, t, t, None),
+            (&in_conf, Kind::Confirmation, t, t, Some(InConfirmation)),
+            (&in_button, Kind::Confirmation, t, t, Some(InButton)),
+            (&in_button, Kind::ElderReply, x, x, None),
+        ];
+        for (i, (cfg, kind, claimed, sent, want)) in vias.into_iter().enumerate() {
+            assert_eq!(link_via(cfg, kind, claimed, sent), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn the_confirmation_carries_the_link_as_link_in_says() {
+        let token = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let mut job = due(Kind::Confirmation, Variant::Template, 0);
+        job.token = Some(token.into());
+        let body = |pairs: &[(&'static str, &'static str)]| -> serde_json::Value {
+            let cfg = config(pairs);
+            serde_json::from_str(&render(&cfg, &job).unwrap().to_json()).unwrap()
+        };
+        let plain = body(&[]);
+        assert_eq!(plain["template"]["components"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            plain["template"]["components"][0]["parameters"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        let conf = body(&[
+            ("WHATSAPP_LINK_IN", "confirmation"),
+            ("APP_BASE_URL", "https://shop.example"),
+        ]);
+        assert_eq!(
+            conf["template"]["components"][0]["parameters"][3],
+            serde_json::json!({"type": "text", "text": format!("https://shop.example/w/invite/{token}")})
+        );
+        let button = body(&[("WHATSAPP_LINK_IN", "button")]);
+        assert_eq!(
+            button["template"]["components"][1],
+            serde_json::json!({"type": "button", "sub_type": "url", "index": "0",
+                               "parameters": [{"type": "text", "text": token}]})
+        );
+        assert_eq!(
+            button["template"]["components"][0]["parameters"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    #[test]
     fn pauses_start_at_fifteen_steps_and_double_up_to_the_bound() {
         let base = Duration::from_millis(10);
         let first = next_pause(None, base);
@@ -1075,6 +1349,7 @@ mod tests {
         let ctx = crate::payments::Context {
             now_ms: T0,
             token_ttl_ms: 90 * 24 * 3600 * 1000,
+            link_message: true,
         };
         for i in 1..=orders {
             let body = format!(

@@ -13,6 +13,14 @@ pub const TRANSIENT_CODES: [i64; 8] = [2, 4, 80007, 130429, 131000, 131016, 1310
 pub const PAIR_RATE_LIMIT: i64 = 131056;
 /// Re-engagement: free-form text outside the 24-hour window.
 pub const OUTSIDE_WINDOW: i64 = 131047;
+/// Meta will not deliver this message, now or later (SPEC §5): 131026
+/// undeliverable, 131049 Meta's choice (e.g. its marketing limit), 130472
+/// the user's number is in an experiment. Ended at once whatever the HTTP
+/// status, never retried.
+pub const ENDING_CODES: [i64; 3] = [131026, 131049, 130472];
+/// The recipient cannot be reached by its BSUID for this message: sent
+/// again to the phone number when one is known.
+pub const BSUID_REFUSED: i64 = 131062;
 /// Faults of our configuration, not of the message: retrying every queued
 /// message against them would only burn the queue into the dead letters.
 pub const CONFIG_FAULT_CODES: [i64; 3] = [190, 132001, 131031];
@@ -77,6 +85,10 @@ struct Language {
 struct Component {
     #[serde(rename = "type")]
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<&'static str>,
     parameters: Vec<Parameter>,
 }
 
@@ -108,6 +120,8 @@ impl Message {
                     },
                     components: vec![Component {
                         kind: "body",
+                        sub_type: None,
+                        index: None,
                         parameters: params
                             .iter()
                             .map(|p| Parameter {
@@ -138,6 +152,24 @@ impl Message {
         }
     }
 
+    /// A template with its first URL button's suffix (`WHATSAPP_LINK_IN=button`):
+    /// `{"type":"button","sub_type":"url","index":"0","parameters":[{"type":"text","text":suffix}]}`
+    /// after the body component. A text is left as it is.
+    pub fn with_url_button(mut self, suffix: &str) -> Message {
+        if let Content::Template { template } = &mut self.content {
+            template.components.push(Component {
+                kind: "button",
+                sub_type: Some("url"),
+                index: Some("0"),
+                parameters: vec![Parameter {
+                    kind: "text",
+                    text: suffix.to_owned(),
+                }],
+            });
+        }
+        self
+    }
+
     /// Carries the order id so Meta's status webhooks can be traced to it.
     pub fn with_callback(mut self, data: &str) -> Message {
         self.biz_opaque_callback_data = Some(data.to_owned());
@@ -164,17 +196,25 @@ impl Message {
     /// parameters or text (tokens are masked by the logger).
     pub fn describe(&self) -> String {
         match &self.content {
-            Content::Template { template } => format!(
-                "template {} ({}) [{}]",
-                template.name,
-                template.language.code,
-                template.components[0]
-                    .parameters
-                    .iter()
-                    .map(|p| p.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ),
+            Content::Template { template } => {
+                let params = |c: &Component| {
+                    c.parameters
+                        .iter()
+                        .map(|p| p.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                };
+                let mut line = format!(
+                    "template {} ({}) [{}]",
+                    template.name,
+                    template.language.code,
+                    params(&template.components[0])
+                );
+                for button in &template.components[1..] {
+                    line.push_str(&format!(" url button suffix [{}]", params(button)));
+                }
+                line
+            }
             Content::Text { text } => format!("text \"{}\"", text.body),
         }
     }
@@ -366,6 +406,9 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> SendO
         }
         if CONFIG_FAULT_CODES.contains(&c) {
             return SendOutcome::ConfigFault { code: c, reason };
+        }
+        if ENDING_CODES.contains(&c) || c == BSUID_REFUSED {
+            return SendOutcome::Rejected { code, reason };
         }
     }
     if status == 429 || status >= 500 {

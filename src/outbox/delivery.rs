@@ -83,6 +83,9 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
          WHERE graph_message_id = ?1",
     )?
     .execute(params![s.message_id, next, error, now])?;
+    if next == DeliveryState::Failed {
+        super::window::after_failure(conn, s, error.as_deref().unwrap_or_default(), now)?;
+    }
     Ok(true)
 }
 

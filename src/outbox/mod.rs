@@ -8,7 +8,12 @@ use crate::domain::Bsuid;
 use std::fmt;
 
 mod delivery;
+mod window;
 pub use delivery::{apply_pending, apply_status, prune_pending, Pricing, StatusUpdate};
+pub use window::{
+    last_customer_message_at, may_requeue, retry_to_phone, set_link_via, window_open,
+    LINK_WINDOW_MS,
+};
 
 /// A closed set of states stored as text: each value has one spelling, a
 /// typo does not compile, and a value the code does not know is an error
@@ -84,6 +89,39 @@ text_enum! {
     Variant {
         Text = "text",
         Template = "template",
+    }
+}
+
+text_enum! {
+    /// Which way an order's link went and why (`outbox.link_via`, SPEC §5):
+    /// shown by the merchant's page and the admin order view.
+    LinkVia {
+        /// As the seed's text: the customer wrote within 23 h 55 min.
+        TextWindowOpen = "text_window_open",
+        /// As the seed's text: `WHATSAPP_INVITE_TEMPLATE` is not set.
+        TextNoTemplate = "text_no_template",
+        /// As the invite template: the customer's window was closed.
+        TemplateWindowClosed = "template_window_closed",
+        /// As the invite template, after Meta refused the text with 131047.
+        TemplateAfter131047 = "template_after_131047",
+        /// In the confirmation's fourth body parameter.
+        InConfirmation = "in_confirmation",
+        /// In the confirmation's URL button.
+        InButton = "in_button",
+    }
+}
+
+impl LinkVia {
+    /// One line for the admin order view and the page.
+    pub fn line(self) -> &'static str {
+        match self {
+            LinkVia::TextWindowOpen => "Link sent as a text: the customer wrote to the shop within the last 24 hours, so it was free",
+            LinkVia::TextNoTemplate => "Link sent as a text: WHATSAPP_INVITE_TEMPLATE is not set, so there is no template to fall back on",
+            LinkVia::TemplateWindowClosed => "Link sent as the invite template: the customer's 24-hour window was closed",
+            LinkVia::TemplateAfter131047 => "Link sent as the invite template: WhatsApp refused the text outside the 24-hour window (131047)",
+            LinkVia::InConfirmation => "Link sent inside the confirmation (WHATSAPP_LINK_IN=confirmation)",
+            LinkVia::InButton => "Link sent as the confirmation's button (WHATSAPP_LINK_IN=button)",
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
     let ctx = Context {
         now_ms: now_ms(),
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
+        link_message: state.config.link_in.sends_link_message(),
     };
     let outcome = state
         .db

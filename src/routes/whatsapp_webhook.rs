@@ -98,6 +98,8 @@ async fn receive(
     let (changes, messages, statuses) = (parsed.identity_changes, parsed.messages, parsed.statuses);
     let counts = (messages.len(), statuses.len());
     let now = now_ms();
+    // A refused link text or BSUID send goes back to the queue: send it now.
+    let requeues = statuses.iter().any(outbox::may_requeue);
     let (carried, results) = state
         .db
         .writer
@@ -169,7 +171,7 @@ async fn receive(
             }
         }
     }
-    if new_replies {
+    if new_replies || requeues {
         state.sender.wake();
     }
     crate::metrics::get().webhook("whatsapp", "processed");

@@ -19,3 +19,4 @@ mod properties;
 mod reliability;
 mod sandbox;
 mod support;
+mod window;

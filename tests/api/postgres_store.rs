@@ -183,6 +183,7 @@ fn concurrent_claims_on_postgresql_skip_each_others_rows_instead_of_waiting() {
     let ctx = orderlink::payments::Context {
         now_ms: 1_000,
         token_ttl_ms: 1_000_000,
+        link_message: true,
     };
     for i in 0..10 {
         let body = payment_event(&format!("ORD-CLAIM-{i}")).to_string();
