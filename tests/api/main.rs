@@ -7,6 +7,7 @@ mod admin_page_seed;
 mod delivery;
 mod elder_chat;
 mod gateways;
+mod health;
 mod invite;
 mod lifecycle;
 mod logging;
