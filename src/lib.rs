@@ -11,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod gateways;
+pub mod held_payments;
 pub mod ids;
 pub mod inbound;
 pub mod links;
