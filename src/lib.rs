@@ -27,4 +27,5 @@ pub mod routes;
 pub mod sender;
 pub mod signature;
 pub mod state;
+pub mod template_health;
 pub mod whatsapp;

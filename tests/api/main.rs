@@ -20,3 +20,4 @@ mod properties;
 mod reliability;
 mod sandbox;
 mod support;
+mod template_health;
