@@ -167,6 +167,12 @@ pub fn apply(conn: &Conn, news: &News, now: i64) -> Result<(), DbError> {
         .execute(params![
             s.name, s.language, s.event, s.reason, now, s.category
         ])?;
+        if !s.holds() {
+            // The messages it held wait out the sender's pause (up to five
+            // minutes): due now instead.
+            let like = format!("{} %", held_prefix(&s.name, &s.language));
+            crate::outbox::due_now_where_error(conn, &like, now)?;
+        }
     }
     for c in &news.categories {
         conn.prepare_cached(
@@ -229,11 +235,17 @@ pub fn held(conn: &Conn, name: &str, language: &str) -> Result<Option<String>, D
         .optional()?;
     Ok(match row {
         Some((Some(status), reason)) if HOLDING.contains(&status.as_str()) => Some(format!(
-            "template {name} ({language}) is {status} at Meta{}; sending it waits until Meta approves it again",
+            "{} {status} at Meta{}; sending it waits until Meta approves it again",
+            held_prefix(name, language),
             reason.map(|r| format!(" ({r})")).unwrap_or_default()
         )),
         _ => None,
     })
+}
+
+/// How a held template's reason starts (the messages it held are found by it).
+fn held_prefix(name: &str, language: &str) -> String {
+    format!("template {name} ({language}) is")
 }
 
 /// What the merchant's page shows about the configured templates.

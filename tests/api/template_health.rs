@@ -64,9 +64,12 @@ fn overview(app: &TestApp) -> String {
 fn a_paused_confirmation_template_holds_its_sending_until_meta_approves_it_again() {
     // Arrange
     let graph = FakeGraph::start();
+    // Pauses of 15 retry steps: 30 s, three times the patience below, so a
+    // held message must be made due when Meta approves, not wait it out.
     let mut app = TestApp::builder(&graph)
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("METRICS_TOKEN", METRICS_TOKEN)
+        .env("WHATSAPP_RETRY_BASE_MS", "2000")
         .spawn();
 
     // Act: Meta pauses the confirmation template, then an order is paid.
@@ -98,8 +101,10 @@ fn a_paused_confirmation_template_holds_its_sending_until_meta_approves_it_again
         "{page}"
     );
 
-    // A restart keeps the hold: it is tried and held again, still unsent.
+    // A restart keeps the hold: the next order's confirmation is tried and
+    // held too, still unsent.
     app.restart();
+    pay(&app, &payment_event("ORD-T2"));
     wait_until("the hold after the restart", PATIENCE, || {
         app.logs().matches("SENDING PAUSED").count() >= 2
     });
@@ -109,11 +114,11 @@ fn a_paused_confirmation_template_holds_its_sending_until_meta_approves_it_again
         "orderlink_template_held{template=\"confirmation\"} 1"
     );
 
-    // Meta approves it again: the confirmation and the link go, once.
+    // Meta approves it again: both confirmations and links go, once, now.
     app.deliver(&template_status("APPROVED", "NONE"));
-    graph.wait_for_accepted("template", 1, PATIENCE);
-    graph.wait_for_accepted("text", 1, PATIENCE);
-    app.assert_sends_settled(&graph, 2);
+    graph.wait_for_accepted("template", 2, PATIENCE);
+    graph.wait_for_accepted("text", 2, PATIENCE);
+    app.assert_sends_settled(&graph, 4);
     assert_eq!(
         held_gauge(&app),
         "orderlink_template_held{template=\"confirmation\"} 0"
