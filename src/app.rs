@@ -26,6 +26,8 @@ pub struct Services {
     /// On a shared database: this instance's place in the roster that
     /// splits `WHATSAPP_MAX_MPS` between instances (SPEC §13).
     roster: Option<crate::roster::Roster>,
+    /// Confirms held gateway payments whose wait ended (SPEC §11).
+    held: Option<crate::periodic::Periodic>,
 }
 
 /// What each store runs beside the server.
@@ -47,6 +49,9 @@ impl Services {
         let left = self.sender.stop(self.send_bound);
         if left > 0 {
             log::warn!("shutdown: {left} send(s) still in flight after {:?}; they will be retried after the next start", self.send_bound);
+        }
+        if let Some(held) = self.held {
+            held.stop();
         }
         // It sends no more: its share goes to the others.
         if let Some(roster) = self.roster {
@@ -193,12 +198,14 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     });
     let sender = Sender::start_paced(db.clone(), config.clone(), transport, pacer.clone());
     let roster = shared.then(|| crate::roster::join(&db, config.max_mps, pacer, sender.clone()));
+    let held = start_held_payments(&db, &config, &sender)?;
     let services = Services {
         sender: sender.clone(),
         db: db.clone(),
         store,
         send_bound: config.timeout + Duration::from_secs(2),
         roster,
+        held: Some(held),
     };
     let rocket = rocket::custom(figment)
         .manage(AppState {
@@ -221,6 +228,38 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
             })
         }));
     Ok((rocket, services))
+}
+
+/// The thread that confirms held gateway payments once their wait ends
+/// (`crate::held_payments`): it looks a few times per wait, at most every
+/// second, so a payment is confirmed soon after its `RAZORPAY_ORDER_WAIT_MS`,
+/// also one held before a restart.
+fn start_held_payments(
+    db: &Db,
+    config: &Arc<Config>,
+    sender: &Sender,
+) -> Result<crate::periodic::Periodic, String> {
+    let every =
+        (config.razorpay_order_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let (writer, sender) = (db.writer.clone(), sender.clone());
+    let token_ttl_ms = config.token_ttl.as_millis() as i64;
+    let link_message = config.link_in.sends_link_message();
+    crate::periodic::Periodic::spawn("held-payments", move |stop| {
+        while !stop.wait(every) {
+            let ctx = crate::payments::Context {
+                now_ms: crate::clock::now_ms(),
+                token_ttl_ms,
+                link_message,
+            };
+            match writer.run_blocking(move |c| crate::held_payments::release_due(c, &ctx)) {
+                Ok(queued) if !queued.is_empty() => sender.wake(),
+                Ok(_) => {}
+                Err(crate::db::DbError::Closed) => return,
+                Err(e) => log::warn!("held payments: cannot release those due: {e}"),
+            }
+        }
+    })
+    .map_err(|e| format!("cannot start the held-payments thread: {e}"))
 }
 
 /// Rocket's figment (Rocket.toml, ROCKET_*), with the body limits the spec

@@ -50,6 +50,9 @@ pub struct Config {
     /// §11: Razorpay, Stripe and Cashfree webhook secrets (each route is 404
     /// in live mode without its own).
     pub gateway_secrets: GatewaySecrets,
+    /// §11: how long a Razorpay `payment.captured` that names only
+    /// Razorpay's own order id waits for its `order.paid`.
+    pub razorpay_order_wait: Duration,
 
     // §14: `GET /metrics` answers only with this Bearer token; 404 unset.
     pub metrics_token: Option<String>,
@@ -287,6 +290,7 @@ impl Config {
         let retry_base_ms: u64 = r.number("WHATSAPP_RETRY_BASE_MS", 1000, 1, 3_600_000);
         let timeout_ms: u64 = r.number("WHATSAPP_TIMEOUT_MS", 10_000, 1, 600_000);
         let max_mps: u32 = r.number("WHATSAPP_MAX_MPS", 80, 1, 1_000_000);
+        let razorpay_order_wait_ms: u64 = r.number("RAZORPAY_ORDER_WAIT_MS", 15_000, 0, 3_600_000);
 
         // The default note goes into the same template parameter as an
         // event's note: the same cleaning, and it must say something.
@@ -348,6 +352,7 @@ impl Config {
             admin_token: r.opt("ADMIN_TOKEN"),
             max_mps,
             gateway_secrets,
+            razorpay_order_wait: Duration::from_millis(razorpay_order_wait_ms),
             metrics_token: r.opt("METRICS_TOKEN"),
             database_url,
         };

@@ -183,7 +183,11 @@ pub fn parse(payload: &Value) -> Parsed {
                         .push("a user_id_update without a previous and a current user id".into()),
                 }
             }
-            if !understood {
+            // Template health and value-level errors have their own reader
+            // (crate::template_health).
+            let elsewhere =
+                crate::template_health::FIELDS.contains(&field) || value.get("errors").is_some();
+            if !understood && !elsewhere {
                 out.skipped.push(format!(
                     "change {field:?} with neither messages, statuses nor user_id_update"
                 ));

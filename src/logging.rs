@@ -116,6 +116,7 @@ pub fn mask(text: &str) -> String {
         for secret in &secrets {
             line.mask_secret(secret);
         }
+        line.mask_credentials();
         line.mask_tokens();
         line.mask_bsuids();
         line.mask_phones(&public);
@@ -251,6 +252,85 @@ impl<'a> Line<'a> {
             } else {
                 i += 1;
             }
+        }
+    }
+
+    /// Credentials, right or wrong (SPEC §8): the value after an
+    /// `Authorization`, `Cookie` or `Set-Cookie` header name, a
+    /// `verify_token` parameter or the session cookie's name, in any case,
+    /// as a header dump (`"cookie": "…"`), a header line (`Cookie: …`) or a
+    /// query (`hub.verify_token=…`) writes it. A wrong token one character
+    /// off is almost the right one, so the value is masked whatever it is.
+    fn mask_credentials(&mut self) {
+        // (key, whether the value may hold spaces: a header's value may,
+        // a query parameter's or a cookie pair's may not)
+        const KEYS: [(&str, bool); 4] = [
+            ("authorization", true),
+            ("cookie", true),
+            ("verify_token", false),
+            (crate::routes::admin_page_session::COOKIE, false),
+        ];
+        let n = self.units.len();
+        let lower: Vec<char> = self
+            .units
+            .iter()
+            .map(|u| u.ch.to_ascii_lowercase())
+            .collect();
+        let keys: Vec<(Vec<char>, bool)> = KEYS
+            .iter()
+            .map(|(key, spaces)| (key.chars().collect(), *spaces))
+            .collect();
+        let mut i = 0;
+        while i < n {
+            let found = keys.iter().find(|(key, _)| {
+                lower[i] == key[0]
+                    && i + key.len() <= n
+                    && lower[i..i + key.len()] == key[..]
+                    && (i == 0 || !lower[i - 1].is_ascii_alphanumeric())
+            });
+            let Some((key, spaces)) = found else {
+                i += 1;
+                continue;
+            };
+            let spaces = *spaces;
+            let mut j = i + key.len();
+            // The separator: quotes, spaces, and one `:` or `=`.
+            let mut assigned = false;
+            let mut quote = None;
+            while j < n && j - (i + key.len()) < 6 {
+                match lower[j] {
+                    ':' | '=' if !assigned => assigned = true,
+                    '"' | '\'' => quote = Some(lower[j]),
+                    ' ' | '\t' => {}
+                    _ => break,
+                }
+                j += 1;
+            }
+            if !assigned {
+                i += key.len();
+                continue;
+            }
+            let start = j;
+            while j < n && self.free(j) {
+                let c = lower[j];
+                let ends = match quote {
+                    Some(q) => c == q || c == '\n',
+                    None if spaces => matches!(c, '\n' | '"' | '\'' | ',' | '}' | ']'),
+                    // A space written as `%20` belongs to a query's value.
+                    None => {
+                        (c.is_whitespace() && self.units[j].end - self.units[j].start == 1)
+                            || matches!(c, '&' | ';' | '"' | '\'' | ',' | '#')
+                    }
+                };
+                if ends {
+                    break;
+                }
+                j += 1;
+            }
+            if j > start && (start..j).all(|k| self.free(k)) {
+                self.cover(start, j, "***".into());
+            }
+            i = j.max(i + 1);
         }
     }
 
@@ -513,6 +593,34 @@ mod tests {
             mask("sandbox-d691d4945a2f45469df88e12340827fa"),
             "sandbox-d691d494…"
         );
+    }
+
+    #[test]
+    fn credentials_are_masked_in_header_dumps_header_lines_and_queries() {
+        // Rocket's debug dump of a hyper request (`{:#?}`), as at RUST_LOG=debug.
+        let dump = "received request: Request {\n    method: POST,\n    headers: {\n        \"authorization\": \"Bearer adminTOKEN_s3cr3t_valuX\",\n        \"cookie\": \"orderlink_admin=Zm9vYmFyYmF6cXV4; other=1\",\n    },\n}";
+        let masked = mask(dump);
+        for leak in ["adminTOKEN_s3cr3t_valuX", "Zm9vYmFyYmF6cXV4", "other=1"] {
+            assert!(!masked.contains(leak), "{leak} in {masked}");
+        }
+        assert!(masked.contains("\"authorization\": \"***\""), "{masked}");
+        let set = "\"set-cookie\": \"orderlink_admin=Zm9vYmFy; Path=/admin; HttpOnly\"";
+        assert_eq!(mask(set), "\"set-cookie\": \"***\"");
+        assert_eq!(mask("Authorization: Bearer abc def"), "Authorization: ***");
+        assert_eq!(
+            mask("GET /webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=wrong-one&hub.challenge=42"),
+            "GET /webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=***&hub.challenge=42"
+        );
+        assert_eq!(
+            mask("?hub%2Everify_token%3Dsecret%20x&a=1"),
+            "?hub%2Everify_token%3D***&a=1"
+        );
+        assert_eq!(
+            mask("session orderlink_admin=abc123;"),
+            "session orderlink_admin=***;"
+        );
+        // Words that merely mention a credential are left alone.
+        assert_eq!(mask("no session cookie sent"), "no session cookie sent");
     }
 
     #[test]

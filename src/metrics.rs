@@ -41,6 +41,9 @@ pub struct Metrics {
     outbox: IntGaugeVec,
     paused: IntGauge,
     billable: IntGaugeVec,
+    template_held: IntGaugeVec,
+    template_events: IntCounterVec,
+    whatsapp_errors: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -145,6 +148,24 @@ impl Metrics {
                 "Messages Meta reported as billable, by pricing category.",
                 &["category"],
             ),
+            template_held: gauge(
+                &r,
+                "orderlink_template_held",
+                "1 while Meta's template webhooks hold the confirmation or invite template (paused, disabled or rejected), else 0.",
+                &["template"],
+            ),
+            template_events: counter(
+                &r,
+                "orderlink_template_events_total",
+                "Template status events Meta reported (APPROVED, PAUSED, DISABLED, REJECTED, other).",
+                &["event"],
+            ),
+            whatsapp_errors: counter(
+                &r,
+                "orderlink_whatsapp_account_errors_total",
+                "Errors Meta reported outside any message status (system or account problems), by code.",
+                &["code"],
+            ),
             elders_linked,
             paused,
             registry: r,
@@ -157,6 +178,9 @@ impl Metrics {
         }
         for visitor in ["person", "preview"] {
             m.invite_clicks.with_label_values(&[visitor]);
+        }
+        for template in ["confirmation", "invite"] {
+            m.template_held.with_label_values(&[template]).set(0);
         }
         m
     }
@@ -200,6 +224,30 @@ impl Metrics {
     pub fn invite_click(&self, preview: bool) {
         let visitor = if preview { "preview" } else { "person" };
         self.invite_clicks.with_label_values(&[visitor]).inc();
+    }
+
+    /// One template status event from Meta; the label is a bounded set.
+    pub fn template_event(&self, event: &str) {
+        let event = match event {
+            "APPROVED" | "PAUSED" | "DISABLED" | "REJECTED" | "FLAGGED" | "REINSTATED" => event,
+            _ => "other",
+        };
+        self.template_events.with_label_values(&[event]).inc();
+    }
+
+    /// One value-level error from Meta (Graph codes are a bounded set).
+    pub fn whatsapp_error(&self, code: Option<i64>) {
+        let code = code.map_or("none".into(), |c| c.to_string());
+        self.whatsapp_errors.with_label_values(&[&code]).inc();
+    }
+
+    /// Whether each configured template is held (read at scrape time).
+    pub fn templates_held(&self, held: &[&str]) {
+        for template in ["confirmation", "invite"] {
+            self.template_held
+                .with_label_values(&[template])
+                .set(i64::from(held.contains(&template)));
+        }
     }
 
     pub fn elder_linked(&self) {
@@ -282,6 +330,7 @@ pub fn payment_outcome(outcome: &crate::payments::Outcome) -> &'static str {
         Outcome::Duplicate { .. } => "duplicate",
         Outcome::AlreadyConfirmed { .. } => "already_confirmed",
         Outcome::Ignored => "ignored",
+        Outcome::Held { .. } => "held",
     }
 }
 

@@ -28,6 +28,11 @@ pub enum Outcome {
         token: Option<String>,
     },
     Ignored,
+    /// Recorded, not confirmed yet: it waits for another event of the same
+    /// payment to name the merchant's order (`crate::held_payments`).
+    Held {
+        gateway_order_id: String,
+    },
 }
 
 pub struct Context {
@@ -72,7 +77,7 @@ pub fn record(
     }
 }
 
-fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome, DbError> {
+pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome, DbError> {
     let order_id = p.order_id.as_str();
     let phone = p.phone.as_ref().ok().map(|ph| ph.digits().to_owned());
     conn.prepare_cached(

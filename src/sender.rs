@@ -568,6 +568,15 @@ impl Sender {
                 return self.record(claim, job, decision, now, now);
             }
         };
+        // SPEC §9: a template Meta paused, disabled or rejected (its template
+        // webhook) is not sent; sending pauses as for 132001.
+        if let Some(reason) = held_template(&shared.db, &message) {
+            let fault = Decision::Fault {
+                code: HELD_TEMPLATE,
+                reason,
+            };
+            return self.record(claim, job, fault, now, now);
+        }
         if !shared.pacer.wait_turn(latest) {
             // No turn under the rate cap (or no share of it) in time: not
             // sent, so due again at once, here or at another instance.
@@ -751,6 +760,18 @@ impl Sender {
         pause
     }
 
+    /// Ends a pause at once (Meta approved a held template again) and
+    /// looks at the queue now.
+    pub fn resume(&self, why: &str) {
+        let mut state = self.shared.state.lock().expect("sender lock");
+        if state.paused_until.take().is_some() {
+            state.pause_len = None;
+            log::warn!("sending resumed: {why}");
+        }
+        drop(state);
+        self.wake();
+    }
+
     fn resume_after_fault(&self) {
         let mut state = self.shared.state.lock().expect("sender lock");
         if state.paused_until.take().is_some() {
@@ -841,6 +862,24 @@ impl Sender {
         self.give_back(unsent);
         0
     }
+}
+
+/// The code a held template is paused under: Meta's own for a template it
+/// will not send (SPEC §5), so the pause reads the same as one Meta answered.
+const HELD_TEMPLATE: i64 = 132001;
+
+/// Why `message` must not go now, when it is a template Meta's template
+/// webhooks hold. A database that cannot say does not hold it: Meta's own
+/// answer (132001) still pauses sending if the template is refused.
+fn held_template(db: &Db, message: &Message) -> Option<String> {
+    let (name, language) = message.template_name()?;
+    let (name, language) = (name.to_owned(), language.to_owned());
+    db.reads
+        .with(move |c| crate::template_health::held(c, &name, &language))
+        .unwrap_or_else(|e| {
+            log::warn!("sender: cannot read template health: {e}");
+            None
+        })
 }
 
 /// Builds the message a row stands for, from the order as stored now (so a

@@ -192,6 +192,16 @@ impl Message {
         matches!(self.content, Content::Template { .. })
     }
 
+    /// The template's name and language, for a template message.
+    pub fn template_name(&self) -> Option<(&str, &str)> {
+        match &self.content {
+            Content::Template { template } => {
+                Some((template.name.as_str(), template.language.code.as_str()))
+            }
+            Content::Text { .. } => None,
+        }
+    }
+
     /// A one-line description for logs: what, to whom (masked), with which
     /// parameters or text (tokens are masked by the logger).
     pub fn describe(&self) -> String {

@@ -5,6 +5,7 @@
 //! Rocket's async executor.
 
 mod checkpointer;
+pub mod damage;
 mod open;
 pub mod pool;
 mod readers;
@@ -74,6 +75,7 @@ impl DbError {
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
+        damage::note(&e);
         DbError::Sql(e)
     }
 }

@@ -234,6 +234,7 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) {
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut s| s.execute([]))
     {
+        super::damage::note(&e);
         log::error!("database: cannot start a write transaction: {e}");
         for job in batch {
             // Nothing runs: each caller learns the write did not happen.
@@ -247,6 +248,7 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) {
         .and_then(|mut s| s.execute([]))
         .map(|_| ());
     if let Err(e) = &committed {
+        super::damage::note(e);
         log::error!(
             "database: commit of {} request(s) failed: {e}",
             responders.len()

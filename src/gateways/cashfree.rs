@@ -148,6 +148,7 @@ impl Source for Cashfree {
                 },
                 key,
                 order_id_source: None,
+                awaits_order: false,
             });
         }
         let (Some(data), Some(payment), Some(cf_id)) = (&data, payment, cf_id) else {
@@ -202,6 +203,7 @@ impl Source for Cashfree {
             },
             key,
             order_id_source: Some("data.order.order_id"),
+            awaits_order: false,
         })
     }
 }

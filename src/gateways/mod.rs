@@ -59,6 +59,10 @@ pub struct Mapped {
     pub event: PaymentEvent,
     /// Which field the order id came from (`payment.notes.order_id`, …).
     pub order_id_source: Option<&'static str>,
+    /// The event names only the gateway's own order id, and a later event of
+    /// the same payment may name the merchant's (SPEC §11, Razorpay's
+    /// `payment.captured`): it waits for that one before it confirms.
+    pub awaits_order: bool,
 }
 
 /// A payment webhook that passed its source's checks: read once under
@@ -68,6 +72,7 @@ pub struct Verified<S: Source> {
     key: String,
     event: PaymentEvent,
     order_id_source: Option<String>,
+    awaits_order: bool,
     _source: PhantomData<S>,
 }
 
@@ -83,6 +88,11 @@ impl<S: Source> Verified<S> {
     /// What `payments::record` needs, plus where the order id came from.
     pub fn into_parts(self) -> (String, PaymentEvent, Option<String>) {
         (self.key, self.event, self.order_id_source)
+    }
+
+    /// Whether the event waits for another of its payment (see `Mapped`).
+    pub fn awaits_order(&self) -> bool {
+        self.awaits_order
     }
 }
 
@@ -148,6 +158,7 @@ impl<'r, S: Source> FromData<'r> for Verified<S> {
             order_id_source: mapped
                 .order_id_source
                 .map(|field| format!("{} {field}", S::NAME)),
+            awaits_order: mapped.awaits_order,
             _source: PhantomData,
         })
     }

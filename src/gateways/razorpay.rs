@@ -2,7 +2,9 @@
 //! body keyed with the webhook secret as text. There is no timestamp, so the
 //! idempotency key is the only replay defence. `payment.captured` and
 //! `order.paid` both pay; for one payment both arrive, in any order, and the
-//! second finds the order already confirmed.
+//! second finds the order already confirmed. `payment.captured` carries no
+//! order entity: when its only order id is Razorpay's own, it is held for
+//! the `order.paid` that names the merchant's (`crate::held_payments`).
 
 use super::{first_order_id, gateway_text, parse_json, phone, Mapped, Source};
 use crate::config::Config;
@@ -17,7 +19,10 @@ pub struct Razorpay;
 
 pub const SIGNATURE_HEADER: &str = "x-razorpay-signature";
 pub const EVENT_ID_HEADER: &str = "x-razorpay-event-id";
-const PAYING: [&str; 2] = ["payment.captured", "order.paid"];
+const CAPTURED: &str = "payment.captured";
+const PAYING: [&str; 2] = [CAPTURED, "order.paid"];
+/// The candidate that is Razorpay's own id, not the merchant's.
+pub const GATEWAY_ORDER_ID: &str = "payment.order_id";
 
 #[derive(Deserialize)]
 struct Body {
@@ -111,6 +116,7 @@ impl Source for Razorpay {
                 },
                 key,
                 order_id_source: None,
+                awaits_order: false,
             });
         }
         let p = payment.ok_or_else(|| {
@@ -126,7 +132,7 @@ impl Source for Razorpay {
                 "order.receipt",
                 order.as_ref().and_then(|o| o.receipt.as_deref()),
             ),
-            ("payment.order_id", p.order_id.as_deref()),
+            (GATEWAY_ORDER_ID, p.order_id.as_deref()),
         ])
         .ok_or_else(|| {
             AppError::InvalidPayload(
@@ -153,6 +159,7 @@ impl Source for Razorpay {
             },
             key,
             order_id_source: Some(field),
+            awaits_order: event_type == CAPTURED && field == GATEWAY_ORDER_ID,
         })
     }
 }

@@ -52,6 +52,7 @@ impl Source for Standard {
             key,
             event,
             order_id_source: Some("data.order_id"),
+            awaits_order: false,
         })
     }
 }

@@ -4,7 +4,8 @@
 //! secret is being rolled), other schemes (`v0`) are ignored, `t` must be
 //! within 5 minutes. A session completed with `payment_status` `unpaid`
 //! (bank transfers, vouchers) is not paid yet: the later
-//! `checkout.session.async_payment_succeeded` pays.
+//! `checkout.session.async_payment_succeeded` pays. One completed with
+//! `no_payment_required` (a 100 % discount) is a paid order of amount 0.
 
 use super::{first_order_id, gateway_text, parse_json, phone, Mapped, Source};
 use crate::config::Config;
@@ -20,6 +21,8 @@ pub struct Stripe;
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
 const COMPLETED: &str = "checkout.session.completed";
 const ASYNC_SUCCEEDED: &str = "checkout.session.async_payment_succeeded";
+/// A session whose discounts cover the whole amount (SPEC §11: confirmed).
+const NO_PAYMENT_REQUIRED: &str = "no_payment_required";
 
 #[derive(Deserialize)]
 struct Event {
@@ -159,6 +162,7 @@ impl Source for Stripe {
             },
             key: key.clone(),
             order_id_source: None,
+            awaits_order: false,
         };
         if kind != COMPLETED && kind != ASYNC_SUCCEEDED {
             return Ok(ignored(kind));
@@ -167,8 +171,9 @@ impl Source for Stripe {
             .data
             .ok_or_else(|| AppError::InvalidPayload(format!("{kind} without data.object")))?
             .object;
-        if kind == COMPLETED && s.payment_status.as_deref() != Some("paid") {
-            // `unpaid`: the async payment is still pending; `no_payment_required`: nothing was paid.
+        let free = s.payment_status.as_deref() == Some(NO_PAYMENT_REQUIRED);
+        if kind == COMPLETED && s.payment_status.as_deref() != Some("paid") && !free {
+            // `unpaid`: the async payment is still pending.
             return Ok(ignored(format!(
                 "{kind} ({})",
                 s.payment_status.as_deref().unwrap_or("no payment_status")
@@ -184,7 +189,9 @@ impl Source for Stripe {
                 "no order id: create the Checkout Session with client_reference_id set to your order id".into(),
             )
         })?;
-        let (Some(amount), Some(currency)) = (s.amount_total, s.currency.as_deref()) else {
+        // Nothing to pay: Stripe sends `amount_total` 0 (or, defensively, none).
+        let amount_total = s.amount_total.or(free.then_some(0));
+        let (Some(amount), Some(currency)) = (amount_total, s.currency.as_deref()) else {
             return Err(AppError::InvalidPayload(
                 "the session has no amount_total or currency".into(),
             ));
@@ -210,6 +217,7 @@ impl Source for Stripe {
             },
             key,
             order_id_source: Some(field),
+            awaits_order: false,
         })
     }
 }

@@ -548,6 +548,17 @@ pub fn depth(conn: &Conn) -> Result<(i64, i64), DbError> {
     Ok((queued, dead))
 }
 
+/// Queued rows waiting out a pause whose cause is gone (a template Meta
+/// approved again) are due at `now`: those whose last error matches `like`,
+/// a SQL LIKE pattern. Returns how many.
+pub fn due_now_where_error(conn: &Conn, like: &str, now: i64) -> Result<usize, DbError> {
+    conn.prepare_cached(
+        "UPDATE outbox SET next_attempt_at = ?1
+         WHERE status = ?2 AND next_attempt_at > ?1 AND last_error LIKE ?3",
+    )?
+    .execute(params![now, Status::Queued, like])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -312,12 +312,19 @@ async fn overview(
     let session = auth.require()?;
     let snapshot = overview_snapshot(&page.overview, &state.db.reads).await?;
     let queue = state.db.reads.read(admin_view::queue_depth).await?;
+    let config = state.config.clone();
+    let templates = state
+        .db
+        .reads
+        .read(move |c| crate::template_health::health(c, &config))
+        .await?;
     let mut view = snapshot.overview.clone();
     view.queue = queue;
     Ok(ok(views::overview(
         &view,
         snapshot.counted_at,
         state.sender.is_paused(),
+        &templates,
         &session.csrf,
     )))
 }

@@ -84,16 +84,18 @@ pub fn close(c: &Conn, id_hash: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Slows down guessing `ADMIN_TOKEN`. Sign-in checks run one at a time
-/// (an async mutex: a waiting request parks, it holds no thread), and each
-/// wrong one holds the line for a delay that doubles with every failure in a
-/// row, from 250 ms up to 10 s, so parallel guesses gain nothing. A right
-/// token, or 15 quiet minutes, resets it. While someone guesses, the
-/// merchant's own sign-in waits its turn too: a fair price on a one-person
-/// admin page.
+/// Slows down guessing `ADMIN_TOKEN`. Wrong sign-ins queue one at a time
+/// behind an async mutex (a waiting request parks, it holds no thread), and
+/// each holds the line for a delay that doubles with every failure in a row,
+/// from 250 ms up to 10 s, so parallel guesses gain nothing. The right token
+/// never joins that line (SPEC §12: a guessing attack must not lock the owner
+/// out): it is compared first and answered at once. A right token, or 15
+/// quiet minutes, resets the count.
 #[derive(Default)]
 pub struct Throttle {
-    failures: rocket::tokio::sync::Mutex<Failures>,
+    /// Held by a wrong sign-in for its whole delay.
+    line: rocket::tokio::sync::Mutex<()>,
+    failures: std::sync::Mutex<Failures>,
 }
 
 #[derive(Default)]
@@ -117,22 +119,25 @@ pub fn delay_after(failures: u32) -> Duration {
 
 impl Throttle {
     /// Compares `given` with `expected` in constant time; on a mismatch,
-    /// waits out the penalty before answering `false`.
+    /// waits its turn in the line of wrong ones and then its penalty before
+    /// answering `false`.
     pub async fn check(&self, expected: &str, given: &str) -> bool {
-        let mut failures = self.failures.lock().await;
-        if failures.last.is_some_and(|t| t.elapsed() > FORGET_AFTER) {
-            *failures = Failures::default();
-        }
         if crate::signature::constant_time_eq(expected, given) {
-            *failures = Failures::default();
+            *self.failures.lock().expect("throttle lock") = Failures::default();
             return true;
         }
-        failures.count = failures.count.saturating_add(1);
-        failures.last = Some(Instant::now());
-        let delay = delay_after(failures.count);
+        let _turn = self.line.lock().await;
+        let (count, delay) = {
+            let mut failures = self.failures.lock().expect("throttle lock");
+            if failures.last.is_some_and(|t| t.elapsed() > FORGET_AFTER) {
+                *failures = Failures::default();
+            }
+            failures.count = failures.count.saturating_add(1);
+            failures.last = Some(Instant::now());
+            (failures.count, delay_after(failures.count))
+        };
         log::warn!(
-            "admin page: wrong sign-in ({} in a row); answering in {} ms",
-            failures.count,
+            "admin page: wrong sign-in ({count} in a row); answering in {} ms",
             delay.as_millis()
         );
         rocket::tokio::time::sleep(delay).await;

@@ -132,13 +132,20 @@ pub fn funnel_svg(f: &Funnel) -> Markup {
     }
 }
 
-pub fn overview(o: &Overview, counted_at: i64, paused: bool, csrf: &str) -> Markup {
+pub fn overview(
+    o: &Overview,
+    counted_at: i64,
+    paused: bool,
+    templates: &crate::template_health::Health,
+    csrf: &str,
+) -> Markup {
     layout(
         "Overview",
         Nav::Overview,
         csrf,
         html! {
             h1 { "Overview" }
+            (super::admin_page_templates::banner(templates))
             div.grid.three {
                 @for (name, funnel) in &o.windows {
                     section.card.funnel data-window=(name) {

@@ -1,6 +1,8 @@
-//! `GET /healthz`: healthy means the database takes a write now.
+//! `GET /healthz`: healthy means the database takes a write now and has
+//! not reported itself damaged since the last good integrity check.
 
 use crate::clock::now_ms;
+use crate::db::damage;
 use crate::outbox;
 use crate::state::AppState;
 use rocket::http::Status;
@@ -13,6 +15,22 @@ pub fn routes() -> Vec<rocket::Route> {
 
 #[get("/healthz")]
 async fn healthz(state: &State<AppState>) -> (Status, Value) {
+    if damage::reason().is_some() && damage::recheck_due() {
+        let verdict = state
+            .db
+            .writer
+            .run(|c| Ok(c.lite().map(damage::quick_check)))
+            .await;
+        if let Ok(Some(Ok(()))) = verdict {
+            damage::clear();
+        }
+    }
+    if let Some(reason) = damage::reason() {
+        return (
+            Status::ServiceUnavailable,
+            json!({"status": "damaged", "error": {"code": "database_damaged", "message": format!("the database reported itself damaged: {reason}; run `orderlink check` and restore the latest backup")}}),
+        );
+    }
     let now = now_ms();
     let probe = state
         .db

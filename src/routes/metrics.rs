@@ -33,10 +33,16 @@ async fn scrape(
     state: &State<AppState>,
 ) -> Result<(ContentType, String), AppError> {
     let paused = state.sender.is_paused();
+    let config = state.config.clone();
     let text = state
         .db
         .reads
-        .read(move |conn| metrics::get().render(conn, paused))
+        .read(move |conn| {
+            let held = crate::template_health::health(conn, &config)?.held;
+            let roles: Vec<&str> = held.iter().map(|(role, _)| *role).collect();
+            metrics::get().templates_held(&roles);
+            metrics::get().render(conn, paused)
+        })
         .await?
         .map_err(AppError::Internal)?;
     let content_type =

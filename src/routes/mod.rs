@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_page;
 pub mod admin_page_session;
+pub mod admin_page_templates;
 pub mod admin_page_views;
 pub mod bearer;
 pub mod gateway_webhooks;

@@ -8,6 +8,7 @@ use crate::domain::EventKind;
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
 use crate::gateways::{Source, Verified};
+use crate::held_payments;
 use crate::payments::{self, Context, Outcome};
 use crate::state::AppState;
 use rocket::serde::json::{json, Value};
@@ -27,7 +28,9 @@ async fn payment_webhook(
 
 /// Record, wake the senders, answer: the same for every source.
 pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result<Value, AppError> {
+    let awaits_order = webhook.awaits_order();
     let (key, event, order_id_source) = webhook.into_parts();
+    let wait_ms = state.config.razorpay_order_wait.as_millis() as i64;
     let ctx = Context {
         now_ms: now_ms(),
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
@@ -40,8 +43,19 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
             // A job may run again (PostgreSQL retries a serialization
             // failure), so the event it adjusts is its own copy.
             let mut event = event.clone();
+            let mut has_order = false;
             if S::NAMESPACED {
-                keep_payment_with_its_order(conn, S::NAME, &mut event.kind)?;
+                has_order = keep_payment_with_its_order(conn, S::NAME, &mut event.kind)?;
+            }
+            // §11: only the gateway's own order id, and no order yet: wait
+            // for the event that names the merchant's.
+            if awaits_order && !has_order && wait_ms > 0 {
+                let due = ctx.now_ms + wait_ms;
+                let source = order_id_source.as_deref();
+                let held = held_payments::hold(conn, S::NAME, &key, &event, source, ctx.now_ms, due)?;
+                if let Some(outcome) = held {
+                    return Ok(outcome);
+                }
             }
             let outcome = payments::record(conn, &key, &event, &ctx)?;
             let recorded = matches!(
@@ -58,6 +72,11 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
                     "UPDATE orders SET order_id_source = COALESCE(order_id_source, ?2) WHERE id = ?1",
                 )?
                 .execute(params![p.order_id.as_str(), source])?;
+            }
+            if let (true, true, EventKind::PaymentSucceeded(p)) =
+                (recorded, S::NAMESPACED, &event.kind)
+            {
+                held_payments::settle(conn, S::NAME, &p.payment_id, p.order_id.as_str())?;
             }
             Ok(outcome)
         })
@@ -76,24 +95,25 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
 /// Razorpay's `payment.captured` carries no order entity, so when the
 /// merchant's id is only in the order's `notes` or `receipt`, it maps to
 /// another candidate than the `order.paid` of the same payment; both must
-/// still give one confirmation.
+/// still give one confirmation. Returns whether an order holds the payment.
 fn keep_payment_with_its_order(
     conn: &Conn,
     source: &str,
     kind: &mut EventKind,
-) -> Result<(), crate::db::DbError> {
+) -> Result<bool, crate::db::DbError> {
     let EventKind::PaymentSucceeded(p) = kind else {
-        return Ok(());
+        return Ok(false);
     };
     // Two events of one payment (Razorpay's order.paid and payment.captured
     // at once) must not both find no order and make two.
-    conn.lock_key(&format!("payment:{source}:{}", p.payment_id))?;
+    conn.lock_key(&held_payments::payment_lock(source, &p.payment_id))?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",
         )?
         .query_row(params![p.payment_id, format!("{source} %")], |r| r.get(0))
         .optional()?;
+    let found = existing.is_some();
     if let Some(id) = existing {
         if id != p.order_id.as_str() {
             if let Ok(order_id) = crate::domain::OrderId::parse(&id) {
@@ -105,7 +125,7 @@ fn keep_payment_with_its_order(
             }
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 fn links(state: &AppState, order_id: &str, token: Option<&str>) -> Value {
@@ -136,6 +156,9 @@ fn respond(state: &AppState, outcome: Outcome) -> Value {
             ("already_confirmed", Some(order_id), token.as_deref(), None)
         }
         Outcome::Ignored => ("ignored", None, None, None),
+        Outcome::Held { gateway_order_id } => {
+            return json!({"status": "waiting", "gateway_order_id": gateway_order_id, "waiting_for": "order.paid"});
+        }
     };
     let mut body = json!({"status": status});
     if let Some(order_id) = order_id {

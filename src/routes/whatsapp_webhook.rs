@@ -9,6 +9,7 @@ use crate::inbound::{self, Carried, Stored};
 use crate::outbox;
 use crate::signature::{constant_time_eq, verify_meta};
 use crate::state::AppState;
+use crate::template_health::{self, News};
 use rocket::data::Data;
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
@@ -91,6 +92,7 @@ async fn receive(
         }
     };
     let parsed = inbound::parse(&payload);
+    let news = template_health::parse(&payload);
     for what in &parsed.skipped {
         log::info!("POST /webhooks/whatsapp: not understood: {what}");
     }
@@ -100,6 +102,8 @@ async fn receive(
     let now = now_ms();
     // A refused link text or BSUID send goes back to the queue: send it now.
     let requeues = statuses.iter().any(outbox::may_requeue);
+    let news = std::sync::Arc::new(news);
+    let reported = news.clone();
     let (carried, results) = state
         .db
         .writer
@@ -126,6 +130,9 @@ async fn receive(
             if !statuses.is_empty() {
                 outbox::prune_pending(conn, now)?;
             }
+            if !news.is_empty() {
+                template_health::apply(conn, &news, now)?;
+            }
             Ok((carried, stored))
         })
         .await?;
@@ -145,6 +152,7 @@ async fn receive(
             ),
         }
     }
+    report_template_news(state, &reported);
     let mut new_replies = false;
     for (wamid, stored) in &results {
         match stored {
@@ -176,4 +184,60 @@ async fn receive(
     }
     crate::metrics::get().webhook("whatsapp", "processed");
     Ok(json!({"status": "ok", "messages": counts.0, "statuses": counts.1}))
+}
+
+/// Says what Meta's template webhooks and value-level errors mean for this
+/// shop (SPEC §9): a log line each, the metric, and, when the confirmation
+/// or invite template is approved again, sending resumes at once.
+fn report_template_news(state: &AppState, news: &News) {
+    let config = &state.config;
+    let metrics = crate::metrics::get();
+    for s in &news.statuses {
+        metrics.template_event(&s.event);
+        let why = s
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        match template_health::role(config, &s.name, &s.language) {
+            Some(role) if s.holds() => log::error!(
+                "TEMPLATE {}: Meta reports the {role} template {} ({}) {}{why}; sending it is paused until Meta approves it again",
+                s.event, s.name, s.language, s.event
+            ),
+            Some(role) => {
+                log::warn!(
+                    "template: Meta reports the {role} template {} ({}) {}{why}; it may be sent",
+                    s.name, s.language, s.event
+                );
+                state.sender.resume(&format!("the {role} template is {}", s.event));
+            }
+            None => log::info!(
+                "template: Meta reports template {} ({}) {}{why} (not one this shop sends)",
+                s.name, s.language, s.event
+            ),
+        }
+    }
+    for c in &news.categories {
+        match template_health::role(config, &c.name, &c.language) {
+            Some(role) => log::warn!(
+                "template: the {role} template {} ({}): {}; what each message costs changes with it",
+                c.name,
+                c.language,
+                c.describe()
+            ),
+            None => log::info!("template {} ({}): {}", c.name, c.language, c.describe()),
+        }
+    }
+    for e in &news.errors {
+        metrics.whatsapp_error(e.code);
+        log::error!(
+            "WhatsApp reports a problem of the account or system (code {}): {}{}",
+            e.code.map_or("none".into(), |c| c.to_string()),
+            e.title.as_deref().unwrap_or("no title"),
+            e.details
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
 }

@@ -176,6 +176,67 @@ fn wrong_sign_ins_are_refused_and_each_waits_longer() {
     assert_eq!(client.get("/admin").status, 200);
 }
 
+/// issue 18 §8: six concurrent wrong sign-ins made the owner's right token
+/// wait 57 s. The bound asserted is an order, not a duration: three wrong
+/// sign-ins first raise the penalty to 2 s, so the first of the six
+/// concurrent ones holds the line of wrong ones for 2 s (and the rest for
+/// 4, 8, 10, 10, 10 s after it). The right token, sent once that first one
+/// is known to be waiting (its log line), must be answered while no wrong
+/// one has been answered yet: queued behind even one wrong sign-in it would
+/// come after that one's 2 s, however slow or fast the machine.
+#[test]
+fn the_right_token_is_answered_before_concurrent_wrong_ones() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // Arrange: the penalty raised to 2 s by three wrong sign-ins in a row.
+    let graph = FakeGraph::start();
+    let app = page_app(&graph);
+    for _ in 0..3 {
+        assert_eq!(PageClient::new(&app).sign_in("guess").status, 401);
+    }
+    let answered_wrong = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+
+    // Act: six concurrent wrong sign-ins, then the right one. (The threads
+    // are not joined: the last of the six answers some 44 s later.)
+    for i in 0..6 {
+        let mut client = PageClient::new(&app);
+        let (answered, refused) = (answered_wrong.clone(), refused.clone());
+        std::thread::spawn(move || {
+            let status = client.sign_in(&format!("guess-{i}")).status;
+            if status == 401 {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+            answered.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    wait_until(
+        "the first concurrent wrong sign-in in line",
+        PATIENCE,
+        || app.logs().contains("wrong sign-in (4 in a row)"),
+    );
+    let mut owner = PageClient::new(&app);
+    let started = Instant::now();
+    let resp = owner.sign_in(ADMIN_TOKEN);
+    let took = started.elapsed();
+    let wrong_before = answered_wrong.load(Ordering::SeqCst);
+
+    // Assert
+    assert_eq!(resp.status, 303, "{}", resp.body);
+    assert_eq!(
+        wrong_before, 0,
+        "the right token was answered after {wrong_before} wrong one(s), in {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(owner.get("/admin").status, 200);
+    // The wrong ones are still refused (the first answers after its 2 s).
+    wait_until("the first wrong sign-in's answer", PATIENCE, || {
+        answered_wrong.load(Ordering::SeqCst) >= 1
+    });
+    assert!(refused.load(Ordering::SeqCst) >= 1);
+}
+
 #[test]
 fn state_changing_forms_are_refused_without_the_session_csrf_token() {
     // Arrange: a dead confirmation and a signed-in page.

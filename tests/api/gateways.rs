@@ -260,23 +260,27 @@ fn razorpay_tampered_unsigned_or_foreign_signatures_are_refused_and_write_nothin
     let resp = razorpay(&app, &ambiguous, Some("evt_dup_keys"));
     assert_eq!(resp.status, 422, "{}", resp.body);
     assert_nothing_written(&app);
-    // Either secret of the rotation list signs.
+    // Either secret of the rotation list signs. (Only Razorpay's own order
+    // id: recorded, waiting for its order.paid, §11.)
     let old = signing::razorpay("rzp_old_secret_4f1", &body);
     assert_eq!(
         status_of(&razorpay_with(&app, &body, Some("evt_ok"), &old)),
-        "processed"
+        "waiting"
     );
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM orders WHERE id = 'order_T1'"),
+        app.count("SELECT COUNT(*) FROM held_payments WHERE order_id = 'order_T1'"),
         1
     );
 }
 
+/// issue 17: with the merchant's id only in the order's receipt, 5 of 5
+/// concurrent pairs were confirmed under Razorpay's `order_…` id. Now every
+/// order is the merchant's, whichever event of the pair lands first.
 #[test]
 fn razorpay_order_paid_and_payment_captured_concurrently_give_one_confirmation_per_order() {
     let graph = FakeGraph::start();
     let app = Arc::new(gateway_app(&graph));
-    const ORDERS: usize = 6;
+    const ORDERS: usize = 10;
     let mut handles = Vec::new();
     let barrier = Arc::new(Barrier::new(ORDERS * 2));
     for i in 0..ORDERS {
@@ -316,10 +320,12 @@ fn razorpay_order_paid_and_payment_captured_concurrently_give_one_confirmation_p
         ORDERS,
         "{statuses:?}"
     );
+    // The second of a pair is already confirmed, or (a receipt-only
+    // payment.captured that came first) waited for its order.paid.
     assert_eq!(
         statuses
             .iter()
-            .filter(|s| *s == "already_confirmed")
+            .filter(|s| *s == "already_confirmed" || *s == "waiting")
             .count(),
         ORDERS,
         "{statuses:?}"
@@ -330,8 +336,113 @@ fn razorpay_order_paid_and_payment_captured_concurrently_give_one_confirmation_p
     for r in graph.requests_of_type("template") {
         let order = r.order_id().unwrap();
         assert_eq!(templates_for(&graph, order).len(), 1, "{order}");
+        assert!(order.starts_with("RZ-C"), "confirmed under {order}");
+        assert_eq!(
+            r.body.pointer("/template/components/0/parameters/0/text"),
+            Some(&json!(order))
+        );
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders"), ORDERS as i64);
+    let mut orders: Vec<String> = app
+        .db()
+        .prepare("SELECT id FROM orders ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    orders.sort();
+    let expected: Vec<String> = (0..ORDERS).map(|i| format!("RZ-C{i}")).collect();
+    assert_eq!(orders, expected);
+    assert_eq!(app.count("SELECT COUNT(*) FROM held_payments"), 0);
+    admin_order(&app, "RZ-C1");
+}
+
+/// §11 in order: the receipt-only `payment.captured` first (as Razorpay
+/// sends them), then its `order.paid`. issue 17: the confirmation showed
+/// Razorpay's id and the admin lookup by the merchant's id was 404.
+#[test]
+fn razorpay_payment_captured_first_waits_for_order_paid_and_confirms_the_merchants_order() {
+    let graph = FakeGraph::start();
+    let app = gateway_app(&graph);
+    let captured = razorpay_payment_captured("pay_W1", "order_W1", json!([]));
+    let paid = razorpay_order_paid("pay_W1", "order_W1", json!([]), json!({"receipt": "RZ-W1"}));
+
+    let first = razorpay(&app, &captured, Some("evt_W1a"));
+    assert_eq!(status_of(&first), "waiting", "{}", first.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox"), 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 0);
+    let second = razorpay(&app, &paid, Some("evt_W1b")).json();
+    assert_eq!(second["status"], "processed");
+    assert_eq!(second["order_id"], "RZ-W1");
+
+    graph.wait_for_accepted("text", 1, PATIENCE);
+    app.assert_sends_settled(&graph, 2);
+    let template = &templates_for(&graph, "RZ-W1")[0];
+    assert_eq!(
+        template
+            .body
+            .pointer("/template/components/0/parameters/0/text"),
+        Some(&json!("RZ-W1"))
+    );
+    assert!(admin_order(&app, "RZ-W1")
+        .to_string()
+        .contains("razorpay order.receipt"));
+    let by_gateway_id = into_resp(
+        ureq::get(&app.url("/admin/orders/order_W1"))
+            .set("Authorization", &format!("Bearer {ADMIN}"))
+            .call(),
+    );
+    assert_eq!(by_gateway_id.status, 404);
+    assert_eq!(app.count("SELECT COUNT(*) FROM held_payments"), 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_events WHERE order_id = 'RZ-W1'"),
+        2
+    );
+    // Razorpay retries the first delivery: a replay, nothing more.
+    assert_eq!(
+        status_of(&razorpay(&app, &captured, Some("evt_W1a"))),
+        "duplicate"
+    );
+    app.assert_sends_settled(&graph, 2);
+}
+
+/// §11: no `order.paid` within `RAZORPAY_ORDER_WAIT_MS`: Razorpay's id names
+/// the order. The wait is stored, so a restart in the middle of it (here
+/// a kill -9 right after the 200) still confirms it once; an `order.paid`
+/// that comes later finds the order confirmed.
+#[test]
+fn razorpay_payment_captured_alone_is_confirmed_under_razorpays_id_after_the_wait_across_a_restart()
+{
+    let graph = FakeGraph::start();
+    let mut app = TestApp::builder(&graph)
+        .env("RAZORPAY_WEBHOOK_SECRET", RAZORPAY_SECRETS)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("RAZORPAY_ORDER_WAIT_MS", "1500")
+        .spawn();
+    let captured = razorpay_payment_captured("pay_A1", "order_A1", json!([]));
+    assert_eq!(
+        status_of(&razorpay(&app, &captured, Some("evt_A1a"))),
+        "waiting"
+    );
+
+    app.restart();
+
+    let template = graph.wait_for("order_A1", PATIENCE, |all| {
+        all.iter().any(|r| r.order_id() == Some("order_A1"))
+    });
+    assert!(!template.is_empty());
+    graph.wait_for_accepted("text", 1, PATIENCE);
+    let late = razorpay_order_paid("pay_A1", "order_A1", json!([]), json!({"receipt": "RZ-A1"}));
+    let resp = razorpay(&app, &late, Some("evt_A1b")).json();
+    assert_eq!(resp["status"], "already_confirmed");
+    assert_eq!(resp["order_id"], "order_A1");
+    app.assert_sends_settled(&graph, 2);
+    assert_eq!(templates_for(&graph, "order_A1").len(), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM held_payments"), 0);
+    assert!(admin_order(&app, "order_A1")
+        .to_string()
+        .contains("razorpay payment.order_id"));
 }
 
 #[test]
@@ -521,6 +632,37 @@ fn stripe_unpaid_session_is_ignored_until_the_async_payment_succeeds() {
     assert_eq!(stripe(&app, &bad).status, 422);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM orders WHERE id = 'ST-ISK2'"),
+        0
+    );
+}
+
+/// §11: a session whose discounts cover everything completes with
+/// `payment_status` `no_payment_required` and `amount_total` 0 (one of the
+/// three `payment_status` values of Stripe's Checkout Session object,
+/// https://docs.stripe.com/api/checkout/sessions/object). issue 17: it was
+/// ignored and the customer got no confirmation.
+#[test]
+fn stripe_no_payment_required_session_is_a_paid_order_of_amount_zero() {
+    let graph = FakeGraph::start();
+    let app = gateway_app(&graph);
+    let body = stripe_session_event(
+        "evt_1F1",
+        "checkout.session.completed",
+        json!({"client_reference_id": "ST-FREE", "payment_status": "no_payment_required",
+            "amount_subtotal": 49900, "amount_total": 0, "payment_intent": null,
+            "total_details": {"amount_discount": 49900, "amount_shipping": 0, "amount_tax": 0}}),
+    );
+    let resp = stripe(&app, &body);
+    assert_eq!(status_of(&resp), "processed", "{}", resp.body);
+    assert_eq!(resp.json()["order_id"], "ST-FREE");
+    graph.wait_for_accepted("text", 1, PATIENCE);
+    app.assert_sends_settled(&graph, 2);
+    assert_eq!(
+        amount_param(&templates_for(&graph, "ST-FREE")[0]),
+        "INR 0.00"
+    );
+    assert_eq!(
+        app.count("SELECT total_amount FROM orders WHERE id = 'ST-FREE'"),
         0
     );
 }

@@ -180,3 +180,94 @@ fn the_start_and_404s_are_not_warnings() {
         "no INFO line saying {listening:?}:\n{logs}"
     );
 }
+
+/// SPEC §8, issue 18 §7: at RUST_LOG=debug Rocket dumped whole session ids
+/// (`cookie`, `set-cookie`), a wrong bearer one character off the admin
+/// token, and a wrong `hub.verify_token`. Through sign-in (wrong and right),
+/// a page read with the session cookie, sign-out, a wrong bearer and the
+/// webhook verification (wrong and right), no credential's value, right or
+/// wrong, is in any line, Rocket's own dumps included.
+#[test]
+fn credentials_are_masked_in_every_line_at_debug_level() {
+    use crate::admin_page_seed::PageClient;
+    const ADMIN: &str = "adminTOKEN_s3cr3t_value";
+    const WRONG_BEARER: &str = "adminTOKEN_s3cr3t_valuX";
+    const VERIFY: &str = "verifyTOKEN_7c1e_right";
+    const WRONG_VERIFY: &str = "verifyTOKEN_7c1e_wronG";
+    const WRONG_SIGN_IN: &str = "guessTOKEN_0b9d_wrong";
+
+    // Arrange
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .env("RUST_LOG", "debug")
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("WHATSAPP_VERIFY_TOKEN", VERIFY)
+        .spawn();
+
+    // Act
+    let mut browser = PageClient::new(&app);
+    assert_eq!(browser.sign_in(WRONG_SIGN_IN).status, 401);
+    assert_eq!(browser.sign_in(ADMIN).status, 303);
+    let cookie = browser.cookie.clone().expect("a session cookie");
+    let session_id = cookie.split_once('=').expect("name=value").1.to_owned();
+    assert_eq!(browser.get("/admin").status, 200);
+    let csrf = browser.csrf("/admin");
+    assert_eq!(
+        browser
+            .post_form("/admin/sign-out", &[("csrf", &csrf)])
+            .status,
+        303
+    );
+    // The ended session's cookie, sent again.
+    assert_eq!(browser.get("/admin").status, 303);
+    let wrong = app.get_no_redirect_with(
+        "/admin/orders/ORD-1",
+        &[("Authorization", &format!("Bearer {WRONG_BEARER}"))],
+    );
+    assert_eq!(wrong.status, 401);
+    let right = app.get_no_redirect_with(
+        "/admin/orders/ORD-1",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    );
+    assert_eq!(right.status, 404);
+    let verify = |token: &str| {
+        app.get_no_redirect(&format!(
+            "/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        ))
+        .status
+    };
+    assert_eq!(verify(WRONG_VERIFY), 403);
+    assert_eq!(verify(VERIFY), 200);
+
+    // Assert: the debug dumps were written, and hold no credential.
+    wait_until("the last request's line", PATIENCE, || {
+        app.logs()
+            .lines()
+            .filter(|l| l.contains("orderlink::http") && l.contains("/webhooks/whatsapp"))
+            .count()
+            == 2
+    });
+    let logs = app.logs();
+    assert!(
+        logs.to_lowercase().contains("cookie") && logs.to_lowercase().contains("authorization"),
+        "RUST_LOG=debug wrote no header dump, so this test would prove nothing:\n{logs}"
+    );
+    let session_hash = orderlink::routes::admin_page_session::sha256_hex(&session_id);
+    for value in [
+        ADMIN,
+        WRONG_BEARER,
+        VERIFY,
+        WRONG_VERIFY,
+        WRONG_SIGN_IN,
+        session_id.as_str(),
+        &session_id[..16],
+        session_hash.as_str(),
+    ] {
+        let line = logs.lines().find(|l| l.contains(value));
+        assert!(
+            line.is_none(),
+            "the log leaks {value:?}: {}",
+            line.unwrap_or_default()
+        );
+    }
+}
