@@ -543,8 +543,13 @@ fn the_order_timeline_lists_its_messages_clicks_and_elder() {
     );
     assert_eq!(b.text("#clicks"), "1 by people, 1 previews");
     assert_eq!(b.text(".stage"), "Done: elder linked");
-    assert_eq!(b.text("#confirmation"), "delivered");
-    assert_eq!(b.text("#link"), "delivered, read");
+    // The statuses' pricing has no type and says billable: paid (SPEC §9).
+    assert_eq!(b.text("#confirmation"), "delivered · paid message");
+    assert_eq!(b.text("#link"), "delivered, read · paid message");
+    assert!(
+        events.iter().any(|e| e == "Confirmation: paid message"),
+        "{events:?}"
+    );
     b.screenshot("order-timeline");
 }
 
