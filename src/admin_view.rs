@@ -47,13 +47,20 @@ fn message_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
         "lease_until": rfc3339(r.get("lease_until")?),
         // Which way the link went and why (on the row that carried it).
         "link_via": r.get::<_, Option<String>>("link_via")?,
+        // What Meta's statuses said it cost (SPEC §9); `paid` is null until one says.
+        "pricing": {
+            "category": r.get::<_, Option<String>>("pricing_category")?,
+            "type": r.get::<_, Option<String>>("pricing_type")?,
+            "billable": r.get::<_, Option<bool>>("pricing_billable")?,
+            "paid": r.get::<_, Option<bool>>("pricing_paid")?,
+        },
     }))
 }
 
 const MESSAGE_COLUMNS: &str =
     "id, order_id, kind, recipient, recipient_user_id, status, variant, attempts, next_attempt_at,
      last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at,
-     lease_until, link_via";
+     lease_until, link_via, pricing_category, pricing_type, pricing_billable, pricing_paid";
 
 fn inbound_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
     Ok(json!({
@@ -189,10 +196,15 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<Value>, DbError> {
         "link_opened": human > 0,
         "elder_linked": !links.is_empty(),
     });
+    let paid_messages = messages
+        .iter()
+        .filter(|m| m["pricing"]["paid"] == true)
+        .count();
     Ok(Some(json!({
         "order": order,
         "token": token,
         "funnel": funnel,
+        "paid_messages": paid_messages,
         "messages": messages,
         "invite_clicks": {"human": human, "preview": preview, "last_human_click_at": rfc3339(last_click)},
         "contacts": contacts,
@@ -367,6 +379,112 @@ impl Stage {
     }
 }
 
+/// Where one step of an order stands. A step whose message was dead-lettered,
+/// cancelled or failed at WhatsApp is `Failed`, never `Done`, whatever later
+/// steps reached (an elder can link through a link forwarded another way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    Done,
+    Failed,
+    Todo,
+}
+
+/// Each step of SPEC §12's funnel for one order, in `Stage::ALL` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub steps: [StepState; 7],
+}
+
+impl Progress {
+    /// The furthest step done.
+    pub fn stage(&self) -> Stage {
+        Stage::ALL
+            .iter()
+            .zip(self.steps)
+            .filter(|(_, s)| *s == StepState::Done)
+            .map(|(stage, _)| *stage)
+            .next_back()
+            .unwrap_or(Stage::Paid)
+    }
+
+    /// The first step that failed: where the order stopped.
+    pub fn stopped(&self) -> Option<Stage> {
+        Stage::ALL
+            .iter()
+            .zip(self.steps)
+            .find(|(_, s)| *s == StepState::Failed)
+            .map(|(stage, _)| *stage)
+    }
+
+    /// Where the order stands, in words a merchant reads at a glance.
+    pub fn words(&self) -> String {
+        let reached = self.stage();
+        if let Some(stop) = self.stopped() {
+            let why = match stop {
+                Stage::ConfirmationSent => "the confirmation was not sent",
+                Stage::ConfirmationDelivered => "WhatsApp could not deliver the confirmation",
+                Stage::LinkSent => "the link message was not sent",
+                Stage::LinkDelivered => "WhatsApp could not deliver the link message",
+                // Only messages fail; the other steps are done or not yet.
+                _ => "a step failed",
+            };
+            return if reached > stop {
+                format!("Stopped: {why} (later: {})", reached.label().to_lowercase())
+            } else {
+                format!("Stopped: {why}")
+            };
+        }
+        match reached {
+            Stage::Paid => "Paid · confirmation not sent yet",
+            Stage::ConfirmationSent => "Confirmation sent · not delivered yet",
+            Stage::ConfirmationDelivered => "Confirmation delivered · link not sent yet",
+            Stage::LinkSent => "Link sent · not delivered yet",
+            Stage::LinkDelivered => "Link delivered · not opened yet",
+            Stage::LinkOpened => "Link opened · no elder has written yet",
+            Stage::ElderLinked => "Done: elder linked",
+        }
+        .to_owned()
+    }
+}
+
+/// Each step's state, from what the outbox (status, delivery status of the
+/// confirmation and of the link) and the click and contact tables hold.
+pub fn progress_of(
+    confirmation: (Option<&str>, Option<&str>),
+    link: (Option<&str>, Option<&str>),
+    opened: bool,
+    linked: bool,
+) -> Progress {
+    let sent = |status: Option<&str>| match status {
+        Some(outbox::SENT) => StepState::Done,
+        Some(outbox::DEAD | outbox::CANCELLED) => StepState::Failed,
+        _ => StepState::Todo,
+    };
+    let delivered = |delivery: Option<&str>| match delivery {
+        Some("delivered" | "read") => StepState::Done,
+        Some("failed") => StepState::Failed,
+        _ => StepState::Todo,
+    };
+    let done = |yes: bool| {
+        if yes {
+            StepState::Done
+        } else {
+            StepState::Todo
+        }
+    };
+    Progress {
+        steps: [
+            StepState::Done,
+            sent(confirmation.0),
+            delivered(confirmation.1),
+            sent(link.0),
+            delivered(link.1),
+            done(opened),
+            done(linked),
+        ],
+    }
+}
+
 /// The furthest stage reached, from what the outbox and the click and
 /// contact tables hold for one order.
 pub fn stage_of(
@@ -403,6 +521,8 @@ pub struct OrderRow {
     pub amount: String,
     pub created_at: i64,
     pub stage: Stage,
+    /// Each step, failed ones apart from done ones.
+    pub progress: Progress,
     /// A message of the order is dead-lettered or was refused by WhatsApp.
     pub trouble: Option<String>,
 }
@@ -416,6 +536,8 @@ impl OrderRow {
             "amount": self.amount,
             "created_at": rfc3339(Some(self.created_at)),
             "stage": self.stage.code(),
+            "stopped_at": self.progress.stopped().map(Stage::code),
+            "stage_words": self.progress.words(),
             "trouble": self.trouble,
         })
     }
@@ -531,6 +653,12 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
             let link_status: Option<String> = r.get(8)?;
             let link_delivery: Option<String> = r.get(9)?;
             let trouble: Option<String> = r.get(12)?;
+            let progress = progress_of(
+                (conf_status.as_deref(), conf_delivery.as_deref()),
+                (link_status.as_deref(), link_delivery.as_deref()),
+                r.get(10)?,
+                r.get(11)?,
+            );
             Ok(OrderRow {
                 id: r.get(0)?,
                 status: r.get(1)?,
@@ -545,6 +673,7 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
                     r.get(10)?,
                     r.get(11)?,
                 ),
+                progress,
                 trouble: trouble.map(|kind| format!("{kind} failed")),
             })
         })?
@@ -610,8 +739,34 @@ pub fn queue_depth(c: &Conn) -> Result<QueueDepth, DbError> {
 pub struct Overview {
     pub windows: Vec<(&'static str, Funnel)>,
     pub queue: QueueDepth,
-    /// Categories, each with its count per window (same order as `windows`).
+    /// Paid messages (SPEC §9: pricing type `regular`, or billable without
+    /// a type) by category, each with its count per window (same order as
+    /// `windows`).
     pub costs: Vec<(String, Vec<i64>)>,
+}
+
+/// Paid messages queued on each day: `days` are the days' starts, oldest
+/// first (midnights in the merchant's zone); the last day runs to now. One
+/// range scan of the `outbox_paid` index (V12).
+pub fn paid_per_day(c: &Conn, days: &[i64]) -> Result<Vec<i64>, DbError> {
+    let Some(first) = days.first() else {
+        return Ok(Vec::new());
+    };
+    let n = days.len();
+    let args: Vec<i64> = days.iter().copied().chain([*first]).collect();
+    // Messages since each day's start; a day is its count less the next's.
+    let since: Vec<i64> = c
+        .prepare_cached(&format!(
+            "SELECT {} FROM outbox WHERE pricing_paid = TRUE AND created_at >= ?{}",
+            per_window("created_at", n, None),
+            n + 1
+        ))?
+        .query_row(crate::db::sql::params_from_iter(args.iter()), |r| {
+            (0..n).map(|i| r.get(i)).collect()
+        })?;
+    Ok((0..n)
+        .map(|i| since[i] - since.get(i + 1).copied().unwrap_or(0))
+        .collect())
 }
 
 /// One count per window, `?1`…`?n` being the windows' starts: a single scan
@@ -626,11 +781,11 @@ fn per_window(column: &str, n: usize, distinct: Option<&str>) -> String {
         .join(", ")
 }
 
-/// The funnel and the billable messages for windows `[since, now]`. Each
+/// The funnel and the paid messages for windows `[since, now]`. Each
 /// step is counted where it happened: orders by payment time, their messages
 /// by the time they were queued (in the payment's own transaction, so the
-/// same cohort), link opens and linked elders by their own time; billable
-/// messages (migration V3's columns, filled from Meta's statuses) by the
+/// same cohort), link opens and linked elders by their own time; paid
+/// messages (migration V12's column, filled from Meta's statuses) by the
 /// time they were queued. Five index range scans of V6's indexes, one per
 /// table and step, each over the widest window: the cost follows the
 /// month's traffic, not the database's size.
@@ -681,7 +836,7 @@ pub fn overview(c: &Conn, windows: &[(&'static str, i64)]) -> Result<Overview, D
     let costs: Vec<(String, Vec<i64>)> = c
         .prepare_cached(&format!(
             "SELECT COALESCE(pricing_category, 'unknown'), {} FROM outbox
-             WHERE pricing_billable = TRUE AND created_at >= ?{w}
+             WHERE pricing_paid = TRUE AND created_at >= ?{w}
              GROUP BY COALESCE(pricing_category, 'unknown') ORDER BY 1",
             per_window("created_at", n, None)
         ))?
@@ -749,7 +904,8 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     }
     let mut stmt = c.prepare_cached(
         "SELECT kind, recipient, status, variant, attempts, last_error, created_at, updated_at,
-                sent_at, delivery_status, delivery_error, delivery_updated_at, id, link_via
+                sent_at, delivery_status, delivery_error, delivery_updated_at, id, link_via,
+                graph_message_id, pricing_paid, pricing_category, pricing_type
          FROM outbox WHERE order_id = ?1 ORDER BY created_at, kind",
     )?;
     for row in stmt.query_map([order_id], |r| {
@@ -768,6 +924,12 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             r.get::<_, Option<i64>>(11)?,
             r.get::<_, String>(12)?,
             r.get::<_, Option<String>>(13)?,
+            (
+                r.get::<_, Option<String>>(14)?,
+                r.get::<_, Option<bool>>(15)?,
+                r.get::<_, Option<String>>(16)?,
+                r.get::<_, Option<String>>(17)?,
+            ),
         ))
     })? {
         let (
@@ -785,6 +947,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             delivery_at,
             id,
             link_via,
+            (graph_id, paid, category, pricing_type),
         ) = row?;
         let name = match kind.as_str() {
             outbox::CONFIRMATION => "Confirmation",
@@ -835,7 +998,11 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
             events.push(Event {
                 at,
                 kind: "message",
-                title: format!("{name} accepted by WhatsApp"),
+                title: if is_sandbox_id(graph_id.as_deref()) {
+                    format!("{name} {SANDBOX_RECORDED}")
+                } else {
+                    format!("{name} accepted by WhatsApp")
+                },
                 detail: Some(format!("sent as {variant}, after {attempts} attempt(s)")),
             });
             if let Some(via) = link_via.as_deref().and_then(outbox::LinkVia::parse) {
@@ -846,6 +1013,14 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
                     detail: None,
                 });
             }
+        }
+        if let Some(paid) = paid {
+            events.push(Event {
+                at: delivery_at.or(sent_at).unwrap_or(updated_at),
+                kind: if paid { "paid" } else { "free" },
+                title: format!("{name}: {}", price_words(paid, pricing_type.as_deref())),
+                detail: category.map(|c| format!("pricing category {c}")),
+            });
         }
         if let (Some(state), Some(at)) = (delivery.as_deref(), delivery_at) {
             let (title, kind) = match state {
@@ -945,6 +1120,30 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     Ok(events)
 }
 
+/// What sandbox mode does instead of sending (SPEC §3): the message is
+/// recorded with a `sandbox-` id and never reaches WhatsApp.
+pub const SANDBOX_RECORDED: &str = "recorded (sandbox, not sent)";
+
+/// Whether a message was recorded by sandbox mode rather than sent.
+pub fn is_sandbox_id(graph_message_id: Option<&str>) -> bool {
+    graph_message_id.is_some_and(|id| id.starts_with("sandbox-"))
+}
+
+/// A message's price in words, from `pricing_paid` and Meta's `pricing.type`.
+pub fn price_words(paid: bool, pricing_type: Option<&str>) -> String {
+    match (paid, pricing_type) {
+        (true, _) => "paid message".into(),
+        (false, Some("free_customer_service")) => {
+            "free (inside the customer's 24-hour window)".into()
+        }
+        (false, Some("free_entry_point")) => {
+            "free (entry point: 72 hours after an ad or a Page button)".into()
+        }
+        (false, Some(other)) => format!("free ({other})"),
+        (false, None) => "free (not billable)".into(),
+    }
+}
+
 /// One inbound message for the elder chats list.
 #[derive(Debug, Clone)]
 pub struct Chat {
@@ -1018,6 +1217,60 @@ mod tests {
             stage_of((Some("dead"), None), (None, None), false, true),
             Stage::ElderLinked
         );
+    }
+
+    #[test]
+    fn a_failed_or_dead_step_is_never_done_and_the_words_say_where_it_stopped() {
+        // The link failed at WhatsApp, yet an elder linked (a link forwarded
+        // some other way): the link's delivery is failed, not done.
+        let p = progress_of(
+            (Some("sent"), Some("delivered")),
+            (Some("sent"), Some("failed")),
+            false,
+            true,
+        );
+        assert_eq!(p.steps[4], StepState::Failed);
+        assert_eq!(p.stopped(), Some(Stage::LinkDelivered));
+        assert_eq!(
+            p.words(),
+            "Stopped: WhatsApp could not deliver the link message (later: elder linked)"
+        );
+        // A dead confirmation: nothing after it is done.
+        let p = progress_of((Some("dead"), None), (Some("waiting"), None), false, false);
+        assert_eq!(
+            p.steps,
+            [
+                StepState::Done,
+                StepState::Failed,
+                StepState::Todo,
+                StepState::Todo,
+                StepState::Todo,
+                StepState::Todo,
+                StepState::Todo
+            ]
+        );
+        assert_eq!(p.words(), "Stopped: the confirmation was not sent");
+        assert_eq!(p.stage(), Stage::Paid);
+        // No failure: the furthest step and what comes next.
+        let p = progress_of(
+            (Some("sent"), Some("read")),
+            (Some("sent"), Some("delivered")),
+            false,
+            false,
+        );
+        assert_eq!(p.stopped(), None);
+        assert_eq!(p.words(), "Link delivered · not opened yet");
+        let p = progress_of((Some("sent"), None), (Some("sent"), None), true, true);
+        assert_eq!(p.words(), "Done: elder linked");
+    }
+
+    #[test]
+    fn a_price_reads_paid_or_why_it_was_free() {
+        assert_eq!(price_words(true, Some("regular")), "paid message");
+        assert!(price_words(false, Some("free_customer_service")).contains("24-hour window"));
+        assert!(price_words(false, Some("free_entry_point")).contains("entry point"));
+        assert!(is_sandbox_id(Some("sandbox-0195")));
+        assert!(!is_sandbox_id(Some("wamid.HBg")));
     }
 
     #[test]

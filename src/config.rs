@@ -1,7 +1,7 @@
 //! One `Config`, read from the environment (after `.env`) once at start and
 //! validated before anything else happens; passed around as managed state.
 
-use crate::domain::{Note, Region};
+use crate::domain::{AdminZone, Note, Region};
 use crate::signature::{TextSecrets, WebhookSecret};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +46,8 @@ pub struct Config {
     pub app_secret: Option<Vec<u8>>,
     pub elder_reply_text: Option<String>,
     pub admin_token: Option<String>,
+    /// §12: the zone of the page's times and days (`ADMIN_TIME_ZONE`, UTC unset).
+    pub admin_time_zone: AdminZone,
     pub max_mps: u32,
     /// §11: Razorpay, Stripe and Cashfree webhook secrets (each route is 404
     /// in live mode without its own).
@@ -321,6 +323,14 @@ impl Config {
             }
         }
 
+        let admin_time_zone = match r.opt("ADMIN_TIME_ZONE") {
+            None => AdminZone::default(),
+            Some(name) => AdminZone::parse(&name).unwrap_or_else(|why| {
+                r.fail(format!("ADMIN_TIME_ZONE: {why}"));
+                AdminZone::default()
+            }),
+        };
+
         let config = Config {
             mode: match (live_token, phone_number_id) {
                 (Some(token), Some(phone_number_id)) => Mode::Live {
@@ -350,6 +360,7 @@ impl Config {
             app_secret,
             elder_reply_text: r.opt("ELDER_REPLY_TEXT"),
             admin_token: r.opt("ADMIN_TOKEN"),
+            admin_time_zone,
             max_mps,
             gateway_secrets,
             razorpay_order_wait: Duration::from_millis(razorpay_order_wait_ms),
@@ -428,6 +439,20 @@ mod tests {
             let err = Config::from_source(&[("WHATSAPP_LINK_IN", bad)]).unwrap_err();
             assert!(err.to_string().contains("WHATSAPP_LINK_IN"), "{err}");
         }
+    }
+
+    #[test]
+    fn admin_time_zone_is_an_iana_name_and_defaults_to_utc() {
+        let c = Config::from_source(&[]).unwrap();
+        assert_eq!(c.admin_time_zone.name(), "UTC");
+        let c = Config::from_source(&[("ADMIN_TIME_ZONE", "Asia/Kolkata")]).unwrap();
+        assert_eq!(c.admin_time_zone.name(), "Asia/Kolkata");
+        let err = Config::from_source(&[("ADMIN_TIME_ZONE", "India/Mumbai")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ADMIN_TIME_ZONE: \"India/Mumbai\" is not a time zone"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -237,6 +237,7 @@ fn read_status(s: &Value) -> Result<StatusUpdate, String> {
     let pricing = s.get("pricing").map(|p| Pricing {
         billable: p.get("billable").and_then(Value::as_bool),
         category: text(p, &["category"]).map(|c| c.chars().take(32).collect()),
+        pricing_type: text(p, &["type"]).map(|t| t.chars().take(32).collect()),
     });
     Ok(StatusUpdate {
         message_id,
@@ -702,7 +703,8 @@ mod tests {
             parsed.statuses[0].pricing,
             Some(Pricing {
                 billable: Some(true),
-                category: Some("utility".into())
+                category: Some("utility".into()),
+                pricing_type: Some("regular".into()),
             })
         );
         assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);

@@ -3,8 +3,8 @@
 //!
 //! Counters and histograms live in memory and are bumped where things
 //! happen; the gauges that describe the database are read at scrape time:
-//! outbox depth through the `outbox_due` index, billable messages from
-//! counts kept as statuses arrive (`count_billable`). One process
+//! outbox depth through the `outbox_due` index, billable and paid messages
+//! from counts kept as statuses arrive (`count_billable`, `count_paid`). One process
 //! serves one database, so one process-wide set of families is enough: the
 //! sender reaches it without a handle threaded through its constructor.
 //! Label values are bounded sets (sources, outcomes, kinds, Graph error
@@ -44,6 +44,7 @@ pub struct Metrics {
     template_held: IntGaugeVec,
     template_events: IntCounterVec,
     whatsapp_errors: IntCounterVec,
+    paid: IntGaugeVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -165,6 +166,12 @@ impl Metrics {
                 "orderlink_whatsapp_account_errors_total",
                 "Errors Meta reported outside any message status (system or account problems), by code.",
                 &["code"],
+            ),
+            paid: gauge(
+                &r,
+                "orderlink_paid_messages",
+                "Messages Meta charges for (pricing type regular; without a type, billable), by pricing category.",
+                &["category"],
             ),
             elders_linked,
             paused,
@@ -293,6 +300,17 @@ impl Metrics {
                 .with_label_values(&[&bounded_category(&category)])
                 .add(n);
         }
+        // Kept by `count_paid` the same way.
+        let mut stmt =
+            conn.prepare_cached("SELECT category, messages FROM paid_counts WHERE messages > 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = rows.collect::<Result<Vec<_>, _>>()?;
+        self.paid.reset();
+        for (category, n) in rows {
+            self.paid
+                .with_label_values(&[&bounded_category(&category)])
+                .add(n);
+        }
         let mut out = Vec::new();
         Ok(TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -315,6 +333,23 @@ pub fn count_billable(
          SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
           WHERE graph_message_id = ?1 AND pricing_billable = TRUE
          ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
+    )?
+    .execute(crate::db::sql::params![graph_message_id, delta])?;
+    Ok(())
+}
+
+/// `count_billable` for paid messages (`pricing_paid`, V12): keeps
+/// `paid_counts` equal to a count over `outbox`.
+pub fn count_paid(
+    conn: &Conn,
+    graph_message_id: &str,
+    delta: i64,
+) -> Result<(), crate::db::DbError> {
+    conn.prepare_cached(
+        "INSERT INTO paid_counts (category, messages)
+         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
+          WHERE graph_message_id = ?1 AND pricing_paid = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = paid_counts.messages + ?2",
     )?
     .execute(crate::db::sql::params![graph_message_id, delta])?;
     Ok(())
@@ -399,6 +434,7 @@ mod tests {
             pricing: Some(Pricing {
                 billable,
                 category: category.map(str::to_owned),
+                pricing_type: None,
             }),
         }
     }
@@ -445,6 +481,76 @@ mod tests {
         assert_eq!(
             kept(&conn),
             vec![("service".to_owned(), 1), ("utility".to_owned(), 1)]
+        );
+    }
+
+    fn paid_kept(conn: &Conn) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT category, messages FROM paid_counts WHERE messages > 0 ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn paid_counted(conn: &Conn) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+                 WHERE pricing_billable = TRUE AND pricing_type IS NULL
+                    OR pricing_type = 'regular'
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn paid_counts_follow_the_pricing_type_whatever_statuses_arrive() {
+        // Arrange: a database from before V12 with one billable message
+        // (no type then: billable decides) and two unpriced ones.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::open_writer(&dir.path().join("p.db")).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(10))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
+               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at, graph_message_id,
+                                 pricing_billable, pricing_category)
+               VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1', TRUE, 'utility'),
+                      ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2', NULL, NULL),
+                      ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3', NULL, NULL);",
+        )
+        .unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let conn = Conn::from(conn);
+        assert_eq!(paid_kept(&conn), vec![("utility".to_owned(), 1)]);
+
+        let typed = |id: &str, billable: Option<bool>, category: &str, t: Option<&str>| {
+            let mut s = status(id, DeliveryState::Delivered, billable, Some(category));
+            s.pricing.as_mut().unwrap().pricing_type = t.map(str::to_owned);
+            s
+        };
+        for s in [
+            // Free inside the customer's window, though still "billable".
+            typed("g2", Some(true), "service", Some("free_customer_service")),
+            typed("g3", None, "service", Some("free_entry_point")),
+            typed("g1", Some(true), "utility", Some("regular")),
+            // A later status that names only the category keeps the type.
+            typed("g1", None, "marketing", None),
+        ] {
+            apply_status(&conn, &s, 2).unwrap();
+            assert_eq!(paid_kept(&conn), paid_counted(&conn), "after {s:?}");
+        }
+        assert_eq!(paid_kept(&conn), vec![("marketing".to_owned(), 1)]);
+        // The billable gauge still counts what Meta called billable.
+        assert_eq!(
+            kept(&conn),
+            vec![("marketing".to_owned(), 1), ("service".to_owned(), 1)]
         );
     }
 

@@ -241,6 +241,52 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    /// Runs `js` (a function body that returns a value) and gives its value.
+    fn eval(&self, js: &str) -> serde_json::Value {
+        self.rt
+            .block_on(self.c().execute(js, vec![]))
+            .unwrap_or_else(|e| panic!("script {js}: {e}"))
+    }
+
+    /// Sizes the window so the page itself gets `w` × `h` CSS pixels.
+    fn viewport(&self, w: u32, h: u32) {
+        self.rt
+            .block_on(async {
+                self.c().set_window_size(w, h).await?;
+                let inner = self
+                    .c()
+                    .execute("return [window.innerWidth, window.innerHeight]", vec![])
+                    .await?;
+                let (iw, ih) = (
+                    inner[0].as_u64().unwrap_or(w as u64) as u32,
+                    inner[1].as_u64().unwrap_or(h as u64) as u32,
+                );
+                self.c()
+                    .set_window_size(2 * w - iw.min(w), 2 * h - ih.min(h))
+                    .await
+            })
+            .unwrap_or_else(|e| panic!("window size {w}x{h}: {e}"));
+        let inner = self.eval("return [window.innerWidth, window.innerHeight]");
+        assert_eq!(inner, json!([w, h]), "the page's viewport");
+    }
+
+    /// The document's scroll width and the window's width: equal when
+    /// nothing on the page is wider than the screen.
+    fn widths(&self) -> (u64, u64) {
+        let v = self.eval("return [document.documentElement.scrollWidth, window.innerWidth]");
+        (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())
+    }
+
+    /// The bottom edge of the element `css`, in CSS pixels from the top of
+    /// the page as first shown.
+    fn bottom(&self, css: &str) -> f64 {
+        self.eval(&format!(
+            "window.scrollTo(0, 0); return document.querySelector({css:?}).getBoundingClientRect().bottom"
+        ))
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {css}"))
+    }
+
     fn script(&self, js: &str) {
         self.rt
             .block_on(self.c().execute(js, vec![]))
@@ -349,22 +395,42 @@ fn the_overview_shows_the_seeded_funnel() {
     b.sign_in(ADMIN_TOKEN);
 
     assert_eq!(b.path(), "/admin");
-    for (window, numbers) in [("Today", TODAY), ("7 days", WEEK), ("30 days", MONTH)] {
+    for (period, window, numbers, paid) in [
+        ("today", "Today", TODAY, UTILITY[0]),
+        ("7d", "7 days", WEEK, UTILITY[1]),
+        ("30d", "30 days", MONTH, UTILITY[2]),
+    ] {
+        b.goto(&format!("/admin?period={period}"));
+        assert_eq!(
+            b.attrs(".funnel", "data-window"),
+            vec![window],
+            "one funnel"
+        );
         for (step, n) in numbers.iter().enumerate() {
-            let cell = b.text(&format!("td[data-cell='{window}:{step}']"));
+            let cell = b.text(&format!("[data-cell='{window}:{step}']"));
             assert_eq!(cell, n.to_string(), "{window} step {step}");
         }
+        assert_eq!(
+            b.text(&format!("[data-cell='cost:utility:{window}']")),
+            paid.to_string()
+        );
     }
-    assert_eq!(
-        b.text("td[data-cell='cost:utility:30 days']"),
-        UTILITY[2].to_string()
-    );
-    assert_eq!(
-        b.attrs(".funnel svg", "role").len(),
-        3,
-        "one chart per window"
-    );
+    // The switch leads from one period to another.
+    b.click("nav.period a[href='/admin?period=7d']");
+    assert_eq!(b.path(), "/admin?period=7d");
+    assert_eq!(b.text("nav.period a.on"), "7 days");
+    b.goto("/admin");
     assert_eq!(b.text("#sending"), "running");
+    // At a glance on a phone: the funnel, the queue and what messages cost
+    // all end within the first screen.
+    b.viewport(390, 844);
+    for part in ["#funnel", "#queue", "#cost"] {
+        let bottom = b.bottom(part);
+        assert!(
+            bottom <= 844.0,
+            "{part} ends at {bottom} px, below the first screen"
+        );
+    }
     b.screenshot("overview");
 }
 
@@ -390,7 +456,7 @@ fn search_finds_an_order_by_id_and_by_the_last_four_digits_of_its_phone() {
     b.type_into("input[name=q]", "5004");
     b.click("form.search button");
     assert_eq!(b.attrs("#orders a.row", "data-order"), vec!["SEED-004"]);
-    assert_eq!(b.text("#orders .stage"), "Link delivered");
+    assert_eq!(b.text("#orders .stage"), "Link delivered · not opened yet");
     b.screenshot("search-by-phone");
 }
 
@@ -476,9 +542,14 @@ fn the_order_timeline_lists_its_messages_clicks_and_elder() {
         "whole token shown"
     );
     assert_eq!(b.text("#clicks"), "1 by people, 1 previews");
-    assert_eq!(b.text(".stage"), "Elder linked");
-    assert_eq!(b.text("#confirmation"), "delivered");
-    assert_eq!(b.text("#link"), "delivered, read");
+    assert_eq!(b.text(".stage"), "Done: elder linked");
+    // The statuses' pricing has no type and says billable: paid (SPEC §9).
+    assert_eq!(b.text("#confirmation"), "delivered · paid message");
+    assert_eq!(b.text("#link"), "delivered, read · paid message");
+    assert!(
+        events.iter().any(|e| e == "Confirmation: paid message"),
+        "{events:?}"
+    );
     b.screenshot("order-timeline");
 }
 
@@ -554,4 +625,150 @@ fn a_forged_post_without_the_csrf_token_is_refused() {
     b.screenshot("forged");
     app.assert_sends_settled(&graph, 1);
     assert_eq!(app.outbox_row("ORD-3001", "confirmation").status, "dead");
+}
+
+#[test]
+fn no_page_is_wider_than_a_phone_whatever_is_in_a_field() {
+    let _one = one_at_a_time();
+    let graph = FakeGraph::start();
+    let app = page_app(&graph);
+    seed_funnel(&app);
+    // Arrange: the longest ids SPEC §9 and §4 allow, and unbroken texts.
+    let order = format!("ORD-{}", "7".repeat(60));
+    assert_eq!(order.len(), 64);
+    let bsuid = format!("IN.{}", "A1b2".repeat(32));
+    assert_eq!(bsuid.len() - "IN.".len(), 128);
+    let unbroken = "W".repeat(400);
+    let processed = pay(
+        &app,
+        &payment_event_with(&order, json!({"note": "N".repeat(200)})),
+    );
+    app.wait_for_outbox_status(&order, "link", "sent", PATIENCE);
+    // The link message fails at WhatsApp: the stage must say so.
+    let link = app.outbox_row(&order, "link").graph_message_id.unwrap();
+    app.deliver(&statuses_payload(vec![failed_status(
+        &link,
+        "919876543210",
+        131026,
+        "Message undeliverable",
+    )]));
+    app.deliver(&username_text_payload(
+        &bsuid,
+        &"Asha".repeat(40),
+        &fresh_wamid(),
+        &format!("{} {unbroken}", prefilled_text(&processed.whatsapp_link)),
+    ));
+    let stranger = format!("IN.{}", "Z9y8".repeat(32));
+    app.deliver(&username_text_payload(
+        &stranger,
+        "Mallory",
+        &fresh_wamid(),
+        &unbroken,
+    ));
+    wait_until("two inbound messages", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM inbound_messages") == 2
+    });
+    let Some(b) = Browser::start("phone_width", &app) else {
+        return;
+    };
+    b.sign_in(ADMIN_TOKEN);
+    b.viewport(390, 844);
+
+    // Act / Assert: each page's scroll width is the window's.
+    let order_page = format!("/admin/ui/orders/{order}");
+    for (path, shot) in [
+        ("/admin", "overview"),
+        ("/admin/ui/orders", "orders"),
+        (order_page.as_str(), "order"),
+        ("/admin/ui/chats", "chats"),
+    ] {
+        b.goto(path);
+        let source = b.source();
+        assert!(
+            source.contains(&order) || path == "/admin",
+            "{path} does not show the long order id"
+        );
+        let (scroll, window) = b.widths();
+        b.screenshot(&format!("long-fields-{shot}"));
+        b.viewport(390, 844);
+        assert_eq!(
+            scroll, window,
+            "{path} is {scroll} px wide on a {window} px screen"
+        );
+    }
+    b.goto("/admin/ui/chats");
+    assert!(b.source().contains(&bsuid), "the BSUID is shown");
+    // The failed link is no step done, and the stage says where it stopped.
+    b.goto(&order_page);
+    assert_eq!(
+        b.text(".stage"),
+        "Stopped: WhatsApp could not deliver the link message (later: elder linked)"
+    );
+    assert_eq!(
+        b.attrs("#stages li.failed", "data-step"),
+        vec!["link_delivered"]
+    );
+    b.goto(&format!("/admin/ui/orders?q={}", &order[..20]));
+    assert_eq!(
+        b.attrs("#orders .stage", "data-stopped"),
+        vec!["link_delivered"]
+    );
+    // The search box shows its whole placeholder.
+    let fits = b.eval(
+        "const i = document.querySelector('input[name=q]'); i.value = '';
+         const s = getComputedStyle(i);
+         const c = document.createElement('canvas').getContext('2d');
+         c.font = s.font;
+         const room = i.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);
+         return [c.measureText(i.placeholder).width, room];",
+    );
+    let (text, room) = (fits[0].as_f64().unwrap(), fits[1].as_f64().unwrap());
+    assert!(
+        text <= room,
+        "the placeholder needs {text} px, the box has {room}"
+    );
+}
+
+#[test]
+fn in_sandbox_mode_messages_read_recorded_not_sent_and_the_funnel_says_why() {
+    let _one = one_at_a_time();
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .without("WHATSAPP_TOKEN")
+        .without("WHATSAPP_PHONE_NUMBER_ID")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .spawn();
+    let order = "ORD-SANDBOX-1";
+    pay(&app, &payment_event(order));
+    app.wait_for_outbox_status(order, "link", "sent", PATIENCE);
+    let Some(b) = Browser::start("sandbox", &app) else {
+        return;
+    };
+    b.sign_in(ADMIN_TOKEN);
+
+    b.viewport(390, 844);
+    assert!(b.text("#sandbox-funnel").contains("recorded, not sent"));
+    for part in ["#funnel", "#queue", "#cost"] {
+        let bottom = b.bottom(part);
+        assert!(
+            bottom <= 844.0,
+            "{part} ends at {bottom} px, below the first screen"
+        );
+    }
+    b.screenshot("sandbox-overview");
+    b.goto(&format!("/admin/ui/orders/{order}"));
+    assert_eq!(b.text("#confirmation"), "recorded (sandbox, not sent)");
+    assert_eq!(b.text("#link"), "recorded (sandbox, not sent)");
+    let events = b.texts("#timeline li .t");
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Confirmation recorded (sandbox, not sent)"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("accepted by WhatsApp")),
+        "{events:?}"
+    );
+    b.screenshot("sandbox-order");
 }

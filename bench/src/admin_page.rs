@@ -35,7 +35,10 @@ pub(crate) fn shape(path: &Path, days: i64) {
                            delivery_updated_at = created_at + 5000,
                            pricing_billable = CASE WHEN rowid % 10 < 9 THEN kind = 'confirmation' END,
                            pricing_category = CASE WHEN rowid % 10 < 9 THEN
-                               CASE kind WHEN 'confirmation' THEN 'utility' ELSE 'service' END END;
+                               CASE kind WHEN 'confirmation' THEN 'utility' ELSE 'service' END END,
+                           pricing_type = CASE WHEN rowid % 10 < 9 THEN
+                               CASE kind WHEN 'confirmation' THEN 'regular' ELSE 'free_customer_service' END END,
+                           pricing_paid = CASE WHEN rowid % 10 < 9 THEN kind = 'confirmation' END;
          UPDATE outbox SET status = 'dead', last_error = '(#131026) Message undeliverable'
           WHERE rowid % 2000 = 1;
          INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)

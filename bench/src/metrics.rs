@@ -21,13 +21,17 @@ pub fn measure(scratch: &Path, quick: bool, report: &mut Report) {
     crate::events::mark_all_sent(&db);
     crate::admin_page::shape(&db, 365);
     // The shaping writes pricing straight into `outbox`; the product keeps
-    // `billable_counts` as statuses arrive, so it is brought level here.
+    // `billable_counts` and `paid_counts` as statuses arrive, so they are brought level here.
     crate::ceiling::open_migrated(&db)
         .execute_batch(
             "DELETE FROM billable_counts;
              INSERT INTO billable_counts (category, messages)
              SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
-              WHERE pricing_billable = TRUE GROUP BY COALESCE(pricing_category, '');",
+              WHERE pricing_billable = TRUE GROUP BY COALESCE(pricing_category, '');
+             DELETE FROM paid_counts;
+             INSERT INTO paid_counts (category, messages)
+             SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+              WHERE pricing_paid = TRUE GROUP BY COALESCE(pricing_category, '');",
         )
         .expect("billable counts");
     eprintln!(

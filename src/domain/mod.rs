@@ -9,6 +9,7 @@ mod payment_event;
 mod phone;
 #[cfg(test)]
 mod properties;
+mod time_zone;
 mod token;
 
 pub use bsuid::Bsuid;
@@ -19,4 +20,5 @@ pub use payment_event::{
     reject_duplicate_keys, EventError, EventKind, Payment, PaymentEvent, PAYMENT_SUCCEEDED,
 };
 pub use phone::{mask_digits, PhoneE164, Region};
+pub use time_zone::AdminZone;
 pub use token::{mask_token, InviteToken};

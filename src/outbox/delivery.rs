@@ -14,6 +14,29 @@ use crate::db::DbError;
 pub struct Pricing {
     pub billable: Option<bool>,
     pub category: Option<String>,
+    /// `pricing.type`: `regular`, `free_customer_service`, `free_entry_point`.
+    pub pricing_type: Option<String>,
+}
+
+impl Pricing {
+    /// SPEC §9: paid when the type is `regular`; a status without a type
+    /// (Meta's pricing before July 2025) is paid when it is billable.
+    pub fn paid(&self) -> Option<bool> {
+        match self.pricing_type.as_deref() {
+            Some(t) => Some(t == "regular"),
+            None => self.billable,
+        }
+    }
+
+    /// What a later status says, over what earlier ones said: Meta repeats
+    /// the pricing on `sent`, `delivered` and `read`, not always whole.
+    fn over(self, earlier: Pricing) -> Pricing {
+        Pricing {
+            billable: self.billable.or(earlier.billable),
+            category: self.category.or(earlier.category),
+            pricing_type: self.pricing_type.or(earlier.pricing_type),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,16 +56,29 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     // it down), and a status for a send not yet recorded waits in
     // `pending_statuses`, which `apply_pending` must then see.
     conn.lock_key(&format!("graph-message:{}", s.message_id))?;
-    let current: Option<Option<DeliveryState>> = conn
-        .prepare_cached("SELECT delivery_status FROM outbox WHERE graph_message_id = ?1")?
-        .query_row([&s.message_id], |r| r.get(0))
+    let current: Option<(Option<DeliveryState>, Pricing)> = conn
+        .prepare_cached(
+            "SELECT delivery_status, pricing_billable, pricing_category, pricing_type
+             FROM outbox WHERE graph_message_id = ?1",
+        )?
+        .query_row([&s.message_id], |r| {
+            Ok((
+                r.get(0)?,
+                Pricing {
+                    billable: r.get(1)?,
+                    category: r.get(2)?,
+                    pricing_type: r.get(3)?,
+                },
+            ))
+        })
         .optional()?;
     let pricing = s.pricing.clone().unwrap_or_default();
-    let Some(current) = current else {
+    let Some((current, recorded)) = current else {
         conn.prepare_cached(
             "INSERT INTO pending_statuses (id, graph_message_id, status, error_code, error_title,
-                                           received_at, pricing_billable, pricing_category)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                           received_at, pricing_billable, pricing_category,
+                                           pricing_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             crate::ids::new_id(),
@@ -52,20 +88,30 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
             s.error_title,
             now,
             pricing.billable,
-            pricing.category
+            pricing.category,
+            pricing.pricing_type
         ])?;
         return Ok(false);
     };
     if s.pricing.is_some() {
-        // The metrics' billable counts follow the row (out before, in after).
+        let pricing = pricing.over(recorded);
+        // The metrics' counts follow the row (out before, in after).
         crate::metrics::count_billable(conn, &s.message_id, -1)?;
+        crate::metrics::count_paid(conn, &s.message_id, -1)?;
         conn.prepare_cached(
-            "UPDATE outbox SET pricing_billable = COALESCE(?2, pricing_billable),
-                    pricing_category = COALESCE(?3, pricing_category)
+            "UPDATE outbox SET pricing_billable = ?2, pricing_category = ?3, pricing_type = ?4,
+                    pricing_paid = ?5
              WHERE graph_message_id = ?1",
         )?
-        .execute(params![s.message_id, pricing.billable, pricing.category])?;
+        .execute(params![
+            s.message_id,
+            pricing.billable,
+            pricing.category,
+            pricing.pricing_type,
+            pricing.paid()
+        ])?;
         crate::metrics::count_billable(conn, &s.message_id, 1)?;
+        crate::metrics::count_paid(conn, &s.message_id, 1)?;
     }
     let Some(next) = DeliveryState::advance(current, s.state) else {
         return Ok(false);
@@ -95,20 +141,25 @@ pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbEr
     let pending: Vec<StatusUpdate> = conn
         .prepare_cached(
             "SELECT graph_message_id, status, error_code, error_title, pricing_billable,
-                    pricing_category
+                    pricing_category, pricing_type
              FROM pending_statuses
              WHERE graph_message_id = ?1 ORDER BY received_at",
         )?
         .query_map([message_id], |r| {
             let billable: Option<bool> = r.get(4)?;
             let category: Option<String> = r.get(5)?;
+            let pricing_type: Option<String> = r.get(6)?;
             Ok(StatusUpdate {
                 message_id: r.get(0)?,
                 state: r.get(1)?,
                 error_code: r.get(2)?,
                 error_title: r.get(3)?,
-                pricing: (billable.is_some() || category.is_some())
-                    .then_some(Pricing { billable, category }),
+                pricing: (billable.is_some() || category.is_some() || pricing_type.is_some())
+                    .then_some(Pricing {
+                        billable,
+                        category,
+                        pricing_type,
+                    }),
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -129,4 +180,47 @@ pub fn prune_pending(conn: &Conn, now: i64) -> Result<(), DbError> {
     conn.prepare_cached("DELETE FROM pending_statuses WHERE received_at < ?1")?
         .execute([now - 7 * 86_400_000])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pricing;
+
+    fn priced(pricing_type: Option<&str>, billable: Option<bool>) -> Pricing {
+        Pricing {
+            billable,
+            category: Some("utility".into()),
+            pricing_type: pricing_type.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_message_is_paid_when_its_type_is_regular_or_without_a_type_when_billable() {
+        // The type decides, whatever the deprecated `billable` says.
+        assert_eq!(priced(Some("regular"), Some(false)).paid(), Some(true));
+        assert_eq!(priced(Some("regular"), None).paid(), Some(true));
+        assert_eq!(
+            priced(Some("free_customer_service"), Some(true)).paid(),
+            Some(false)
+        );
+        assert_eq!(priced(Some("free_entry_point"), None).paid(), Some(false));
+        // Pricing from before July 2025: billable alone.
+        assert_eq!(priced(None, Some(true)).paid(), Some(true));
+        assert_eq!(priced(None, Some(false)).paid(), Some(false));
+        assert_eq!(priced(None, None).paid(), None);
+    }
+
+    #[test]
+    fn a_later_status_s_pricing_fills_in_what_it_says_and_keeps_the_rest() {
+        let earlier = priced(Some("regular"), Some(true));
+        let later = Pricing {
+            billable: None,
+            category: Some("marketing".into()),
+            pricing_type: None,
+        };
+        let merged = later.over(earlier);
+        assert_eq!(merged.category.as_deref(), Some("marketing"));
+        assert_eq!(merged.pricing_type.as_deref(), Some("regular"));
+        assert_eq!(merged.paid(), Some(true));
+    }
 }

@@ -67,6 +67,9 @@ pub struct Snapshot {
     pub counted_at: i64,
     taken: Instant,
     pub overview: admin_view::Overview,
+    /// Paid messages per day of the last 30 in the merchant's zone:
+    /// (day start, count), oldest first.
+    pub paid_by_day: Vec<(i64, i64)>,
 }
 
 impl OverviewCache {
@@ -81,24 +84,33 @@ impl OverviewCache {
     }
 }
 
-fn count_overview(c: &crate::db::Conn) -> Result<Snapshot, crate::db::DbError> {
+fn count_overview(
+    c: &crate::db::Conn,
+    zone: &crate::domain::AdminZone,
+) -> Result<Snapshot, crate::db::DbError> {
     let now = now_ms();
     let day = 86_400_000;
+    let days = zone.day_starts(now, 30);
+    // "Today" begins at midnight where the merchant is (ADMIN_TIME_ZONE).
+    let midnight = days.last().copied().unwrap_or(now - now.rem_euclid(day));
     let windows = [
-        ("Today", utc_midnight(now)),
-        ("7 days", now - 7 * day),
-        ("30 days", now - 30 * day),
+        (views::PERIODS[0].1, midnight),
+        (views::PERIODS[1].1, now - 7 * day),
+        (views::PERIODS[2].1, now - 30 * day),
     ];
+    let paid = admin_view::paid_per_day(c, &days)?;
     Ok(Snapshot {
         counted_at: now,
         taken: Instant::now(),
         overview: admin_view::overview(c, &windows)?,
+        paid_by_day: days.into_iter().zip(paid).collect(),
     })
 }
 
 async fn overview_snapshot(
     cache: &Arc<OverviewCache>,
     reads: &crate::db::ReadPool,
+    zone: &crate::domain::AdminZone,
 ) -> Result<Arc<Snapshot>, PageError> {
     let (snapshot, refresh) = {
         let mut state = cache.state.lock().expect("overview cache lock");
@@ -114,8 +126,9 @@ async fn overview_snapshot(
     if refresh {
         let cache = cache.clone();
         let reads = reads.clone();
+        let zone = zone.clone();
         rocket::tokio::spawn(async move {
-            match reads.read(count_overview).await {
+            match reads.read(move |c| count_overview(c, &zone)).await {
                 Ok(s) => cache.store(s),
                 Err(e) => {
                     log::error!("admin page: cannot count the overview: {e}");
@@ -127,7 +140,8 @@ async fn overview_snapshot(
     match snapshot {
         Some(s) => Ok(s),
         None => {
-            let s = reads.read(count_overview).await?;
+            let zone = zone.clone();
+            let s = reads.read(move |c| count_overview(c, &zone)).await?;
             cache.store(s);
             Ok(cache
                 .state
@@ -299,18 +313,31 @@ fn checked(auth: PageAuth, form: Option<Form<CsrfForm>>) -> Result<Session, Page
     }
 }
 
-fn utc_midnight(now: i64) -> i64 {
-    now - now.rem_euclid(86_400_000)
+/// What every page view needs besides its data.
+fn ctx<'a>(session: &'a Session, state: &'a AppState) -> views::Ctx<'a> {
+    views::Ctx {
+        csrf: &session.csrf,
+        zone: &state.config.admin_time_zone,
+        sandbox: state.config.is_sandbox(),
+    }
 }
 
-#[get("/admin")]
+#[get("/admin?<period>")]
 async fn overview(
     auth: PageAuth,
+    period: Option<&str>,
     state: &State<AppState>,
     page: &State<PageState>,
 ) -> Result<Html, PageError> {
     let session = auth.require()?;
-    let snapshot = overview_snapshot(&page.overview, &state.db.reads).await?;
+    // An unknown period shows today's: the switch's own links are the only
+    // way to ask for one.
+    let period = views::PERIODS
+        .iter()
+        .position(|(code, _)| Some(*code) == period)
+        .unwrap_or(0);
+    let zone = &state.config.admin_time_zone;
+    let snapshot = overview_snapshot(&page.overview, &state.db.reads, zone).await?;
     let queue = state.db.reads.read(admin_view::queue_depth).await?;
     let config = state.config.clone();
     let templates = state
@@ -321,11 +348,15 @@ async fn overview(
     let mut view = snapshot.overview.clone();
     view.queue = queue;
     Ok(ok(views::overview(
-        &view,
-        snapshot.counted_at,
-        state.sender.is_paused(),
-        &templates,
-        &session.csrf,
+        &views::OverviewPage {
+            overview: &view,
+            period,
+            paid_by_day: &snapshot.paid_by_day,
+            counted_at: snapshot.counted_at,
+            paused: state.sender.is_paused(),
+            templates: &templates,
+        },
+        &ctx(&session, state),
     )))
 }
 
@@ -420,7 +451,7 @@ async fn orders(
         q.as_deref(),
         page.next_before.as_deref(),
         paged,
-        &session.csrf,
+        &ctx(&session, state),
     )))
 }
 
@@ -445,7 +476,7 @@ async fn order(
         .await?;
     let (view, timeline) =
         found.ok_or_else(|| PageError::NotFound(format!("There is no order {order_id}.")))?;
-    Ok(ok(views::order(&view, &timeline, &session.csrf)))
+    Ok(ok(views::order(&view, &timeline, &ctx(&session, state))))
 }
 
 #[get("/admin/ui/dead?<done>")]
@@ -460,7 +491,7 @@ async fn dead_letters(
         .reads
         .read(|c| admin_view::messages_with_status(c, crate::outbox::DEAD))
         .await?;
-    Ok(ok(views::dead_letters(&list, done, &session.csrf)))
+    Ok(ok(views::dead_letters(&list, done, &ctx(&session, state))))
 }
 
 #[post("/admin/ui/messages/<id>/retry", data = "<form>")]
@@ -500,7 +531,11 @@ async fn chats(auth: PageAuth, state: &State<AppState>) -> Result<Html, PageErro
             ))
         })
         .await?;
-    Ok(ok(views::chats(&latest, &unattributed, &session.csrf)))
+    Ok(ok(views::chats(
+        &latest,
+        &unattributed,
+        &ctx(&session, state),
+    )))
 }
 
 /// CSS and icons, compiled into the binary.

@@ -1,9 +1,10 @@
 //! The merchant's page as HTML (SPEC §12), written with maud: the compiler
 //! checks the markup, and every `( … )` interpolation is HTML-escaped, so
 //! nothing a customer or an elder wrote can reach the page as markup. No
-//! script at all; the funnel chart is SVG drawn here.
+//! script at all; the funnel's bars are SVG drawn here.
 
-use crate::admin_view::{self, Chat, Event, Funnel, OrderRow, Overview, Stage};
+use crate::admin_view::{self, Chat, Event, Funnel, OrderRow, Overview, Progress, StepState};
+use crate::domain::AdminZone;
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
@@ -15,24 +16,30 @@ pub enum Nav {
     Chats,
 }
 
-pub fn when(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[day] [month repr:short] [year], [hour]:[minute]:[second] UTC"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| "—".into())
+/// What every signed-in page needs besides its data: the session's CSRF
+/// token, the merchant's time zone, and whether this server is in sandbox
+/// mode (nothing it records was sent).
+pub struct Ctx<'a> {
+    pub csrf: &'a str,
+    pub zone: &'a AdminZone,
+    pub sandbox: bool,
 }
 
-/// RFC 3339 text from the JSON views, shown the same way as `when`.
-fn when_text(v: &Value) -> String {
-    v.as_str()
-        .and_then(|s| {
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .map(|t| when((t.unix_timestamp_nanos() / 1_000_000) as i64))
-        .unwrap_or_else(|| "—".into())
+impl Ctx<'_> {
+    /// A moment in the merchant's zone (`ADMIN_TIME_ZONE`).
+    pub fn when(&self, ms: i64) -> String {
+        self.zone.format(ms).unwrap_or_else(|| "—".into())
+    }
+
+    /// RFC 3339 text from the JSON views, shown the same way as `when`.
+    fn when_text(&self, v: &Value) -> String {
+        v.as_str()
+            .and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| self.when((t.unix_timestamp_nanos() / 1_000_000) as i64))
+            .unwrap_or_else(|| "—".into())
+    }
 }
 
 fn text(v: &Value) -> &str {
@@ -56,7 +63,7 @@ fn page(title: &str, body: Markup) -> Markup {
     }
 }
 
-pub fn layout(title: &str, nav: Nav, csrf: &str, body: Markup) -> Markup {
+pub fn layout(title: &str, nav: Nav, cx: &Ctx, body: Markup) -> Markup {
     let item = |to: Nav, href: &str, label: &str| {
         html! { a.on[nav == to] href=(href) { (label) } }
     };
@@ -72,7 +79,7 @@ pub fn layout(title: &str, nav: Nav, csrf: &str, body: Markup) -> Markup {
                     (item(Nav::Chats, "/admin/ui/chats", "Elder chats"))
                 }
                 form method="post" action="/admin/sign-out" {
-                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="csrf" value=(cx.csrf);
                     button.quiet type="submit" { "Sign out" }
                 }
             }
@@ -109,105 +116,148 @@ pub fn message(title: &str, body: &str) -> Markup {
     )
 }
 
-/// The funnel as horizontal bars, each scaled to the first step.
-pub fn funnel_svg(f: &Funnel) -> Markup {
-    let steps = f.steps();
-    let max = steps[0]
-        .1
-        .max(steps.iter().map(|s| s.1).max().unwrap_or(0))
-        .max(1);
-    let width = 320.0_f64;
-    let row = 30;
+/// The periods the overview switches between (`?period=`), in the order of
+/// the snapshot's windows.
+pub const PERIODS: [(&str, &str); 3] = [("today", "Today"), ("7d", "7 days"), ("30d", "30 days")];
+
+/// One bar, scaled to the first step (SVG: the page's CSP allows no inline style).
+fn bar(value: i64, of: i64) -> Markup {
+    let width = 100.0 * value as f64 / of.max(1) as f64;
     html! {
-        svg viewBox=(format!("0 0 {width} {}", row * steps.len())) role="img"
-            aria-label=(steps.iter().map(|(l, v)| format!("{l}: {v}")).collect::<Vec<_>>().join(", ")) {
-            @for (i, (label, value)) in steps.iter().enumerate() {
-                @let y = i * row;
-                text x="0" y=(y + 11) { (label) }
-                text.v x=(width) y=(y + 11) text-anchor="end" { (value) }
-                rect.track x="0" y=(y + 15) width=(width) height="9" rx="3" {}
-                rect.bar x="0" y=(y + 15) width=(format!("{:.1}", width * (*value as f64) / (max as f64))) height="9" rx="3" {}
-            }
+        svg.bar viewBox="0 0 100 6" preserveAspectRatio="none" aria-hidden="true" {
+            rect.track x="0" y="0" width="100" height="6" rx="2" {}
+            rect.fill x="0" y="0" width=(format!("{:.1}", width.min(100.0))) height="6" rx="2" {}
         }
     }
 }
 
-pub fn overview(
-    o: &Overview,
-    counted_at: i64,
-    paused: bool,
-    templates: &crate::template_health::Health,
-    csrf: &str,
-) -> Markup {
+pub struct OverviewPage<'a> {
+    pub overview: &'a Overview,
+    /// Index into `PERIODS` and the overview's windows.
+    pub period: usize,
+    /// Paid messages per day of the longest period: (day start, count), oldest first.
+    pub paid_by_day: &'a [(i64, i64)],
+    pub counted_at: i64,
+    pub paused: bool,
+    /// What Meta's template webhooks said of our two templates (SPEC §9).
+    pub templates: &'a crate::template_health::Health,
+}
+
+pub fn overview(p: &OverviewPage, cx: &Ctx) -> Markup {
+    let o = p.overview;
+    let (name, funnel) = o
+        .windows
+        .get(p.period)
+        .copied()
+        .unwrap_or(("Today", Funnel::default()));
+    let steps = funnel.steps();
+    let paid_messages: i64 = o
+        .costs
+        .iter()
+        .map(|(_, n)| n.get(p.period).copied().unwrap_or(0))
+        .sum();
+    let days = match p.period {
+        0 => 1,
+        1 => 7,
+        _ => 30,
+    };
+    let by_day: Vec<&(i64, i64)> = p.paid_by_day.iter().rev().take(days).collect();
     layout(
         "Overview",
         Nav::Overview,
-        csrf,
+        cx,
         html! {
-            h1 { "Overview" }
-            (super::admin_page_templates::banner(templates))
-            div.grid.three {
-                @for (name, funnel) in &o.windows {
-                    section.card.funnel data-window=(name) {
-                        h2 { (name) }
-                        (funnel_svg(funnel))
+            div.titlebar {
+                h1 { "Overview" }
+                nav.period aria-label="Period" {
+                    @for (i, (code, label)) in PERIODS.iter().enumerate() {
+                        a.on[i == p.period] href=(format!("/admin?period={code}")) aria-current=[(i == p.period).then_some("page")] { (label) }
                     }
                 }
             }
-            div.card {
-                h2 { "Funnel in numbers" }
-                table.funnel-numbers {
-                    thead { tr { th { "Step" } @for (name, _) in &o.windows { th.n { (name) } } } }
-                    tbody {
-                        @for (i, (label, _)) in Funnel::default().steps().iter().enumerate() {
-                            tr { td { (label) } @for (name, f) in &o.windows { td.n data-cell=(format!("{name}:{i}")) { (f.steps()[i].1) } } }
+            (super::admin_page_templates::banner(p.templates))
+            section.card.funnel #funnel data-window=(name) {
+                h2 { "Funnel · " (name) }
+                ol.funnel-steps {
+                    @for (i, (label, value)) in steps.iter().enumerate() {
+                        li {
+                            span.label { (label) }
+                            b.num data-cell=(format!("{name}:{i}")) { (value) }
+                            (bar(*value, steps[0].1))
                         }
                     }
                 }
-                p.muted.small { "Orders by the time they were paid; their messages with them; link opens and linked elders when they happened. Days are UTC. Counted " (when(counted_at)) "; recounted at most every 10 seconds." }
+                @if cx.sandbox {
+                    p.small.sandbox #sandbox-funnel { "Sandbox mode: messages are recorded, not sent, so WhatsApp delivers nothing and the steps after “Paid” stay at 0. Set WHATSAPP_TOKEN to go live." }
+                }
             }
             div.grid.two {
-                div.card {
+                section.card #queue {
                     h2 { "Queue" }
                     div.queue {
                         div { b.num #queued { (o.queue.queued) } span.muted { "queued" } }
                         div { b.num #waiting { (o.queue.waiting) } span.muted { "waiting" } }
                         div { b.num #dead { (o.queue.dead) } span.muted { "dead" } }
                     }
-                    p {
+                    p.small {
                         "Sending: "
-                        @if paused { span.pill.warn #sending { "paused" } " — a configuration fault (token, template) holds all sending; see the log." }
+                        @if p.paused { span.pill.warn #sending { "paused" } " — a configuration fault (token, template) holds all sending; see the log." }
+                        @else if cx.sandbox { span.pill #sending { "running" } " " span.pill.off { "sandbox: recorded, not sent" } }
                         @else { span.pill #sending { "running" } }
+                        @if o.queue.dead > 0 { " · " a href="/admin/ui/dead" { "see the dead letters" } }
                     }
-                    @if o.queue.dead > 0 { p { img.icon src="/admin/static/alert.svg" alt=""; " " a href="/admin/ui/dead" { "See the dead letters" } } }
                 }
-                div.card {
-                    h2 { "What the messages cost" }
-                    @if o.costs.is_empty() {
-                        p.muted { "No billable message reported by WhatsApp yet." }
-                    } @else {
+                section.card #cost {
+                    h2 { "What messages cost · " (name) }
+                    p #paid-summary {
+                        b.num #paid-messages { (paid_messages) } " paid message(s)"
+                        @if funnel.paid > 0 { " · " span #paid-per-order { (format!("{:.2}", paid_messages as f64 / funnel.paid as f64)) } " per order" }
+                    }
+                    @if !o.costs.is_empty() {
+                        p.categories {
+                            @for (category, counts) in &o.costs {
+                                span.pill.cat { (category) " " b data-cell=(format!("cost:{category}:{name}")) { (counts.get(p.period).copied().unwrap_or(0)) } } " "
+                            }
+                        }
+                    }
+                    details #paid-by-day {
+                        summary.small { "Per day" }
                         table.costs {
-                            thead { tr { th { "Billable, by category" } @for (name, _) in &o.windows { th.n { (name) } } } }
+                            thead { tr { th { "Day" } th.n { "Paid" } } }
                             tbody {
-                                @for (category, counts) in &o.costs {
-                                    tr { td { (category) } @for (n, (name, _)) in counts.iter().zip(&o.windows) { td.n data-cell=(format!("cost:{category}:{name}")) { (n) } } }
+                                @for (start, n) in &by_day {
+                                    tr { td { (cx.zone.day(*start).unwrap_or_default()) } td.n data-day=(start) { (n) } }
                                 }
                             }
                         }
                     }
-                    p.muted.small { "From the pricing in WhatsApp's delivery statuses." }
+                    p.muted.small { "Paid: what WhatsApp's statuses price as regular; messages inside the customer's 24-hour window are free." }
                 }
             }
+            p.muted.small { "Orders by the time they were paid, their messages with them; opens and linked elders when they happened. Days begin at midnight " (cx.zone.name()) ". Counted " (cx.when(p.counted_at)) "; recounted at most every 10 seconds." }
         },
     )
 }
 
-fn steps_svg(stage: Stage) -> Markup {
-    let reached = stage.step();
+/// Where an order stands, in words, marked when it stopped.
+fn stage_words(progress: &Progress) -> Markup {
     html! {
-        svg viewBox="0 0 84 10" aria-hidden="true" {
-            @for i in 0..Stage::ALL.len() {
-                rect class=(if i < reached { "done" } else { "todo" }) x=(i * 12) y="0" width="10" height="10" rx="2" {}
+        span.stage.stopped[progress.stopped().is_some()] data-stage=(progress.stage().code())
+            data-stopped=[progress.stopped().map(|s| s.code())] { (progress.words()) }
+    }
+}
+
+/// Every step of the order, each done, failed or not yet, with its name.
+fn stage_steps(progress: &Progress) -> Markup {
+    html! {
+        ol.stages #stages {
+            @for (stage, state) in admin_view::Stage::ALL.iter().zip(progress.steps) {
+                @let (class, mark, said) = match state {
+                    StepState::Done => ("done", "✓", "done"),
+                    StepState::Failed => ("failed", "✗", "failed"),
+                    StepState::Todo => ("todo", "·", "not yet"),
+                };
+                li class=(class) data-step=(stage.code()) { span.mark aria-hidden="true" { (mark) } " " (stage.label()) span.visually-hidden { ": " (said) } }
             }
         }
     }
@@ -218,7 +268,7 @@ pub fn orders(
     q: Option<&str>,
     next_before: Option<&str>,
     paged: bool,
-    csrf: &str,
+    cx: &Ctx,
 ) -> Markup {
     let q_param = q
         .map(|q| format!("&q={}", crate::links::encode_uri_component(q)))
@@ -226,11 +276,11 @@ pub fn orders(
     layout(
         "Orders",
         Nav::Orders,
-        csrf,
+        cx,
         html! {
             h1 { "Orders" }
             form.search method="get" action="/admin/ui/orders" {
-                input type="search" name="q" value=(q.unwrap_or("")) placeholder="Order id or last digits of a phone" aria-label="Search orders";
+                input type="search" name="q" value=(q.unwrap_or("")) placeholder="Order id or phone digits" aria-label="Search orders by order id or the last digits of a phone number";
                 button type="submit" { "Search" }
             }
             div.card {
@@ -243,11 +293,11 @@ pub fn orders(
                                 span.right.num { (r.amount) }
                                 span.muted.small {
                                     @if let Some(p) = &r.phone_e164 { "+" (p) " · " }
-                                    (when(r.created_at))
+                                    (cx.when(r.created_at))
                                 }
-                                span.right.steps.small {
+                                span.where.small {
                                     @if let Some(t) = &r.trouble { span.pill.warn { (t) } " " }
-                                    span.stage data-stage=(r.stage.code()) { (r.stage.label()) } " " (steps_svg(r.stage))
+                                    (stage_words(&r.progress))
                                 }
                             }
                         }
@@ -264,15 +314,27 @@ pub fn orders(
     )
 }
 
-/// Where the customer's message of this kind stands, in a few words.
-fn delivery(view: &Value, kind: &str) -> String {
-    let Some(m) = view["messages"]
+fn message_of<'v>(view: &'v Value, kind: &str) -> Option<&'v Value> {
+    view["messages"]
         .as_array()
         .and_then(|all| all.iter().find(|m| m["kind"] == kind))
-    else {
+}
+
+/// Where the customer's message of this kind stands, in a few words.
+fn delivery(view: &Value, kind: &str) -> String {
+    let Some(m) = message_of(view, kind) else {
         return "not queued".into();
     };
-    match (text(&m["status"]), m["delivery_status"].as_str()) {
+    let sandbox = admin_view::is_sandbox_id(m["graph_message_id"].as_str());
+    let price = match m["pricing"]["paid"].as_bool() {
+        Some(paid) => format!(
+            " · {}",
+            admin_view::price_words(paid, m["pricing"]["type"].as_str())
+        ),
+        None => String::new(),
+    };
+    let state = match (text(&m["status"]), m["delivery_status"].as_str()) {
+        ("sent", None) if sandbox => admin_view::SANDBOX_RECORDED.into(),
         (_, Some("read")) => "delivered, read".into(),
         (_, Some("delivered")) => "delivered".into(),
         (_, Some("failed")) => format!(
@@ -283,38 +345,47 @@ fn delivery(view: &Value, kind: &str) -> String {
         ("dead", _) => "dead-lettered".into(),
         ("waiting", _) => "waiting for the confirmation".into(),
         (status, _) => status.to_owned(),
-    }
+    };
+    state + &price
 }
 
-fn funnel_stage(funnel: &Value) -> Stage {
-    let mut stage = Stage::Paid;
-    for s in Stage::ALL {
-        if funnel[s.code()].as_bool() == Some(true) {
-            stage = s;
-        }
-    }
-    stage
+/// The order's steps, from the same facts the orders list reads.
+fn order_progress(view: &Value) -> Progress {
+    let of = |kind| {
+        let m = message_of(view, kind);
+        (
+            m.and_then(|m| m["status"].as_str()),
+            m.and_then(|m| m["delivery_status"].as_str()),
+        )
+    };
+    admin_view::progress_of(
+        of("confirmation"),
+        of("link"),
+        view["funnel"]["link_opened"] == true,
+        view["funnel"]["elder_linked"] == true,
+    )
 }
 
-pub fn order(view: &Value, timeline: &[Event], csrf: &str) -> Markup {
+pub fn order(view: &Value, timeline: &[Event], cx: &Ctx) -> Markup {
     let o = &view["order"];
-    let stage = funnel_stage(&view["funnel"]);
+    let progress = order_progress(view);
     let clicks = &view["invite_clicks"];
     layout(
         "Order",
         Nav::Orders,
-        csrf,
+        cx,
         html! {
             h1 { "Order " (text(&o["id"])) }
             div.grid.two {
                 div.card {
                     dl.facts {
-                        dt { "Stage" } dd { span.stage data-stage=(stage.code()) { (stage.label()) } " " span.steps { (steps_svg(stage)) } }
+                        dt { "Stage" } dd { (stage_words(&progress)) (stage_steps(&progress)) }
                         dt { "Confirmation" } dd #confirmation { (delivery(view, "confirmation")) }
                         dt { "Link message" } dd #link { (delivery(view, "link")) }
+                        dt { "Cost" } dd #order-cost { (view["paid_messages"]) " paid message(s)" }
                         dt { "Amount" } dd { (text(&o["amount"])) }
                         dt { "Customer" } dd { (o["customer_phone"].as_str().unwrap_or("no valid phone")) }
-                        dt { "Paid" } dd { (when_text(&o["created_at"])) }
+                        dt { "Paid" } dd { (cx.when_text(&o["created_at"])) }
                         dt { "Payment" } dd { (o["payment_id"].as_str().unwrap_or("—")) }
                         dt { "Note" } dd { (o["note"].as_str().unwrap_or("—")) }
                         dt { "Link token" } dd { (view["token"]["token"].as_str().unwrap_or("none")) }
@@ -327,7 +398,7 @@ pub fn order(view: &Value, timeline: &[Event], csrf: &str) -> Markup {
                     @if contacts.is_empty() { p.muted { "No elder has written about this order yet." } }
                     @for c in &contacts {
                         @let said = c["messages"].as_array().cloned().unwrap_or_default();
-                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · " (admin_view::contact_label(c["wa_id"].as_str(), c["user_id"].as_str())) br; span.muted.small { "linked " (when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
+                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · " (admin_view::contact_label(c["wa_id"].as_str(), c["user_id"].as_str())) br; span.muted.small { "linked " (cx.when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
                         @if let Some(last) = said.last() {
                             div.quote.small { (last["text"].as_str().map(str::to_owned).unwrap_or_else(|| format!("({} message)", text(&last["type"])))) }
                         }
@@ -340,7 +411,7 @@ pub fn order(view: &Value, timeline: &[Event], csrf: &str) -> Markup {
                     @for e in timeline {
                         li class=(e.kind) {
                             div.t { (e.title) }
-                            div.muted.small { (when(e.at)) }
+                            div.muted.small { (cx.when(e.at)) }
                             @if let Some(d) = &e.detail {
                                 @if e.kind == "elder" { div.quote { (d) } } @else { div.small { (d) } }
                             }
@@ -352,11 +423,11 @@ pub fn order(view: &Value, timeline: &[Event], csrf: &str) -> Markup {
     )
 }
 
-pub fn dead_letters(messages: &[Value], done: Option<&str>, csrf: &str) -> Markup {
+pub fn dead_letters(messages: &[Value], done: Option<&str>, cx: &Ctx) -> Markup {
     layout(
         "Dead letters",
         Nav::Dead,
-        csrf,
+        cx,
         html! {
             h1 { "Dead letters" }
             @if let Some(d) = done { div.notice role="status" { "Message " (d) " is queued again." } }
@@ -370,7 +441,7 @@ pub fn dead_letters(messages: &[Value], done: Option<&str>, csrf: &str) -> Marku
                     }
                     p.small { img.icon src="/admin/static/alert.svg" alt=""; " " (m["last_error"].as_str().unwrap_or("no error recorded")) }
                     form method="post" action=(format!("/admin/ui/messages/{}/retry", text(&m["id"]))) {
-                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="csrf" value=(cx.csrf);
                         button type="submit" { "Send again" }
                     }
                 }
@@ -379,7 +450,7 @@ pub fn dead_letters(messages: &[Value], done: Option<&str>, csrf: &str) -> Marku
     )
 }
 
-fn chat_list(chats: &[Chat], id: &str) -> Markup {
+fn chat_list(chats: &[Chat], id: &str, cx: &Ctx) -> Markup {
     html! {
         ul.rows id=(id) {
             @if chats.is_empty() { li.muted { "None." } }
@@ -387,7 +458,7 @@ fn chat_list(chats: &[Chat], id: &str) -> Markup {
                 li {
                     p {
                         b { (c.profile_name.as_deref().unwrap_or("(no name)")) } " · " (c.sender)
-                        " · " span.muted.small { (when(c.received_at)) }
+                        " · " span.muted.small { (cx.when(c.received_at)) }
                         br;
                         @match &c.order_id {
                             Some(order) => { "order " a href=(format!("/admin/ui/orders/{}", crate::links::encode_uri_component(order))) { (order) } }
@@ -401,16 +472,16 @@ fn chat_list(chats: &[Chat], id: &str) -> Markup {
     }
 }
 
-pub fn chats(latest: &[Chat], unattributed: &[Chat], csrf: &str) -> Markup {
+pub fn chats(latest: &[Chat], unattributed: &[Chat], cx: &Ctx) -> Markup {
     layout(
         "Elder chats",
         Nav::Chats,
-        csrf,
+        cx,
         html! {
             h1 { "Elder chats" }
             div.grid.two {
-                div.card { h2 { "Latest messages" } (chat_list(latest, "latest")) }
-                div.card { h2 { "Not attributed to an order" } (chat_list(unattributed, "unattributed")) }
+                div.card { h2 { "Latest messages" } (chat_list(latest, "latest", cx)) }
+                div.card { h2 { "Not attributed to an order" } (chat_list(unattributed, "unattributed", cx)) }
             }
         },
     )

@@ -363,32 +363,61 @@ fn no_page_shows_markup_an_elder_wrote_or_a_whole_token() {
 }
 
 #[test]
-fn the_overview_counts_the_funnel_per_window_and_the_cost() {
+fn the_overview_shows_one_funnel_and_the_paid_messages_for_the_period_chosen() {
     // Arrange
     let graph = FakeGraph::start();
     let app = page_app(&graph);
     seed_funnel(&app);
     let client = signed_in(&app);
 
-    // Act
-    let page = client.get("/admin").body;
+    for (period, window, numbers, paid) in [
+        ("today", "Today", TODAY, UTILITY[0]),
+        ("7d", "7 days", WEEK, UTILITY[1]),
+        ("30d", "30 days", MONTH, UTILITY[2]),
+    ] {
+        // Act
+        let page = client.get(&format!("/admin?period={period}")).body;
 
-    // Assert
-    for (window, numbers) in [("Today", TODAY), ("7 days", WEEK), ("30 days", MONTH)] {
+        // Assert: one funnel, the period's, and what its messages cost.
+        assert_eq!(page.matches("class=\"card funnel\"").count(), 1, "{page}");
         for (step, n) in numbers.iter().enumerate() {
             let cell = format!("data-cell=\"{window}:{step}\">{n}<");
             assert!(page.contains(&cell), "no {cell} in:\n{page}");
         }
-    }
-    for (window, n) in ["Today", "7 days", "30 days"].iter().zip(UTILITY) {
-        let cell = format!("data-cell=\"cost:utility:{window}\">{n}<");
+        let cell = format!("data-cell=\"cost:utility:{window}\">{paid}<");
         assert!(page.contains(&cell), "no {cell} in:\n{page}");
+        let total = format!("id=\"paid-messages\">{paid}<");
+        assert!(page.contains(&total), "no {total} in:\n{page}");
+        let per_order = format!("{:.2}", paid as f64 / numbers[0] as f64);
+        assert!(
+            page.contains(&format!("id=\"paid-per-order\">{per_order}<")),
+            "no {per_order} per order in:\n{page}"
+        );
+        // Free messages (the links, in the customer's window) are not paid,
+        // though the seed has Meta call them billable.
+        assert!(!page.contains("cost:service"), "free messages counted");
     }
-    assert!(
-        !page.contains("cost:service"),
-        "non-billable messages counted"
+    // Today's paid messages per day: the day's row holds them all.
+    let page = client.get("/admin").body;
+    assert!(page.contains("aria-current=\"page\">Today<"), "{page}");
+    assert_eq!(
+        page.matches("data-day=").count(),
+        1,
+        "one day for today:\n{page}"
     );
-    assert!(page.contains("<svg"), "no chart");
+    let month = client.get("/admin?period=30d").body;
+    assert_eq!(month.matches("data-day=").count(), 30, "{month}");
+    let by_day: i64 = month
+        .match_indices("data-day=\"")
+        .map(|(at, _)| {
+            let rest = &month[at..];
+            let n = &rest[rest.find('>').unwrap() + 1..rest.find("</td>").unwrap()];
+            n.parse::<i64>().unwrap()
+        })
+        .sum();
+    // Thirty local days reach back further than 30 × 24 h by today's hours:
+    // the month's paid messages, and none of the 40-day-old order's.
+    assert_eq!(by_day, UTILITY[2]);
 }
 
 #[test]
@@ -418,4 +447,69 @@ fn the_orders_page_searches_by_id_and_phone_tail_and_pages_newest_first() {
     assert_eq!(all.last().map(String::as_str), Some("SEED-012"));
     let body = client.get("/admin/ui/orders?q=SEED-001").body;
     assert!(body.contains("data-stage=\"elder_linked\""), "{body}");
+    assert!(body.contains(">Done: elder linked<"), "{body}");
+}
+
+#[test]
+fn the_page_shows_times_and_days_in_admin_time_zone_and_an_unknown_zone_stops_the_start() {
+    // Arrange: a merchant in India.
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ADMIN_TIME_ZONE", "Asia/Kolkata")
+        .spawn();
+    pay_and_send(&app, ORDER);
+    let client = signed_in(&app);
+
+    // Act
+    let order = client.get(&format!("/admin/ui/orders/{ORDER}")).body;
+    let overview = client.get("/admin").body;
+
+    // Assert: times carry India's zone, the days begin at its midnight.
+    assert!(order.contains(" IST<"), "no time in IST:\n{order}");
+    assert!(!order.contains(" UTC<"), "a time in UTC:\n{order}");
+    assert!(
+        overview.contains("Days begin at midnight Asia/Kolkata"),
+        "{overview}"
+    );
+
+    // An unknown zone is a configuration error at start, naming the variable.
+    let (status, logs) = TestApp::builder(&graph)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ADMIN_TIME_ZONE", "Asia/Bombay Beach")
+        .run_until_exit(Duration::from_secs(10));
+    let status = status.unwrap_or_else(|| panic!("started with an unknown zone; log:\n{logs}"));
+    assert!(!status.success());
+    assert!(logs.contains("ADMIN_TIME_ZONE"), "{logs}");
+}
+
+#[test]
+fn in_sandbox_mode_the_page_says_recorded_not_sent_and_why_nothing_is_delivered() {
+    // Arrange: a newcomer's first run, no WhatsApp token.
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph)
+        .without("WHATSAPP_TOKEN")
+        .without("WHATSAPP_PHONE_NUMBER_ID")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .spawn();
+    pay(&app, &payment_event(ORDER));
+    app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
+    let client = signed_in(&app);
+
+    // Act
+    let order = client.get(&format!("/admin/ui/orders/{ORDER}")).body;
+    let overview = client.get("/admin").body;
+
+    // Assert
+    assert!(
+        order.contains("id=\"confirmation\">recorded (sandbox, not sent)<"),
+        "{order}"
+    );
+    assert!(
+        order.contains("Link message recorded (sandbox, not sent)"),
+        "{order}"
+    );
+    assert!(!order.contains("accepted by WhatsApp"), "{order}");
+    assert!(overview.contains("id=\"sandbox-funnel\""), "{overview}");
+    assert!(overview.contains("WhatsApp delivers nothing"), "{overview}");
 }

@@ -36,7 +36,8 @@ struct Seeded {
 pub const TODAY: [i64; 5] = [6, 5, 4, 3, 2];
 pub const WEEK: [i64; 5] = [8, 6, 5, 4, 2];
 pub const MONTH: [i64; 5] = [11, 9, 7, 5, 3];
-/// Billable `utility` messages (the delivered confirmations) per window.
+/// Paid `utility` messages (the delivered confirmations, priced `regular`)
+/// per window; the delivered links are free (`free_customer_service`).
 pub const UTILITY: [i64; 3] = [5, 6, 9];
 
 fn plan() -> Vec<Seeded> {
@@ -111,15 +112,30 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
         ],
     )
     .expect("seed token");
-    for (kind, delivered, billable, category) in [
-        ("confirmation", o.confirmation_delivered, true, "utility"),
-        ("link", o.link_delivered, false, "service"),
+    for (kind, delivered, billable, category, pricing_type) in [
+        (
+            "confirmation",
+            o.confirmation_delivered,
+            true,
+            "utility",
+            "regular",
+        ),
+        // Meta still calls a free message in the window billable now and then:
+        // the type decides (SPEC §9).
+        (
+            "link",
+            o.link_delivered,
+            true,
+            "service",
+            "free_customer_service",
+        ),
     ] {
         db.execute(
             "INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
                                  next_attempt_at, graph_message_id, created_at, updated_at, sent_at,
-                                 delivery_status, delivery_updated_at, pricing_billable, pricing_category)
-             VALUES (?1, ?2, ?3, '', ?4, 'sent', 'text', 1, ?5, ?6, ?5, ?5, ?5, ?7, ?8, ?9, ?10)",
+                                 delivery_status, delivery_updated_at, pricing_billable, pricing_category,
+                                 pricing_type, pricing_paid)
+             VALUES (?1, ?2, ?3, '', ?4, 'sent', 'text', 1, ?5, ?6, ?5, ?5, ?5, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 uuid::Uuid::new_v4().to_string(),
                 id,
@@ -131,6 +147,8 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
                 delivered.then_some(at + 1000),
                 delivered.then_some(billable),
                 delivered.then_some(category),
+                delivered.then_some(pricing_type),
+                delivered.then_some(pricing_type == "regular"),
             ],
         )
         .expect("seed outbox");

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_page;
 mod admin_page_seed;
+mod cost;
 mod delivery;
 mod elder_chat;
 mod gateways;

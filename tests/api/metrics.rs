@@ -289,6 +289,16 @@ fn after_a_scripted_flow_the_scrape_counts_exactly_what_happened_and_passes_prom
         )]
         .into()
     );
+    // The status had no `pricing.type` (Meta's shape before July 2025):
+    // billable decides that it was paid.
+    assert_eq!(
+        s.family("orderlink_paid_messages"),
+        [(
+            "orderlink_paid_messages{category=\"utility\"}".to_owned(),
+            1.0
+        )]
+        .into()
+    );
     assert_eq!(s.get("orderlink_sending_paused", &[]), 0.0);
     for secret in [
         "ORD-M13",
