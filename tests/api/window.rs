@@ -564,8 +564,8 @@ fn codes_in_a_later_failed_status_end_the_message_where_it_stands() {
 }
 
 /// An elder who adopted a username writes with the order's token: the
-/// reply goes to the BSUID. Then Meta shows the elder's number too.
-fn elder_by_bsuid_then_number(
+/// reply goes to the BSUID.
+fn elder_writes_by_bsuid(
     graph: &FakeGraph,
     app: &TestApp,
     processed: &Processed,
@@ -592,7 +592,7 @@ fn a_131062_status_sends_the_reply_again_to_the_phone_number_once() {
     let graph = FakeGraph::start();
     let app = app_with_reply(&graph);
     let processed = pay_and_send(&app, ORDER);
-    let reply = elder_by_bsuid_then_number(&graph, &app, &processed);
+    let reply = elder_writes_by_bsuid(&graph, &app, &processed);
     let wamid = invite_wamid(&reply).unwrap().to_string();
     app.deliver(&both_ids_text_payload(
         ELDER_A,
@@ -713,4 +713,46 @@ fn across_instances_a_131047_status_sends_one_invite_template_per_order() {
         .filter(|l| l.contains("sent link for order") && l.contains("(attempt 1)"))
         .count();
     assert!(texts_from_a >= 1, "instance a sent no link text");
+}
+
+#[test]
+fn a_131062_answer_sends_the_reply_again_to_the_number_meta_has_shown_since() {
+    let graph = FakeGraph::start();
+    let app = app_with_reply(&graph);
+    // Meta shows the elder's number (a message with both ids) just before
+    // it answers 131062 to the reply addressed to the BSUID: the number is
+    // known when the answer is recorded, not when the reply was queued.
+    let webhook = app.url("/webhooks/whatsapp");
+    graph.respond_with(move |r| {
+        r.body.get("recipient")?;
+        let both = both_ids_text_payload(
+            ELDER_A,
+            ELDER_BSUID,
+            "Asha Devi",
+            &fresh_wamid(),
+            "thank you",
+        )
+        .to_string();
+        let status = ureq::post(&webhook)
+            .set("Content-Type", "application/json")
+            .set("X-Hub-Signature-256", &meta_signature(APP_SECRET, &both))
+            .send_string(&both)
+            .map(|r| r.status())
+            .unwrap_or(0);
+        assert_eq!(status, 200);
+        Some(Reply::meta_error(400, 131062))
+    });
+    let processed = pay_and_send(&app, ORDER);
+    app.deliver(&username_text_payload(
+        ELDER_BSUID,
+        "Asha Devi",
+        &fresh_wamid(),
+        &prefilled_text(&processed.whatsapp_link),
+    ));
+
+    let again = wait_for_replies(&graph, ELDER_A, 1);
+    assert_eq!(again.len(), 1);
+    app.wait_for_outbox_status(ORDER, "elder_reply", "sent", PATIENCE);
+    app.assert_sends_settled(&graph, 4);
+    assert_eq!(requests_to_user(&graph, ELDER_BSUID).len(), 1);
 }
