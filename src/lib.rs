@@ -21,6 +21,7 @@ pub mod pacer;
 pub mod payments;
 pub mod periodic;
 pub mod pg;
+pub mod pg_tls;
 pub mod roster;
 pub mod routes;
 pub mod sender;
