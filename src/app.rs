@@ -102,7 +102,7 @@ pub fn migrate_postgres(url: &str) -> Result<usize, String> {
 }
 
 /// Migrates PostgreSQL and connects the pool.
-fn open_postgres(url: &str) -> Result<Arc<PgPool>, String> {
+fn open_postgres(url: &str, size: usize) -> Result<Arc<PgPool>, String> {
     let applied = migrate_postgres(url)?;
     if applied > 0 {
         log::info!(
@@ -110,7 +110,7 @@ fn open_postgres(url: &str) -> Result<Arc<PgPool>, String> {
             crate::pg::redact(url)
         );
     }
-    PgPool::start(url, db::pool::PG_CONNECTIONS)
+    PgPool::start(url, size)
 }
 
 /// One serving process per database: the in-memory claim of the sender is
@@ -145,7 +145,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let config = Arc::new(config);
     let (db, store) = match &config.database_url {
         Some(url) => {
-            let pool = open_postgres(url)?;
+            let pool = open_postgres(url, config.database_pool_size)?;
             let db = Db {
                 writer: Writer::postgres(pool.clone()),
                 reads: ReadPool::postgres(pool.clone()),

@@ -140,6 +140,24 @@ pub fn config(target: &Target) -> Result<(postgres::Config, MakeRustlsConnect), 
         .client_url
         .parse()
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    // A network cut sends no error: without these a connection (and the
+    // request on it) would wait for the kernel's TCP timeout, minutes.
+    // The URL may say otherwise (connect_timeout, keepalives_idle, …).
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    if !target.client_url.contains("keepalives_idle") {
+        config.keepalives_idle(std::time::Duration::from_secs(15));
+    }
+    if !target.client_url.contains("keepalives_interval") {
+        config.keepalives_interval(std::time::Duration::from_secs(5));
+    }
+    if !target.client_url.contains("keepalives_retries") {
+        config.keepalives_retries(3);
+    }
+    if !target.client_url.contains("tcp_user_timeout") {
+        config.tcp_user_timeout(std::time::Duration::from_secs(30));
+    }
     config.ssl_mode(match target.mode {
         SslMode::Disable => postgres::config::SslMode::Disable,
         SslMode::Prefer => postgres::config::SslMode::Prefer,

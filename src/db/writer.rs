@@ -196,7 +196,7 @@ where
                 // After a failed COMMIT PostgreSQL has already ended the
                 // transaction; ROLLBACK then only warns.
                 let _ = conn.execute_batch("ROLLBACK");
-                if !(e.is_retryable() && runs < MAX_RUNS) {
+                if runs >= e.runs_allowed().min(MAX_RUNS) {
                     return Err(e);
                 }
                 // A little random wait, so two jobs that collided do not
