@@ -14,6 +14,7 @@ mod metrics;
 mod multi;
 mod payment_webhook;
 mod postgres;
+mod postgres_outage;
 mod postgres_prod;
 mod postgres_store;
 mod properties;
