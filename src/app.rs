@@ -25,6 +25,9 @@ pub struct Services {
     /// On a shared database: this instance's place in the roster that
     /// splits `WHATSAPP_MAX_MPS` between instances (SPEC §13).
     roster: Option<crate::roster::Roster>,
+    /// On PostgreSQL: wakes this instance's senders when any instance
+    /// queues a message (`LISTEN`, SPEC §13).
+    listener: Option<db::notify::Listener>,
 }
 
 /// What each store runs beside the server.
@@ -51,6 +54,7 @@ impl Services {
         if let Some(roster) = self.roster {
             roster.stop();
         }
+        drop(self.listener);
         self.db.writer.close();
         match self.store {
             Store::Sqlite {
@@ -192,7 +196,12 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     });
     let sender = Sender::start_paced(db.clone(), config.clone(), transport, pacer.clone());
     let roster = shared.then(|| crate::roster::join(&db, config.max_mps, pacer, sender.clone()));
+    let listener = config.database_url.as_deref().map(|url| {
+        let sender = sender.clone();
+        db::notify::Listener::start(url, move || sender.wake())
+    });
     let services = Services {
+        listener,
         sender: sender.clone(),
         db: db.clone(),
         store,

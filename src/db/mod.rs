@@ -5,6 +5,7 @@
 //! Rocket's async executor.
 
 mod checkpointer;
+pub mod notify;
 mod open;
 pub mod pool;
 mod readers;

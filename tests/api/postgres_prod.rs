@@ -352,3 +352,48 @@ fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
         assert_eq!(attempts, 0, "{store}");
     }
 }
+
+/// A message queued on one instance wakes the senders of every instance at
+/// once (SPEC §13): `Writer::announce` on one pool is a NOTIFY that another
+/// instance's listener turns into a wake-up, well before its next poll.
+#[test]
+fn an_announcement_on_one_instance_wakes_a_listener_on_another() {
+    let Some(admin_url) =
+        postgres_url("an_announcement_on_one_instance_wakes_a_listener_on_another")
+    else {
+        return;
+    };
+    let scratch = Scratch::create(&admin_url);
+    let (woken, wakes) = std::sync::mpsc::channel::<Instant>();
+    let listener = orderlink::db::notify::Listener::start(&scratch.url, move || {
+        let _ = woken.send(Instant::now());
+    });
+    // The first wake-up comes with the connection (for what was queued
+    // while no one listened).
+    wakes
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the listener connects and wakes once");
+
+    let pool = orderlink::db::pool::PgPool::start(&scratch.url, 2).unwrap();
+    let writer = orderlink::db::Writer::postgres(pool.clone());
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let announced = Instant::now();
+        writer.announce();
+        let at = wakes
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the announcement wakes the other instance's listener");
+        latencies.push(at - announced);
+        // One wake-up per announcement: nothing else is pending.
+        while wakes.try_recv().is_ok() {}
+    }
+    latencies.sort();
+    eprintln!(
+        "announce → wake: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    writer.close();
+    pool.join();
+    drop(listener);
+}
