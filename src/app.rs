@@ -28,6 +28,9 @@ pub struct Services {
     roster: Option<crate::roster::Roster>,
     /// Confirms held gateway payments whose wait ended (SPEC §11).
     held: Option<crate::periodic::Periodic>,
+    /// On PostgreSQL: wakes this instance's senders when any instance
+    /// queues a message (`LISTEN`, SPEC §13).
+    listener: Option<db::notify::Listener>,
 }
 
 /// What each store runs beside the server.
@@ -57,6 +60,7 @@ impl Services {
         if let Some(roster) = self.roster {
             roster.stop();
         }
+        drop(self.listener);
         self.db.writer.close();
         match self.store {
             Store::Sqlite {
@@ -108,7 +112,7 @@ pub fn migrate_postgres(url: &str) -> Result<usize, String> {
 }
 
 /// Migrates PostgreSQL and connects the pool.
-fn open_postgres(url: &str) -> Result<Arc<PgPool>, String> {
+fn open_postgres(url: &str, size: usize) -> Result<Arc<PgPool>, String> {
     let applied = migrate_postgres(url)?;
     if applied > 0 {
         log::info!(
@@ -116,7 +120,7 @@ fn open_postgres(url: &str) -> Result<Arc<PgPool>, String> {
             crate::pg::redact(url)
         );
     }
-    PgPool::start(url, db::pool::PG_CONNECTIONS)
+    PgPool::start(url, size)
 }
 
 /// One serving process per database: the in-memory claim of the sender is
@@ -151,7 +155,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let config = Arc::new(config);
     let (db, store) = match &config.database_url {
         Some(url) => {
-            let pool = open_postgres(url)?;
+            let pool = open_postgres(url, config.database_pool_size)?;
             let db = Db {
                 writer: Writer::postgres(pool.clone()),
                 reads: ReadPool::postgres(pool.clone()),
@@ -199,7 +203,12 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let sender = Sender::start_paced(db.clone(), config.clone(), transport, pacer.clone());
     let roster = shared.then(|| crate::roster::join(&db, config.max_mps, pacer, sender.clone()));
     let held = start_held_payments(&db, &config, &sender)?;
+    let listener = config.database_url.as_deref().map(|url| {
+        let sender = sender.clone();
+        db::notify::Listener::start(url, move || sender.wake())
+    });
     let services = Services {
+        listener,
         sender: sender.clone(),
         db: db.clone(),
         store,

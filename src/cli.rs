@@ -299,6 +299,24 @@ fn check_postgres(url: &str, report: &mut Report) {
         Err(e) => return report.problem(e),
     };
     report.ok(format!("database: PostgreSQL at {shown} answers"));
+    // Whether the connection is encrypted, and how far the server was
+    // checked: what a merchant on a rented database wants to see.
+    let mode = crate::pg_tls::parse(url)
+        .map(|t| t.mode.as_str())
+        .unwrap_or("?");
+    match client.query_one(
+        "SELECT ssl, COALESCE(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    ) {
+        Ok(row) if row.get::<_, bool>(0) => report.ok(format!(
+            "database connection is encrypted ({}, sslmode={mode})",
+            row.get::<_, String>(1)
+        )),
+        Ok(_) => report.warning(format!(
+            "database connection is NOT encrypted (sslmode={mode}); use sslmode=verify-full unless the database is on this machine or a private network"
+        )),
+        Err(e) => report.warning(format!("cannot tell whether the connection is encrypted: {e}")),
+    }
     match crate::pg::pending_migrations(&mut client) {
         Ok(p) if p.is_empty() => report.ok("database schema is up to date".into()),
         Ok(p) => report.warning(format!(

@@ -62,6 +62,8 @@ pub struct Config {
     // §13: `postgres://…` keeps everything in PostgreSQL; `database_path`
     // is then not used. Holds a password: never printed (see `secrets`).
     pub database_url: Option<String>,
+    /// §13: PostgreSQL connections (and database threads) per instance.
+    pub database_pool_size: usize,
 }
 
 /// `WHATSAPP_LINK_IN`: the link as its own message after the confirmation,
@@ -320,8 +322,17 @@ impl Config {
         if let Some(url) = &database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 r.fail("DATABASE_URL must start with postgres:// or postgresql:// (unset it to keep the SQLite file at DATABASE_PATH)".into());
+            } else if let Err(why) = crate::pg_tls::parse(url) {
+                // A mistyped sslmode must not quietly weaken TLS.
+                r.fail(why);
             }
         }
+        let database_pool_size: usize = r.number(
+            "DATABASE_POOL_SIZE",
+            crate::db::pool::PG_CONNECTIONS,
+            1,
+            1000,
+        );
 
         let admin_time_zone = match r.opt("ADMIN_TIME_ZONE") {
             None => AdminZone::default(),
@@ -366,6 +377,7 @@ impl Config {
             razorpay_order_wait: Duration::from_millis(razorpay_order_wait_ms),
             metrics_token: r.opt("METRICS_TOKEN"),
             database_url,
+            database_pool_size,
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -418,6 +430,7 @@ mod tests {
         assert!(c.business_number_is_placeholder);
         assert_eq!(c.database_path, PathBuf::from("data/orderlink.db"));
         assert_eq!(c.send_workers, 4);
+        assert_eq!(c.database_pool_size, 8);
         assert_eq!(c.max_mps, 80);
         assert!(c.webhook_secret.is_none());
     }

@@ -77,12 +77,15 @@ impl AppError {
 }
 
 impl From<crate::db::DbError> for AppError {
-    /// A busy or closed database is worth retrying (503); a job that
-    /// panicked is a bug, and retrying it would panic again (500).
+    /// A database that is away or busy is worth retrying (503); anything
+    /// else (a panic, a constraint, a value that does not convert) would
+    /// fail the same way on every retry, for days of a gateway's retries:
+    /// a 500 with its cause in the log (`DbError::is_unavailable`).
     fn from(e: crate::db::DbError) -> Self {
-        match e {
-            crate::db::DbError::Panicked => AppError::Internal(e.to_string()),
-            e => AppError::Unavailable(e.to_string()),
+        if e.is_unavailable() {
+            AppError::Unavailable(e.to_string())
+        } else {
+            AppError::Internal(e.to_string())
         }
     }
 }
@@ -131,6 +134,40 @@ mod tests {
         assert_eq!(
             AppError::from(DbError::Closed).status(),
             Status::ServiceUnavailable
+        );
+        assert_eq!(
+            AppError::from(DbError::Unavailable("connection refused".into())).status(),
+            Status::ServiceUnavailable
+        );
+        assert_eq!(
+            AppError::from(DbError::Value("-1 does not fit a u32".into())).status(),
+            Status::InternalServerError
+        );
+    }
+
+    #[test]
+    fn sqlite_busy_is_a_503_and_a_constraint_or_conversion_a_500() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(
+            AppError::from(DbError::Sql(busy)).status(),
+            Status::ServiceUnavailable
+        );
+        let unique = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE),
+            None,
+        );
+        assert_eq!(
+            AppError::from(DbError::Sql(unique)).status(),
+            Status::InternalServerError
+        );
+        let conversion =
+            rusqlite::Error::InvalidColumnType(0, "amount".into(), rusqlite::types::Type::Text);
+        assert_eq!(
+            AppError::from(DbError::Sql(conversion)).status(),
+            Status::InternalServerError
         );
     }
 }

@@ -22,6 +22,7 @@ pub mod pacer;
 pub mod payments;
 pub mod periodic;
 pub mod pg;
+pub mod pg_tls;
 pub mod raw_body;
 pub mod roster;
 pub mod routes;

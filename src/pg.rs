@@ -6,7 +6,7 @@
 use crate::db;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls};
+use postgres::Client;
 use rusqlite::types::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -24,12 +24,30 @@ const SEEDED_BY_MIGRATIONS: &[&str] = &["heartbeat"];
 /// Not data: each side keeps its own record of the migrations applied to it.
 const SCHEMA_HISTORY: &str = "refinery_schema_history";
 
-/// Connects without TLS: the database is expected on loopback or a private
-/// network (see the README's "Outgrowing one machine").
+/// Connects with TLS as the URL's `sslmode`/`sslrootcert` ask (see
+/// `pg_tls`). A refused certificate is named as such, with the roots it
+/// was checked against, since "db error" alone sends a merchant looking
+/// at passwords and firewalls.
 pub fn connect(url: &str) -> Result<Client, String> {
     check_scheme(url)?;
-    Client::connect(url, NoTls)
-        .map_err(|e| format!("cannot connect to {}: {}", redact(url), describe(&e)))
+    let target = crate::pg_tls::parse(url)?;
+    let (config, tls) = crate::pg_tls::config(&target)?;
+    config.connect(tls).map_err(|e| {
+        let why = describe(&e);
+        let roots = match &target.roots {
+            crate::pg_tls::Roots::System => "the system's root certificates".to_owned(),
+            crate::pg_tls::Roots::File(path) => format!("sslrootcert {path}"),
+        };
+        if why.contains("invalid peer certificate") {
+            format!(
+                "cannot connect to {}: certificate verify failed (checked against {roots}, sslmode={}): {why}",
+                redact(url),
+                target.mode.as_str()
+            )
+        } else {
+            format!("cannot connect to {}: {why}", redact(url))
+        }
+    })
 }
 
 /// The client's own message ("db error") with the server's reason after it.

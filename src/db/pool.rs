@@ -1,15 +1,20 @@
-//! PostgreSQL's side of the writer and the readers (SPEC §13): a fixed set
-//! of connections, each owned by one worker thread. A write job runs in a
-//! transaction of its own on whichever worker is free (`Writer` opens and
-//! commits it), and is answered after its COMMIT; PostgreSQL groups
-//! concurrent commits itself, so there is no batching here. Reads run on the
-//! same workers, outside a transaction.
+//! PostgreSQL's side of the writer and the readers (SPEC §13). Connections
+//! come from r2d2, a pool library: checked before use, replaced in the
+//! background when the server drops them (with its own backoff), retired
+//! after `MAX_LIFETIME`, and a checkout waits at most `CHECKOUT_WAIT`.
 //!
-//! Worker threads rather than a pool crate (r2d2, deadpool): the blocking
-//! `postgres` client must not run on Rocket's executor anyway, so a thread
-//! per connection is needed either way; a thread owning its connection also
-//! owns that connection's prepared statements, and replaces the connection
-//! when it dies, with no checkout and no extra dependency.
+//! In front of it stay a few worker threads and two queues, because the
+//! blocking client must not run on Rocket's executor, and because who
+//! waits matters (`Priority`): a worker takes a job, checks a connection
+//! out for it, and gives it back. A write job runs in a transaction of its
+//! own (`Writer` opens and commits it) and is answered after its COMMIT;
+//! PostgreSQL groups concurrent commits itself, so there is no batching
+//! here. Reads run outside a transaction.
+//!
+//! While the database is away (restarted, network cut), a checkout fails
+//! after `CHECKOUT_WAIT`, and every job is answered `DbError::Unavailable`
+//! at once instead of queueing behind it: webhooks get their 503, the
+//! sender keeps its outcomes and tries again, and nothing spins.
 
 use super::sql::Conn;
 use super::DbError;
@@ -17,12 +22,37 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Connections (and worker threads) per instance. Enough for the webhook
-/// handlers and the sender's workers to write side by side; each instance
-/// of a fleet opens its own, so PostgreSQL's `max_connections` (100 by
-/// default) bounds the fleet, not one instance.
+/// The default of `DATABASE_POOL_SIZE`: connections (and worker threads)
+/// per instance. Enough for the webhook handlers and the sender's workers
+/// to write side by side; each instance of a fleet opens its own, so
+/// PostgreSQL's `max_connections` (100 by default) bounds the fleet.
 pub const PG_CONNECTIONS: usize = 8;
+
+/// Longest wait for a connection, and for a job in the queue before it is
+/// answered `Unavailable` rather than run: a gateway that waited this long
+/// has given up anyway, and would rather retry.
+pub const CHECKOUT_WAIT: Duration = Duration::from_secs(5);
+
+/// A connection older than this is closed and replaced when given back
+/// (a managed database's failover, a proxy's idle limit, a leak on the
+/// server side all age with the session).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Any one statement longer than this is cancelled by the server: a lock
+/// or a plan gone wrong must not hold a connection (and a request) for
+/// ever. Webhook statements take milliseconds.
+pub const STATEMENT_TIMEOUT: &str = "10s";
+
+/// A connection that answered within this long is not asked again on
+/// checkout: under load every job would otherwise cost one more round trip.
+/// A connection the server closed meanwhile is still caught: the client
+/// marks it closed, and `has_broken` sees it.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+/// How long the check on checkout waits for PostgreSQL's answer.
+const PING_WAIT: Duration = Duration::from_secs(2);
 
 /// How a write job's transaction starts: READ COMMITTED, PostgreSQL's
 /// default. The data functions were written for SQLite's one writer, where
@@ -67,17 +97,20 @@ pub(crate) enum Priority {
 /// worker takes background jobs.
 pub const BACKGROUND_FIRST: usize = 2;
 
+/// A job and when it was queued (its wait is bounded by `CHECKOUT_WAIT`).
+type Queued = (Instant, PgJob);
+
 #[derive(Default)]
 struct Queues {
-    request: VecDeque<PgJob>,
-    background: VecDeque<PgJob>,
+    request: VecDeque<Queued>,
+    background: VecDeque<Queued>,
     closed: bool,
 }
 
 impl Queues {
     /// The next job for a worker that prefers `first`; `None` when both
     /// queues are empty.
-    fn next(&mut self, first: Priority) -> Option<PgJob> {
+    fn next(&mut self, first: Priority) -> Option<Queued> {
         match first {
             Priority::Request => self
                 .request
@@ -93,25 +126,104 @@ impl Queues {
 
 type Shared = Arc<(Mutex<Queues>, Condvar)>;
 
+/// r2d2's side: how a connection is made and checked.
+struct Manager {
+    url: String,
+}
+
+/// A pooled connection and when it last answered.
+struct Pooled {
+    conn: Conn,
+    answered: Instant,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Pooled;
+    type Error = PoolError;
+
+    fn connect(&self) -> Result<Pooled, PoolError> {
+        connect(&self.url)
+            .map(|conn| Pooled {
+                conn,
+                answered: Instant::now(),
+            })
+            .map_err(PoolError)
+    }
+
+    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), PoolError> {
+        if pooled.answered.elapsed() < TRUSTED_FOR && !pooled.conn.is_broken() {
+            return Ok(());
+        }
+        pooled
+            .conn
+            .ping(PING_WAIT)
+            .map_err(|e| PoolError(e.to_string()))?;
+        pooled.answered = Instant::now();
+        Ok(())
+    }
+
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        pooled.conn.is_broken()
+    }
+}
+
+/// Why no connection could be had, in words (the password never in them).
+#[derive(Debug)]
+pub struct PoolError(String);
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// r2d2 logs each failed connect through `log` (already redacted: our
+/// `connect` builds the text); the default handler would print it twice.
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<PoolError> for LogErrors {
+    fn handle_error(&self, error: PoolError) {
+        log::error!("database: {error}");
+    }
+}
+
 pub struct PgPool {
     url: String,
+    connections: r2d2::Pool<Manager>,
     queues: Shared,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl PgPool {
-    /// Connects every worker up front, so a wrong URL or password stops the
-    /// start with PostgreSQL's reason rather than failing the first request.
+    /// Connects once up front, so a wrong URL, password or certificate
+    /// stops the start with PostgreSQL's reason rather than a pool timeout.
     pub fn start(url: &str, size: usize) -> Result<Arc<PgPool>, String> {
+        let size = size.max(1);
+        drop(connect(url)?);
+        let connections = r2d2::Pool::builder()
+            .max_size(size as u32)
+            .min_idle(Some(size as u32))
+            .test_on_check_out(true)
+            .connection_timeout(CHECKOUT_WAIT)
+            .max_lifetime(Some(MAX_LIFETIME))
+            .idle_timeout(None)
+            .error_handler(Box::new(LogErrors))
+            .build(Manager {
+                url: url.to_owned(),
+            })
+            .map_err(|e| format!("PostgreSQL pool: {e}"))?;
         let pool = Arc::new(PgPool {
             url: url.to_owned(),
+            connections,
             queues: Arc::new((Mutex::new(Queues::default()), Condvar::new())),
             threads: Mutex::new(Vec::new()),
         });
-        for i in 0..size.max(1) {
-            let conn = connect(url)?;
+        for i in 0..size {
             let queues = pool.queues.clone();
-            let url = url.to_owned();
+            let connections = pool.connections.clone();
             let first = if i < BACKGROUND_FIRST {
                 Priority::Background
             } else {
@@ -119,7 +231,7 @@ impl PgPool {
             };
             let handle = std::thread::Builder::new()
                 .name(format!("db-pg-{i}"))
-                .spawn(move || worker(&url, conn, &queues, first))
+                .spawn(move || worker(&connections, &queues, first))
                 .map_err(|e| format!("cannot start a database thread: {e}"))?;
             pool.threads.lock().expect("pool threads").push(handle);
         }
@@ -139,9 +251,10 @@ impl PgPool {
         if q.closed {
             return false;
         }
+        let queued = (Instant::now(), job);
         match priority {
-            Priority::Request => q.request.push_back(job),
-            Priority::Background => q.background.push_back(job),
+            Priority::Request => q.request.push_back(queued),
+            Priority::Background => q.background.push_back(queued),
         }
         drop(q);
         ready.notify_one();
@@ -165,20 +278,62 @@ impl PgPool {
 }
 
 /// A session for the server: `synchronous_commit` on (a webhook's 200 means
-/// its rows are on PostgreSQL's disk, whatever the server's default), and a
-/// lock wait bounded like SQLite's busy timeout.
+/// its rows are on PostgreSQL's disk, whatever the server's default), a
+/// lock wait bounded like SQLite's busy timeout, and no statement longer
+/// than `STATEMENT_TIMEOUT`.
 pub fn connect(url: &str) -> Result<Conn, String> {
     let mut client = crate::pg::connect(url)?;
     client
-        .batch_execute("SET synchronous_commit = on; SET lock_timeout = '5s'")
+        .batch_execute(&format!(
+            "SET synchronous_commit = on; SET lock_timeout = '5s'; \
+             SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+        ))
         .map_err(|e| format!("PostgreSQL session settings: {e}"))?;
     Ok(Conn::from(client))
 }
 
-fn worker(url: &str, mut conn: Conn, queues: &Shared, first: Priority) {
+/// Every job that waited longer than `CHECKOUT_WAIT`, or all of them when
+/// no connection can be had: answered `Unavailable` without running.
+fn refuse(queues: &Shared, all: bool, why: &str) -> Vec<PgJob> {
+    let (lock, _) = &**queues;
+    let mut guard = lock.lock().expect("pool queue lock");
+    let q = &mut *guard;
+    let mut refused = Vec::new();
+    for queue in [&mut q.request, &mut q.background] {
+        let kept: VecDeque<Queued> = queue
+            .drain(..)
+            .filter_map(|(at, job)| {
+                if all || at.elapsed() > CHECKOUT_WAIT {
+                    refused.push(job);
+                    None
+                } else {
+                    Some((at, job))
+                }
+            })
+            .collect();
+        *queue = kept;
+    }
+    drop(guard);
+    if !refused.is_empty() {
+        log::warn!(
+            "database: {} queued job(s) answered 503: {why}",
+            refused.len()
+        );
+    }
+    refused
+}
+
+fn answer_unavailable(job: PgJob, why: &str) {
+    let (PgJob::Write(work) | PgJob::Read(work)) = job;
+    // Given no connection, a job does not run; it only learns the answer.
+    let (_, respond) = work(None);
+    respond(Err(DbError::Unavailable(why.to_owned())));
+}
+
+fn worker(connections: &r2d2::Pool<Manager>, queues: &Shared, first: Priority) {
     let (lock, ready) = &**queues;
     loop {
-        let job = {
+        let (queued_at, job) = {
             let mut q = lock.lock().expect("pool queue lock");
             loop {
                 if let Some(job) = q.next(first) {
@@ -190,31 +345,53 @@ fn worker(url: &str, mut conn: Conn, queues: &Shared, first: Priority) {
                 q = ready.wait(q).expect("pool queue lock");
             }
         };
-        if conn.is_broken() {
-            match connect(url) {
-                Ok(fresh) => conn = fresh,
-                Err(e) => log::error!("database: reconnecting: {e}"),
+        if queued_at.elapsed() > CHECKOUT_WAIT {
+            let why = format!(
+                "no database connection free within {} s",
+                CHECKOUT_WAIT.as_secs()
+            );
+            answer_unavailable(job, &why);
+            for job in refuse(queues, false, &why) {
+                answer_unavailable(job, &why);
             }
+            continue;
         }
-        let usable = !conn.is_broken();
+        let mut pooled = match connections.get() {
+            Ok(pooled) => pooled,
+            Err(e) => {
+                // The database is away: so is it for every queued job.
+                let why = format!("the database is unreachable: {e}");
+                answer_unavailable(job, &why);
+                for job in refuse(queues, true, &why) {
+                    answer_unavailable(job, &why);
+                }
+                continue;
+            }
+        };
         // A write job opens, commits and, when a concurrent job got in its
         // way, retries its own transaction (`Writer`); a read needs none.
         let (PgJob::Write(work) | PgJob::Read(work)) = job;
-        let (_, respond) = run(&usable.then_some(&conn), work);
-        respond(if usable { Ok(()) } else { Err(DbError::Closed) });
+        let (_, respond) = run(&pooled.conn, work);
+        if pooled.conn.is_broken() {
+            // The job's own error says what it lost (`DbError::is_unavailable`);
+            // r2d2 drops the connection when it is given back and makes a
+            // new one in the background.
+            log::warn!("database: a connection was lost; the pool replaces it");
+        } else {
+            pooled.answered = Instant::now();
+        }
+        respond(Ok(()));
     }
 }
 
 /// A panic in a job is reported as `Panicked` by the job's own wrapper; this
 /// keeps the worker alive if a wrapper itself panics, and ends whatever
 /// transaction it left open, so the next job does not run inside it.
-fn run(conn: &Option<&Conn>, work: Work) -> (bool, Respond) {
-    match catch_unwind(AssertUnwindSafe(|| work(*conn))) {
+fn run(conn: &Conn, work: Work) -> (bool, Respond) {
+    match catch_unwind(AssertUnwindSafe(|| work(Some(conn)))) {
         Ok(r) => r,
         Err(_) => {
-            if let Some(conn) = conn {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
+            let _ = conn.execute_batch("ROLLBACK");
             (false, Box::new(|_| ()))
         }
     }
@@ -233,7 +410,7 @@ mod tests {
     }
 
     fn take(q: &mut Queues, first: Priority) {
-        let (PgJob::Write(work) | PgJob::Read(work)) = q.next(first).expect("a job");
+        let (_, PgJob::Write(work) | PgJob::Read(work)) = q.next(first).expect("a job");
         let _ = work(None);
     }
 
@@ -241,10 +418,11 @@ mod tests {
     fn request_workers_take_requests_first_and_background_workers_the_sender_first() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut q = Queues::default();
-        q.background.push_back(job("claim", &log));
-        q.request.push_back(job("webhook-1", &log));
-        q.request.push_back(job("webhook-2", &log));
-        q.background.push_back(job("outcome", &log));
+        let now = Instant::now();
+        q.background.push_back((now, job("claim", &log)));
+        q.request.push_back((now, job("webhook-1", &log)));
+        q.request.push_back((now, job("webhook-2", &log)));
+        q.background.push_back((now, job("outcome", &log)));
 
         take(&mut q, Priority::Request);
         take(&mut q, Priority::Background);

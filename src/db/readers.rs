@@ -142,10 +142,19 @@ where
 {
     let (done, answer) = oneshot::channel();
     pool.send(
-        PgJob::Read(Box::new(move |conn: Option<&Conn>| {
-            let _ = done.send(run_read(conn, work));
-            let respond: Respond = Box::new(|_| ());
-            (true, respond)
+        PgJob::Read(Box::new(move |conn: Option<&Conn>| match conn {
+            Some(conn) => {
+                let _ = done.send(run_read(Some(conn), work));
+                let respond: Respond = Box::new(|_| ());
+                (true, respond)
+            }
+            // No connection: the pool says why (the database is away).
+            None => {
+                let respond: Respond = Box::new(move |why| {
+                    let _ = done.send(Err(why.err().unwrap_or(DbError::Closed)));
+                });
+                (false, respond)
+            }
         })),
         priority,
     );

@@ -117,6 +117,15 @@ impl Conn {
         }
     }
 
+    /// Asks PostgreSQL for a no-op, waiting at most `timeout` (a network
+    /// cut gives no error, only silence); SQLite's connection is in-process.
+    pub fn ping(&self, timeout: std::time::Duration) -> Result<(), DbError> {
+        match self {
+            Conn::Lite(_) => Ok(()),
+            Conn::Pg(s) => s.borrow_mut().client.is_valid(timeout).map_err(DbError::Pg),
+        }
+    }
+
     /// Makes jobs that name the same `key` run one after the other until
     /// this job's transaction ends. SQLite's one writer already runs every
     /// job alone; on PostgreSQL this is a transaction-level advisory lock,

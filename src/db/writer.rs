@@ -32,7 +32,8 @@ pub struct Writer {
 #[derive(Clone)]
 enum Target {
     Lite(Arc<Mutex<Option<mpsc::Sender<Job>>>>),
-    Pg(Arc<PgPool>),
+    /// The pool, and whether a NOTIFY is already on its way (`announce`).
+    Pg(Arc<PgPool>, Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl Writer {
@@ -54,7 +55,7 @@ impl Writer {
     /// Writes through the PostgreSQL pool: one transaction per job.
     pub fn postgres(pool: Arc<PgPool>) -> Writer {
         Writer {
-            target: Target::Pg(pool),
+            target: Target::Pg(pool, Default::default()),
         }
     }
 
@@ -102,7 +103,7 @@ impl Writer {
                     let _ = tx.send(job);
                 }
             }
-            Target::Pg(pool) => {
+            Target::Pg(pool, _) => {
                 pool.send(PgJob::Write(job), priority);
             }
         }
@@ -140,11 +141,42 @@ impl Writer {
         drop(self.submit(work));
     }
 
+    /// Tells every instance's senders that a message was queued (SPEC §13,
+    /// `db::notify`); on SQLite the caller's own wake is all there is. A
+    /// burst of webhooks shares one NOTIFY: while one waits to be sent, the
+    /// next announcements ride on it.
+    pub fn announce(&self) {
+        use std::sync::atomic::Ordering;
+        let Target::Pg(pool, pending) = &self.target else {
+            return;
+        };
+        if pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pending = pending.clone();
+        let sql = format!("NOTIFY {}", super::notify::CHANNEL);
+        pool.send(
+            PgJob::Read(Box::new(move |conn: Option<&Conn>| {
+                // Cleared before the NOTIFY: what is queued from now on is
+                // announced again.
+                pending.store(false, Ordering::SeqCst);
+                if let Some(conn) = conn {
+                    if let Err(e) = conn.execute_batch(&sql) {
+                        log::warn!("database: NOTIFY: {e}");
+                    }
+                }
+                let respond: Respond = Box::new(|_| ());
+                (true, respond)
+            })),
+            Priority::Request,
+        );
+    }
+
     /// Stops accepting work; the thread drains what is queued and exits.
     pub fn close(&self) {
         match &self.target {
             Target::Lite(tx) => drop(tx.lock().expect("writer handle lock").take()),
-            Target::Pg(pool) => pool.close(),
+            Target::Pg(pool, _) => pool.close(),
         }
     }
 }
@@ -196,7 +228,7 @@ where
                 // After a failed COMMIT PostgreSQL has already ended the
                 // transaction; ROLLBACK then only warns.
                 let _ = conn.execute_batch("ROLLBACK");
-                if !(e.is_retryable() && runs < MAX_RUNS) {
+                if runs >= e.runs_allowed().min(MAX_RUNS) {
                     return Err(e);
                 }
                 // A little random wait, so two jobs that collided do not

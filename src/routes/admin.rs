@@ -145,6 +145,7 @@ async fn retry(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Value
         .await?;
     let next = result?;
     state.sender.wake();
+    state.db.writer.announce();
     log::info!("admin: message {shown} queued again ({next})");
     Ok(json!({"id": shown, "status": next}))
 }

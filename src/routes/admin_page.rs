@@ -511,6 +511,7 @@ async fn retry(
         .run(move |c| admin_view::requeue(c, &id, now))
         .await??;
     state.sender.wake();
+    state.db.writer.announce();
     log::info!("admin page: message {shown} queued again ({next})");
     Ok(Redirect::to(format!(
         "/admin/ui/dead?done={}",

@@ -83,6 +83,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         .await?;
     if matches!(outcome, Outcome::Processed { .. }) {
         state.sender.wake();
+        state.db.writer.announce();
     }
     crate::metrics::get().webhook(
         if S::NAMESPACED { S::NAME } else { "payment" },

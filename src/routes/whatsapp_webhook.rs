@@ -181,6 +181,7 @@ async fn receive(
     }
     if new_replies || requeues {
         state.sender.wake();
+        state.db.writer.announce();
     }
     crate::metrics::get().webhook("whatsapp", "processed");
     Ok(json!({"status": "ok", "messages": counts.0, "statuses": counts.1}))

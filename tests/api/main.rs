@@ -16,6 +16,8 @@ mod metrics;
 mod multi;
 mod payment_webhook;
 mod postgres;
+mod postgres_outage;
+mod postgres_prod;
 mod postgres_store;
 mod properties;
 mod reliability;

@@ -380,7 +380,7 @@ impl TestApp {
             Some(Some(url)) => url.clone(),
             _ => self.pg.as_ref()?.url.clone(),
         };
-        let client = ::postgres::Client::connect(&url, ::postgres::NoTls)
+        let client = crate::support::store::connect(&url)
             .unwrap_or_else(|e| panic!("connect to the app's PostgreSQL: {e}"));
         Some(Conn::from(client))
     }

@@ -3,7 +3,7 @@
 //! database of their own on the server named by ORDERLINK_TEST_POSTGRES_URL
 //! (created per app, dropped at the end). `.ci/run` runs the suite both ways.
 
-use ::postgres::{Client, NoTls};
+use ::postgres::Client;
 
 /// The variable that switches the suite to PostgreSQL.
 pub const SWITCH: &str = "ORDERLINK_TEST_STORE";
@@ -38,6 +38,14 @@ pub fn skip_on_postgres(test: &str, why: &str) -> bool {
     true
 }
 
+/// The one way tests connect to PostgreSQL themselves: as the server does
+/// (`orderlink::pg::connect`), so the URL's `sslmode`/`sslrootcert` hold
+/// (`.ci/postgres` hands out a `verify-full` URL: every test goes through
+/// TLS, as a merchant's rented database would have it).
+pub fn connect(url: &str) -> Result<Client, String> {
+    orderlink::pg::connect(url)
+}
+
 /// A database of its own on the test server, dropped when done.
 pub struct Scratch {
     admin_url: String,
@@ -48,7 +56,7 @@ pub struct Scratch {
 impl Scratch {
     pub fn create(admin_url: &str) -> Scratch {
         let name = format!("orderlink_t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = Client::connect(admin_url, NoTls).expect("connect to the test PostgreSQL");
+        let mut admin = connect(admin_url).expect("connect to the test PostgreSQL");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE (the test user needs CREATEDB)");
@@ -69,13 +77,13 @@ impl Scratch {
     }
 
     pub fn client(&self) -> Client {
-        Client::connect(&self.url, NoTls).expect("connect to the scratch database")
+        connect(&self.url).expect("connect to the scratch database")
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
+        if let Ok(mut admin) = connect(&self.admin_url) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

@@ -1,0 +1,399 @@
+//! SPEC §13 as amended (issue 19): PostgreSQL as a production store. TLS as
+//! libpq reads `sslmode`/`sslrootcert`, errors that say whether the
+//! database is away (503) or the request hit a bug or bad data (500), and
+//! guarded state changes that no concurrent transaction can slip between.
+//!
+//! The PostgreSQL tests need ORDERLINK_TEST_POSTGRES_URL (`.ci/postgres`
+//! gives a `verify-full` URL with its own CA); skipped loudly without it,
+//! failed under CI=true.
+
+use std::time::{Duration, Instant};
+
+use orderlink::db::sql::params;
+use orderlink::db::{Conn, Dialect};
+
+use crate::postgres::postgres_url;
+use crate::support::child::run_cli;
+use crate::support::store::{connect, Scratch};
+use crate::support::{payment_event, FakeGraph, TestApp};
+
+/// The URL with its `sslrootcert` replaced (`None`: taken out, so the
+/// system's roots are used).
+fn with_root(url: &str, root: Option<&str>) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("sslrootcert="))
+        .map(str::to_owned)
+        .collect();
+    if let Some(root) = root {
+        pairs.push(format!("sslrootcert={root}"));
+    }
+    format!("{base}?{}", pairs.join("&"))
+}
+
+/// A CA of the test's own, trusted by nobody: `openssl`, as `.ci/postgres`
+/// makes the cluster's.
+fn other_ca(dir: &std::path::Path) -> String {
+    let path = dir.join("other-ca.crt");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=someone else's CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-keyout",
+        ])
+        .arg(dir.join("other-ca.key"))
+        .arg("-out")
+        .arg(&path)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path.to_string_lossy().into_owned()
+}
+
+/// `verify-full` against the CI cluster's CA connects over TLS; the same
+/// URL with another root, or with the system's roots, is refused, and the
+/// refusal says it was the certificate and against which roots (the
+/// server's start says so too, through `orderlink check`).
+#[test]
+fn verify_full_connects_over_tls_and_a_wrong_root_is_refused_by_name() {
+    let test = "verify_full_connects_over_tls_and_a_wrong_root_is_refused_by_name";
+    let Some(url) = postgres_url(test) else {
+        return;
+    };
+    assert!(
+        url.contains("sslmode=verify-full") && url.contains("sslrootcert="),
+        "ORDERLINK_TEST_POSTGRES_URL must be a verify-full URL (.ci/postgres makes one): {url}"
+    );
+
+    // The right root: TLS, checked.
+    let mut client = connect(&url).expect("verify-full with the cluster's CA");
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the connection is not encrypted");
+    // sslmode=disable is plain, so the check above is not always true.
+    let plain = url.replace("sslmode=verify-full", "sslmode=disable");
+    let ssl: bool = connect(&plain)
+        .expect("sslmode=disable")
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!ssl, "sslmode=disable still encrypted");
+
+    // Another CA's root file.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = other_ca(dir.path());
+    let e = connect(&with_root(&url, Some(&wrong)))
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("certificate verify failed") && e.contains(&format!("sslrootcert {wrong}")),
+        "{e}"
+    );
+    // No sslrootcert: the system's roots, which do not hold the test CA.
+    let e = connect(&with_root(&url, None)).err().expect("refused");
+    assert!(
+        e.contains("certificate verify failed") && e.contains("system's root certificates"),
+        "{e}"
+    );
+    // `require` with no root file encrypts without checking (libpq's meaning).
+    let require = with_root(&url, None).replace("sslmode=verify-full", "sslmode=require");
+    assert!(connect(&require).is_ok(), "sslmode=require");
+
+    // The server refuses to start on it, with the same reason.
+    let check = run_cli(
+        &["check"],
+        &[("DATABASE_URL".to_owned(), with_root(&url, Some(&wrong)))],
+        Duration::from_secs(30),
+    );
+    let said = format!("{}{}", check.stdout, check.stderr);
+    assert!(
+        said.contains("certificate verify failed") && said.contains(&wrong),
+        "{said}"
+    );
+}
+
+/// A value the program cannot read back (a corrupted row) is a bug to look
+/// at, not an outage: the webhook that reads it gets a 500 with a log
+/// line, not a 503 that gateways retry for days. Runs on either store.
+#[test]
+fn a_value_that_does_not_convert_is_a_500_not_a_503() {
+    // Arrange: a paid order, then its webhook record corrupted so that the
+    // replay's read of `order_id` cannot convert it to text.
+    let graph = FakeGraph::start();
+    let app = TestApp::spawn(&graph);
+    let body = payment_event("ORD-CONV-1").to_string();
+    let first = app.post_webhook_with_id("msg_conv_1", &body);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let db = app.db_rw();
+    match db.dialect() {
+        // SQLite keeps whatever it is given: a blob where text belongs.
+        Dialect::Sqlite => {
+            let n = db
+                .execute(
+                    "UPDATE webhook_events SET order_id = X'FF00' WHERE order_id = ?1",
+                    ["ORD-CONV-1"],
+                )
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        // PostgreSQL checks types: the column itself becomes bytes.
+        Dialect::Postgres => db
+            .execute_batch(
+                "ALTER TABLE webhook_events ALTER COLUMN order_id TYPE BYTEA
+                 USING convert_to(order_id, 'UTF8')",
+            )
+            .unwrap(),
+    }
+
+    // Act: the gateway's retry of the same delivery.
+    let again = app.post_webhook_with_id("msg_conv_1", &body);
+
+    // Assert
+    assert_eq!(again.status, 500, "{}", again.body);
+    assert_eq!(again.error_code(), "internal", "{}", again.body);
+    crate::support::wait_until("the 500 is logged", Duration::from_secs(10), || {
+        app.logs()
+            .lines()
+            .any(|l| l.contains("/webhooks/payment: 500"))
+    });
+}
+
+fn outbox_status(c: &Conn, id: &str) -> String {
+    c.query_row("SELECT status FROM outbox WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// The race of issue 19: the merchant retries a dead link while the
+/// sender records its confirmation as sent. `mark_sent` releases the
+/// order's waiting links; a retry that read "confirmation not sent" before
+/// that commit and wrote `waiting` after it left the link waiting for
+/// ever. The retry now waits for the confirmation's outcome and reads it.
+#[test]
+fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() {
+    let test = "a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting";
+    let Some(admin_url) = postgres_url(test) else {
+        return;
+    };
+    let scratch = Scratch::create(&admin_url);
+    let mut client = scratch.client();
+    orderlink::pg::migrate(&mut client).unwrap();
+    let sender = Conn::from(client);
+    let now = 1_800_000_000_000i64;
+    sender
+        .execute(
+            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency,
+                                 created_at, updated_at)
+             VALUES ('ORD-RACE', 'paid', '+919812345678', 100, 'INR', ?1, ?1)",
+            params![now],
+        )
+        .unwrap();
+    let insert = "INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant,
+                                      attempts, next_attempt_at, created_at, updated_at,
+                                      claimed_by, lease_until)
+                  VALUES (?1, 'ORD-RACE', ?2, 'main', '919812345678', ?3, 'text', 1, ?4, ?4, ?4,
+                          ?5, ?6)";
+    sender
+        .execute(
+            insert,
+            params![
+                "conf",
+                "confirmation",
+                "sending",
+                now,
+                Some("claim-1"),
+                Some(now + 60_000)
+            ],
+        )
+        .unwrap();
+    sender
+        .execute(
+            insert,
+            params!["link", "link", "dead", now, None::<String>, None::<i64>],
+        )
+        .unwrap();
+
+    // Act: the sender's outcome, open (not committed yet) ...
+    sender.execute_batch("BEGIN").unwrap();
+    orderlink::outbox::mark_sent(
+        &sender,
+        "conf",
+        "claim-1",
+        "wamid.race",
+        orderlink::outbox::Variant::Text,
+        1,
+        now,
+    )
+    .unwrap();
+    // ... while the merchant's retry runs in its own transaction.
+    let retry_url = scratch.url.clone();
+    let retry = std::thread::spawn(move || {
+        let c = Conn::from(connect(&retry_url).unwrap());
+        c.execute_batch("BEGIN").unwrap();
+        let answer = orderlink::admin_view::requeue(&c, "link", now).unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        answer.map_err(|e| format!("{e:?}"))
+    });
+    // The retry either waits for the outcome's row lock or (the old
+    // read-then-write) finishes without it; either way, then commit.
+    let watcher = Conn::from(scratch.client());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = watcher
+            .query_row(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if waiting > 0 || retry.is_finished() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retry neither waited nor finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sender.execute_batch("COMMIT").unwrap();
+    let answer = retry.join().unwrap();
+
+    // Assert: the confirmation is sent, so the link is queued, not waiting.
+    assert_eq!(outbox_status(&sender, "conf"), "sent");
+    assert_eq!(answer, Ok("queued"));
+    assert_eq!(outbox_status(&sender, "link"), "queued");
+}
+
+/// The guarded requeue on both stores: only a dead or cancelled message
+/// moves; anything else is a conflict naming its status, and an unknown id
+/// is not found.
+#[test]
+fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite_path = dir.path().join("requeue.db");
+    let mut lite = orderlink::db::open_writer(&lite_path).unwrap();
+    orderlink::db::migrate(&mut lite).unwrap();
+    let mut stores = vec![Conn::from(lite)];
+    let scratch = postgres_url("requeue_moves_only_dead_or_cancelled_messages_on_either_store")
+        .map(|url| Scratch::create(&url));
+    if let Some(scratch) = &scratch {
+        let mut client = scratch.client();
+        orderlink::pg::migrate(&mut client).unwrap();
+        stores.push(Conn::from(client));
+    }
+    for c in &stores {
+        let store = format!("{:?}", c.dialect());
+        c.execute(
+            "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
+             VALUES ('O1', 'paid', 1, 'INR', 1, 1)",
+            [],
+        )
+        .unwrap();
+        for (id, kind, status) in [
+            ("c", "confirmation", "dead"),
+            ("l", "link", "cancelled"),
+            ("s", "elder_reply", "sent"),
+        ] {
+            c.execute(
+                "INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant,
+                                     attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, 'O1', ?2, ?1, '91', ?3, 'text', 8, 1, 1, 1)",
+                params![id, kind, status],
+            )
+            .unwrap();
+        }
+        let requeue = |id: &str| {
+            orderlink::admin_view::requeue(c, id, 5)
+                .unwrap()
+                .map_err(|e| format!("{e:?}"))
+        };
+        // The link's confirmation is dead, not sent: the link waits.
+        assert_eq!(requeue("l"), Ok("waiting"), "{store}");
+        assert_eq!(requeue("c"), Ok("queued"), "{store}");
+        let sent = requeue("s").unwrap_err();
+        assert!(
+            sent.contains("Conflict") && sent.contains("is sent"),
+            "{store}: {sent}"
+        );
+        let again = requeue("c").unwrap_err();
+        assert!(again.contains("is queued"), "{store}: {again}");
+        assert!(requeue("nope").unwrap_err().contains("NotFound"), "{store}");
+        let attempts: i64 = c
+            .query_row("SELECT attempts FROM outbox WHERE id = 'c'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(attempts, 0, "{store}");
+    }
+}
+
+/// A message queued on one instance wakes the senders of every instance at
+/// once (SPEC §13): `Writer::announce` on one pool is a NOTIFY that another
+/// instance's listener turns into a wake-up, well before its next poll.
+#[test]
+fn an_announcement_on_one_instance_wakes_a_listener_on_another() {
+    let Some(admin_url) =
+        postgres_url("an_announcement_on_one_instance_wakes_a_listener_on_another")
+    else {
+        return;
+    };
+    let scratch = Scratch::create(&admin_url);
+    let (woken, wakes) = std::sync::mpsc::channel::<Instant>();
+    let listener = orderlink::db::notify::Listener::start(&scratch.url, move || {
+        let _ = woken.send(Instant::now());
+    });
+    // The first wake-up comes with the connection (for what was queued
+    // while no one listened).
+    wakes
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the listener connects and wakes once");
+
+    let pool = orderlink::db::pool::PgPool::start(&scratch.url, 2).unwrap();
+    let writer = orderlink::db::Writer::postgres(pool.clone());
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let announced = Instant::now();
+        writer.announce();
+        let at = wakes
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the announcement wakes the other instance's listener");
+        latencies.push(at - announced);
+        // One wake-up per announcement: nothing else is pending.
+        while wakes.try_recv().is_ok() {}
+    }
+    latencies.sort();
+    eprintln!(
+        "announce → wake: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    writer.close();
+    pool.join();
+    drop(listener);
+}
