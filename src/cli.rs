@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::db;
 use std::path::Path;
 
-const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check | copy-to postgres://URL | --version]\n\n  copy-to postgres://URL  copies the stopped SQLite database (DATABASE_PATH) into an empty\n                          PostgreSQL database, migrating it first (README: Outgrowing one machine)";
+const USAGE: &str = "usage: orderlink [serve | migrate | backup PATH | check | copy-to postgres://URL | --version]\n\n  copy-to postgres://URL  copies the stopped SQLite database (DATABASE_PATH) into an empty\n                          PostgreSQL database, migrating it first (docs/postgresql.md)";
 
 pub fn run(args: &[String]) -> i32 {
     let command = args.first().map(String::as_str).unwrap_or("serve");
@@ -226,6 +226,7 @@ fn check() -> i32 {
         }
     };
     live_mode_warnings(&mut report);
+    first_hour_warnings(&mut report);
     if let Some(url) = postgres_url() {
         check_postgres(&url, &mut report);
         return report.finish();
@@ -269,11 +270,47 @@ fn live_mode_warnings(report: &mut Report) {
     if var("WHATSAPP_VERIFY_TOKEN").is_none() {
         report.warning("WHATSAPP_VERIFY_TOKEN is not set: Meta's webhook verification (GET /webhooks/whatsapp) gets 403, so the elder's chat cannot be connected".into());
     }
-    let base = var("APP_BASE_URL").unwrap_or_else(|| "http://localhost:8000".into());
+    let base = var("APP_BASE_URL")
+        .unwrap_or_else(|| crate::config::default_app_base_url(var("ROCKET_PORT").as_deref()));
     if base.to_ascii_lowercase().starts_with("http://") {
         report.warning(format!(
             "APP_BASE_URL {base} is not https: customers get invite links on a plain-text or local address; set the public https:// URL"
         ));
+    }
+}
+
+/// What a first setup gets wrong without an error: a misspelled variable
+/// (which silently leaves its default, sandbox mode for WHATSAPP_TOKEN), and
+/// tokens or secrets too short to protect anything. The environment already
+/// holds `.env`'s variables (main loads it); the file is read again only to
+/// say where a name came from.
+fn first_hour_warnings(report: &mut Report) {
+    use crate::config::lint;
+    let in_dotenv: std::collections::BTreeSet<String> = dotenvy::from_path_iter(".env")
+        .map(|lines| lines.filter_map(Result::ok).map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        if let Some(line) = lint::unknown_variable(&name) {
+            let place = if in_dotenv.contains(&name) {
+                ".env"
+            } else {
+                "the environment"
+            };
+            report.warning(format!("{line} [in {place}]"));
+        }
+    }
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    for line in lint::short_secrets(var) {
+        report.warning(line);
     }
 }
 

@@ -6,6 +6,9 @@ use crate::signature::{TextSecrets, WebhookSecret};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Every variable orderlink reads, and `check`'s warnings about the others.
+pub mod lint;
+
 pub const SANDBOX_BUSINESS_NUMBER: &str = "15550100000";
 /// A Graph API version Meta serves today (each is served about two years
 /// after its release); docs/going-live.md says how to move on.
@@ -190,6 +193,16 @@ fn is_http_url(s: &str) -> bool {
         && !s.contains(char::is_whitespace)
 }
 
+/// Where this machine's server is reached when APP_BASE_URL is unset: the
+/// port it listens on, so invite links work on a changed ROCKET_PORT too.
+/// An unreadable port is Rocket's to refuse; 8000 is Rocket's default.
+pub fn default_app_base_url(rocket_port: Option<&str>) -> String {
+    let port = rocket_port
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .unwrap_or(8000);
+    format!("http://localhost:{port}")
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigErrors> {
         Config::from_source(&Environment)
@@ -244,7 +257,10 @@ impl Config {
         if !is_http_url(&api_base) {
             r.fail("WHATSAPP_API_BASE must be an http(s) URL".into());
         }
-        let app_base_url = r.text("APP_BASE_URL", "http://localhost:8000");
+        let app_base_url = r.text(
+            "APP_BASE_URL",
+            &default_app_base_url(r.opt("ROCKET_PORT").as_deref()),
+        );
         if !is_http_url(&app_base_url) {
             r.fail("APP_BASE_URL must be an http(s) URL such as https://shop.example".into());
         }
@@ -421,6 +437,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_base_url_defaults_to_the_port_rocket_listens_on() {
+        let moved = Config::from_source(&[("ROCKET_PORT", "9000")]).unwrap();
+        assert_eq!(moved.app_base_url, "http://localhost:9000");
+        assert_eq!(
+            Config::from_source(&[]).unwrap().app_base_url,
+            "http://localhost:8000"
+        );
+        let set = [
+            ("ROCKET_PORT", "9000"),
+            ("APP_BASE_URL", "https://shop.example"),
+        ];
+        assert_eq!(
+            Config::from_source(&set).unwrap().app_base_url,
+            "https://shop.example"
+        );
+    }
 
     #[test]
     fn no_configuration_at_all_is_sandbox_mode() {

@@ -91,6 +91,12 @@ pub fn redact(url: &str) -> String {
 /// Applies the embedded migrations (the SQLite ones); returns how many were
 /// applied now.
 pub fn migrate(client: &mut Client) -> Result<usize, String> {
+    // refinery creates its history table with IF NOT EXISTS, and on every
+    // start after the first PostgreSQL answers with a NOTICE the log would
+    // show; warnings and errors still come through.
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .map_err(|e| format!("migrating PostgreSQL: {}", describe(&e)))?;
     let report = embedded::migrations::runner()
         .run(client)
         .map_err(|e| format!("migrating PostgreSQL: {e}"))?;

@@ -136,6 +136,7 @@ fn busiest(requests: &[RecordedRequest], window: Duration) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once() {
     let Some(admin) =
         admin_url("two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once")
@@ -203,6 +204,7 @@ fn two_instances_sending_from_one_outbox_send_each_of_4000_messages_exactly_once
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn the_same_webhook_posted_to_both_instances_at_once_makes_one_order_and_one_confirmation() {
     let Some(admin) = admin_url(
         "the_same_webhook_posted_to_both_instances_at_once_makes_one_order_and_one_confirmation",
@@ -275,6 +277,7 @@ fn the_same_webhook_posted_to_both_instances_at_once_makes_one_order_and_one_con
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_in_flight_twice() {
     let Some(admin) = admin_url("a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_in_flight_twice",
     ) else {
@@ -366,6 +369,7 @@ fn a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_i
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn whatsapp_max_mps_holds_for_two_instances_together() {
     let Some(admin) = admin_url("whatsapp_max_mps_holds_for_two_instances_together") else {
         return;
@@ -405,6 +409,7 @@ fn whatsapp_max_mps_holds_for_two_instances_together() {
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn messages_queued_in_sqlite_are_sent_once_from_postgresql_after_copy_to() {
     let Some(admin) =
         admin_url("messages_queued_in_sqlite_are_sent_once_from_postgresql_after_copy_to")

@@ -101,6 +101,7 @@ fn postgres_type_for(declared: &str) -> (String, Option<i32>) {
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn the_sqlite_migrations_build_the_same_tables_and_columns_in_postgresql() {
     let Some(admin_url) =
         postgres_url("the_sqlite_migrations_build_the_same_tables_and_columns_in_postgresql")
@@ -279,6 +280,7 @@ fn copy_env(db: &Path) -> Vec<(String, String)> {
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
     let Some(admin_url) =
         postgres_url("copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row")
@@ -423,6 +425,7 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn copy_to_is_in_the_help_and_check_validates_a_postgresql_database_url() {
     let dir = tempfile::tempdir().unwrap();
     let help = run_cli(&["--help"], &[], Duration::from_secs(20));
@@ -588,6 +591,7 @@ fn copy_to_refuses_a_missing_or_unmigrated_database_and_names_an_unreachable_ser
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn copy_to_stops_at_a_value_that_does_not_fit_and_leaves_no_copied_row() {
     let Some(admin_url) =
         postgres_url("copy_to_stops_at_a_value_that_does_not_fit_and_leaves_no_copied_row")

@@ -18,6 +18,7 @@ use crate::support::{pay, payment_event, FakeGraph, TestApp, PATIENCE};
 /// PostgreSQL types them strictly (an i64 into INTEGER, 0/1 into BOOLEAN,
 /// SUM of a BIGINT being NUMERIC, EXISTS a boolean).
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones() {
     let Some(admin_url) =
         postgres_url("the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones")
@@ -103,6 +104,7 @@ fn the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones() {
 /// A server on PostgreSQL records a paid order and sends its messages, and
 /// the password in DATABASE_URL appears in no log line and no `check` line.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_server_on_postgresql_sends_and_never_logs_the_password_of_database_url() {
     let Some(admin_url) =
         postgres_url("a_server_on_postgresql_sends_and_never_logs_the_password_of_database_url")
@@ -170,6 +172,7 @@ fn a_server_on_postgresql_sends_and_never_logs_the_password_of_database_url() {
 /// Two claims at once on PostgreSQL (two instances' senders) take disjoint
 /// rows without waiting for each other: the claim's FOR UPDATE SKIP LOCKED.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn concurrent_claims_on_postgresql_skip_each_others_rows_instead_of_waiting() {
     let Some(admin_url) =
         postgres_url("concurrent_claims_on_postgresql_skip_each_others_rows_instead_of_waiting")
