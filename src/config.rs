@@ -35,6 +35,9 @@ pub struct Config {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub timeout: Duration,
+    /// SPEC §5: how long a send whose answer was lost waits for Meta's
+    /// status before it may go again.
+    pub unsure_wait: Duration,
     pub invite_template: Option<String>,
     pub default_region: Option<Region>,
     pub verify_token: Option<String>,
@@ -244,6 +247,7 @@ impl Config {
         let max_attempts: u32 = r.number("WHATSAPP_MAX_ATTEMPTS", 8, 1, 100);
         let retry_base_ms: u64 = r.number("WHATSAPP_RETRY_BASE_MS", 1000, 1, 3_600_000);
         let timeout_ms: u64 = r.number("WHATSAPP_TIMEOUT_MS", 10_000, 1, 600_000);
+        let unsure_wait_ms: u64 = r.number("WHATSAPP_UNSURE_WAIT_MS", 60_000, 1, 604_800_000);
         let max_mps: u32 = r.number("WHATSAPP_MAX_MPS", 80, 1, 1_000_000);
 
         // The default note goes into the same template parameter as an
@@ -297,6 +301,7 @@ impl Config {
             max_attempts,
             retry_base: Duration::from_millis(retry_base_ms),
             timeout: Duration::from_millis(timeout_ms),
+            unsure_wait: Duration::from_millis(unsure_wait_ms),
             invite_template,
             default_region,
             verify_token: r.opt("WHATSAPP_VERIFY_TOKEN"),
