@@ -1,7 +1,38 @@
 //! A local imitation of the WhatsApp Cloud API `POST /{phone_number_id}/messages`,
 //! so tests see exactly what the app sends and script what "Meta" answers.
+//!
+//! Statuses, as Meta sends them. Meta accepts most messages (200 and a
+//! `wamid`) and says what became of them later, in signed status webhooks.
+//! After the app is spawned, a test turns that on:
+//!
+//! ```ignore
+//! graph.report_statuses_to(&app.base_url(), APP_SECRET);
+//! ```
+//!
+//! From then on, for every message the fake accepts, a background thread
+//! posts `sent` then `delivered` to `{app}/webhooks/whatsapp`, signed with
+//! `X-Hub-Signature-256` like Meta, carrying the `wamid`, the recipient
+//! (`recipient_id` = the request's `to`, or `recipient_user_id` = its BSUID
+//! `recipient`), the request's `biz_opaque_callback_data` and `pricing`
+//! (`category`, `type`: a template is `utility`/`regular`, a text
+//! `service`/`free_customer_service`). The send's answer never waits for it.
+//!
+//! - `graph.close_window(wa_id)`: that customer's 24-hour window is closed.
+//!   A free-form text to them is still accepted (200 + `wamid`), and then a
+//!   `failed` status with 131047 is posted instead of `sent`; templates go
+//!   through as usual.
+//! - `graph.fail_later(recipient, code)`: every later accepted message to
+//!   that recipient (number or BSUID) gets a `failed` status with `code`
+//!   (131026, 131049, 130472, 131062, …) instead of `sent`.
+//! - `graph.report_twice(true)`: every status is posted twice (Meta
+//!   redelivers).
+//! - `graph.report_before_answer(true)`: the statuses are posted, and
+//!   answered by the app, before the send's own answer is written, so they
+//!   arrive before the app recorded the send.
+//! - `graph.statuses_posted()` / `wait_for_statuses(what, n, timeout)`:
+//!   what was posted, and the app's answer to each.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -125,12 +156,51 @@ struct State {
     requests: Vec<RecordedRequest>,
     script: VecDeque<Reply>,
     responder: Option<Responder>,
+    reporting: Reporting,
+}
+
+/// Where and how accepted messages' statuses are posted.
+#[derive(Default, Clone)]
+struct Reporting {
+    /// `(webhook URL, app secret)`; nothing is posted while unset.
+    to: Option<(String, String)>,
+    closed_windows: HashSet<String>,
+    fail_later: HashMap<String, i64>,
+    twice: bool,
+    before_answer: bool,
+}
+
+/// One status the fake posted to the app.
+#[derive(Debug, Clone)]
+pub struct PostedStatus {
+    pub wamid: String,
+    /// `sent`, `delivered` or `failed`.
+    pub status: String,
+    /// The error code of a `failed` status.
+    pub code: Option<i64>,
+    /// The app's HTTP answer (0: no answer, e.g. the app was down).
+    pub answered: u16,
+    pub body: Value,
+}
+
+/// Meta's titles for the failures the fake reports (Cloud API error codes page,
+/// developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/).
+fn error_title(code: i64) -> &'static str {
+    match code {
+        131047 => "Re-engagement message",
+        131026 => "Message undeliverable",
+        131049 => "This message was not delivered to maintain healthy ecosystem engagement.",
+        130472 => "User's number is part of an experiment",
+        131062 => "Business-scoped user ID recipient not supported",
+        _ => "Fake failure",
+    }
 }
 
 pub struct FakeGraph {
     server: Arc<Server>,
     base_url: String,
     state: Arc<Mutex<State>>,
+    posted: Arc<Mutex<Vec<PostedStatus>>>,
     stop: Arc<AtomicBool>,
     accept_thread: Option<thread::JoinHandle<()>>,
 }
@@ -146,17 +216,20 @@ impl FakeGraph {
             .expect("fake graph has an ip address")
             .port();
         let state = Arc::new(Mutex::new(State::default()));
+        let posted = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let accept_thread = {
             let server = Arc::clone(&server);
             let state = Arc::clone(&state);
+            let posted = Arc::clone(&posted);
             let stop = Arc::clone(&stop);
-            thread::spawn(move || accept_loop(&server, &state, &stop))
+            thread::spawn(move || accept_loop(&server, &state, &posted, &stop))
         };
         FakeGraph {
             server,
             base_url: format!("http://127.0.0.1:{port}/v21.0"),
             state,
+            posted,
             stop,
             accept_thread: Some(accept_thread),
         }
@@ -182,6 +255,66 @@ impl FakeGraph {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// From now on, post each accepted message's statuses to the app at
+    /// `app_base_url` (`…/webhooks/whatsapp`), signed with `app_secret`.
+    pub fn report_statuses_to(&self, app_base_url: &str, app_secret: &str) {
+        self.state.lock().unwrap().reporting.to = Some((
+            format!("{}/webhooks/whatsapp", app_base_url.trim_end_matches('/')),
+            app_secret.to_string(),
+        ));
+    }
+
+    /// The customer `recipient` has not written for 24 hours: a text to
+    /// them is accepted, then fails with 131047.
+    pub fn close_window(&self, recipient: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.reporting.closed_windows.insert(recipient.to_string());
+    }
+
+    /// Every later accepted message to `recipient` fails with `code`.
+    pub fn fail_later(&self, recipient: &str, code: i64) {
+        let mut st = self.state.lock().unwrap();
+        st.reporting.fail_later.insert(recipient.to_string(), code);
+    }
+
+    /// Post every status twice, as Meta sometimes does.
+    pub fn report_twice(&self, twice: bool) {
+        self.state.lock().unwrap().reporting.twice = twice;
+    }
+
+    /// Post the statuses (and wait for the app's answer) before answering
+    /// the send itself.
+    pub fn report_before_answer(&self, before: bool) {
+        self.state.lock().unwrap().reporting.before_answer = before;
+    }
+
+    /// The statuses posted so far, in order.
+    pub fn statuses_posted(&self) -> Vec<PostedStatus> {
+        self.posted.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` posted statuses match `what` (`"failed"`, `"sent"`,
+    /// `"delivered"`) and the app answered each; panics at the deadline.
+    pub fn wait_for_statuses(&self, what: &str, n: usize, timeout: Duration) -> Vec<PostedStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let matching: Vec<PostedStatus> = self
+                .statuses_posted()
+                .into_iter()
+                .filter(|s| s.status == what && s.answered != 0)
+                .collect();
+            if matching.len() >= n {
+                return matching;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake graph: waited {timeout:?} for {n} posted {what} status(es); posted: {:#?}",
+                self.statuses_posted()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn requests_of_type(&self, message_type: &str) -> Vec<RecordedRequest> {
@@ -300,7 +433,12 @@ impl Drop for FakeGraph {
     }
 }
 
-fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
+fn accept_loop(
+    server: &Server,
+    state: &Mutex<State>,
+    posted: &Arc<Mutex<Vec<PostedStatus>>>,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::SeqCst) {
         let mut request = match server.recv_timeout(Duration::from_millis(50)) {
             Ok(Some(r)) => r,
@@ -357,10 +495,29 @@ fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
                 },
             };
             st.requests.push(recorded.clone());
-            reply
+            (reply, st.reporting.clone())
         };
+        let (reply, reporting) = reply;
+        let statuses = match (&recorded.outcome, &reporting.to) {
+            (Outcome::Accepted { wamid }, Some(_)) => statuses_for(&recorded, wamid, &reporting),
+            _ => Vec::new(),
+        };
+        let posted = Arc::clone(posted);
         // Each answer on its own thread: a hung request never blocks the others.
         thread::spawn(move || {
+            let report = || {
+                if let Some((url, secret)) = &reporting.to {
+                    for status in &statuses {
+                        let copies = if reporting.twice { 2 } else { 1 };
+                        for _ in 0..copies {
+                            post_status(url, secret, status, &posted);
+                        }
+                    }
+                }
+            };
+            if reporting.before_answer {
+                report();
+            }
             let json_type =
                 Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();
             if let Reply::Slow(d) = reply {
@@ -408,8 +565,93 @@ fn accept_loop(server: &Server, state: &Mutex<State>, stop: &AtomicBool) {
                 }
             };
             let _ = request.respond(response);
+            if !reporting.before_answer {
+                report();
+            }
         });
     }
+}
+
+/// The `statuses[]` entries Meta would post for an accepted request, in order.
+fn statuses_for(request: &RecordedRequest, wamid: &str, reporting: &Reporting) -> Vec<Value> {
+    let body = &request.body;
+    let (recipient_key, recipient) = match body.get("to").and_then(Value::as_str) {
+        Some(to) => ("recipient_id", to.to_string()),
+        None => (
+            "recipient_user_id",
+            body.get("recipient")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        ),
+    };
+    let is_text = request.message_type() == Some("text");
+    let failure =
+        reporting.fail_later.get(&recipient).copied().or_else(|| {
+            (is_text && reporting.closed_windows.contains(&recipient)).then_some(131047)
+        });
+    let base = |status: &str| {
+        let mut s = json!({
+            "id": wamid,
+            "status": status,
+            "timestamp": super::signing::now_secs().to_string(),
+        });
+        s[recipient_key] = json!(recipient);
+        if let Some(data) = body.get("biz_opaque_callback_data") {
+            s["biz_opaque_callback_data"] = data.clone();
+        }
+        s
+    };
+    if let Some(code) = failure {
+        // Shape of Meta's failed status (WhatsApp Cloud API webhook
+        // reference, "Status messages"): `errors[]` with code, title,
+        // message, error_data.details; no pricing.
+        let mut failed = base("failed");
+        failed["errors"] = json!([{
+            "code": code,
+            "title": error_title(code),
+            "message": error_title(code),
+            "error_data": {"details": "Message failed to send."},
+            "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+        }]);
+        return vec![failed];
+    }
+    let pricing = if is_text {
+        json!({"billable": false, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"})
+    } else {
+        json!({"billable": true, "pricing_model": "PMP", "category": "utility", "type": "regular"})
+    };
+    ["sent", "delivered"]
+        .into_iter()
+        .map(|state| {
+            let mut s = base(state);
+            s["pricing"] = pricing.clone();
+            s
+        })
+        .collect()
+}
+
+/// Posts one status, signed as Meta signs it, and records the app's answer.
+fn post_status(url: &str, secret: &str, status: &Value, posted: &Mutex<Vec<PostedStatus>>) {
+    let payload = super::meta::statuses_payload(vec![status.clone()]).to_string();
+    let signature = super::meta::meta_signature(secret, &payload);
+    let answered = match ureq::post(url)
+        .timeout(Duration::from_secs(15))
+        .set("Content-Type", "application/json")
+        .set("X-Hub-Signature-256", &signature)
+        .send_string(&payload)
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(_) => 0,
+    };
+    posted.lock().unwrap().push(PostedStatus {
+        wamid: status["id"].as_str().unwrap_or_default().to_string(),
+        status: status["status"].as_str().unwrap_or_default().to_string(),
+        code: status.pointer("/errors/0/code").and_then(Value::as_i64),
+        answered,
+        body: status.clone(),
+    });
 }
 
 /// Sockets on local port `port` in a state where a process still holds
@@ -508,5 +750,85 @@ mod tests {
         );
         assert_eq!(graph.wait_for_requests(4, Duration::from_secs(1)).len(), 4);
         graph.assert_no_more_requests(4, Duration::from_millis(50));
+    }
+
+    /// A stand-in for the app's webhook: records each signed body it gets.
+    fn webhook_sink() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+        let server = Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&got);
+        thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                let signature = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("X-Hub-Signature-256"))
+                    .map(|h| h.value.to_string())
+                    .unwrap_or_default();
+                sink.lock().unwrap().push((signature, body));
+                let _ = request.respond(Response::from_string("ok"));
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), got)
+    }
+
+    #[test]
+    fn fake_graph_reports_signed_statuses_as_meta_does() {
+        let graph = FakeGraph::start();
+        let (app, got) = webhook_sink();
+        graph.report_statuses_to(&app, "s3cret");
+        graph.close_window("91");
+
+        let (_, template) = post(
+            &graph,
+            &json!({"type": "template", "to": "91", "biz_opaque_callback_data": "ORD-1"}),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let (_, text) = post(
+            &graph,
+            &json!({"type": "text", "to": "91", "biz_opaque_callback_data": "ORD-1"}),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        graph.wait_for_statuses("failed", 1, Duration::from_secs(5));
+        graph.wait_for_statuses("delivered", 1, Duration::from_secs(5));
+
+        let id = |b: &str| serde_json::from_str::<Value>(b).unwrap()["messages"][0]["id"].clone();
+        let got = got.lock().unwrap().clone();
+        let statuses: Vec<Value> = got
+            .iter()
+            .map(|(signature, body)| {
+                assert_eq!(
+                    *signature,
+                    crate::support::meta::meta_signature("s3cret", body)
+                );
+                let body: Value = serde_json::from_str(body).unwrap();
+                body.pointer("/entry/0/changes/0/value/statuses/0")
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let of = |wamid: &Value| -> Vec<&Value> {
+            statuses.iter().filter(|s| s["id"] == *wamid).collect()
+        };
+        let template = of(&id(&template));
+        assert_eq!(
+            template
+                .iter()
+                .map(|s| s["status"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["sent", "delivered"]
+        );
+        assert_eq!(template[0]["recipient_id"], "91");
+        assert_eq!(template[0]["biz_opaque_callback_data"], "ORD-1");
+        assert_eq!(template[0]["pricing"]["type"], "regular");
+        let text = of(&id(&text));
+        assert_eq!(text.len(), 1);
+        assert_eq!(text[0]["status"], "failed");
+        assert_eq!(text[0]["errors"][0]["code"], 131047);
     }
 }
