@@ -45,13 +45,20 @@ fn message_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
         "delivery_updated_at": rfc3339(r.get("delivery_updated_at")?),
         // While `sending`: when the claim runs out and the row is due again.
         "lease_until": rfc3339(r.get("lease_until")?),
+        // SPEC §5: an unsure message keeps its status (`queued`, or `dead`
+        // once it may not go again) and says until when it waits for
+        // Meta's status; `last_error` says why.
+        "unsure_until": match r.get::<_, String>("status")?.as_str() {
+            crate::outbox::SENT => Value::Null,
+            _ => rfc3339(r.get("unsure_until")?),
+        },
     }))
 }
 
 const MESSAGE_COLUMNS: &str =
     "id, order_id, kind, recipient, recipient_user_id, status, variant, attempts, next_attempt_at,
      last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at,
-     lease_until";
+     lease_until, unsure_until";
 
 fn inbound_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
     Ok(json!({

@@ -873,6 +873,11 @@ fn log_lapsed(lapsed: &[outbox::unsure::Lapsed], wait: i64) {
                 l.kind,
                 l.order_id
             ),
+            None if l.gave_up => log::warn!(
+                "dead-lettered {} for order {}: its sender stopped before recording the answer of its second copy; not sent a third time",
+                l.kind,
+                l.order_id
+            ),
             None => log::warn!(
                 "unsure: {} for order {}: its sender stopped before recording the answer; not sent again before WhatsApp's status for it has had {wait} ms to arrive",
                 l.kind,

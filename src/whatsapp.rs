@@ -333,9 +333,10 @@ fn transport_failure(t: &ureq::Transport) -> SendOutcome {
         K::ConnectionFailed | K::ProxyConnect => {
             not_written(format!("could not connect: {}", detail(t)))
         }
-        K::Io if io.is_some_and(|e| e.kind() == Io::InvalidData) => {
-            not_written(format!("TLS failed before the request was written: {}", detail(t)))
-        }
+        K::Io if io.is_some_and(|e| e.kind() == Io::InvalidData) => not_written(format!(
+            "TLS failed before the request was written: {}",
+            detail(t)
+        )),
         K::Io if io.is_some_and(|e| matches!(e.kind(), Io::TimedOut | Io::WouldBlock)) => {
             SendOutcome::Unsure {
                 reason: "timeout: no answer within WHATSAPP_TIMEOUT_MS after the request was sent"

@@ -233,7 +233,9 @@ pub fn forget_proofs(conn: &Conn, id: &str) -> Result<(), DbError> {
 /// The claim `claim` sent the row and lost the answer: it waits until
 /// `until` for a proof (one kept already settles it at once). With
 /// `give_up` (its attempts are spent) it is dead-lettered instead of
-/// waiting to go again, and a late proof still records it sent.
+/// waiting to go again, and a late proof still records it sent. So is a
+/// row that was unsure before: this send was its one second copy (SPEC
+/// §5), and a third is never sent.
 #[allow(clippy::too_many_arguments)]
 pub fn mark_unsure(
     conn: &Conn,
@@ -248,6 +250,17 @@ pub fn mark_unsure(
     now: i64,
 ) -> Result<Option<Proven>, DbError> {
     lock_order(conn, order_id)?;
+    let before: Option<Option<i64>> = conn
+        .prepare_cached("SELECT unsure_until FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let again = matches!(before, Some(Some(_)));
+    let give_up = give_up || again;
+    let error = if again {
+        format!("{error}; this was its second copy after an earlier lost answer, so it is not sent a third time (a status from WhatsApp naming the order still records it as sent)")
+    } else {
+        error.to_owned()
+    };
     let n = conn
         .prepare_cached(
             "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_at = ?4, unsure_until = ?4,
@@ -257,11 +270,15 @@ pub fn mark_unsure(
         )?
         .execute(params![
             id,
-            if give_up { Status::Dead } else { Status::Queued },
+            if give_up {
+                Status::Dead
+            } else {
+                Status::Queued
+            },
             attempts,
             until,
             since,
-            super::truncate(error),
+            super::truncate(&error),
             now,
             Status::Sending,
             claim
@@ -282,35 +299,55 @@ pub struct Lapsed {
     pub order_id: String,
     pub kind: super::Kind,
     pub proven: Option<String>,
+    /// It had been unsure before: dead-lettered, never sent a third time.
+    pub gave_up: bool,
 }
 
 /// Rows whose claim's lease ran out: their sender stopped (a crash, a lost
 /// database, a shutdown past its bound) maybe after sending. Unsure, not
 /// due: each waits `wait_ms` for a proof. `lease_ms` is a claim's length,
-/// so `lease_until - lease_ms` is when the send could have started.
+/// so `lease_until - lease_ms` is when the send could have started. A row
+/// that was unsure before may have gone twice already: dead-lettered (a
+/// proof still records it sent).
 pub fn lapse(conn: &Conn, now: i64, wait_ms: i64, lease_ms: i64) -> Result<Vec<Lapsed>, DbError> {
-    let rows: Vec<(String, String, super::Kind)> = conn
+    let rows: Vec<(String, String, super::Kind, Status)> = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?2, next_attempt_at = ?3, unsure_until = ?3,
+            "UPDATE outbox SET
+                    status = CASE WHEN unsure_until IS NULL THEN ?2 ELSE ?6 END,
+                    last_error = CASE WHEN unsure_until IS NULL
+                        THEN 'unsure: its sender stopped before recording the answer (a crash, a lost database or a lease that ran out)'
+                        ELSE 'unsure again: its sender stopped before recording the answer of its second copy, so it is not sent a third time (a status from WhatsApp naming the order still records it as sent)' END,
+                    next_attempt_at = ?3, unsure_until = ?3,
                     unsure_since = lease_until - ?4, updated_at = ?1,
-                    last_error = 'unsure: its sender stopped before recording the answer (a crash, a lost database or a lease that ran out)',
                     claimed_by = NULL, lease_until = NULL
              WHERE status = ?5 AND lease_until <= ?1
-             RETURNING id, order_id, kind",
+             RETURNING id, order_id, kind, status",
         )?
         .query_map(
-            params![now, Status::Queued, now + wait_ms, lease_ms, Status::Sending],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            params![
+                now,
+                Status::Queued,
+                now + wait_ms,
+                lease_ms,
+                Status::Sending,
+                Status::Dead
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Status>(3)?)),
         )?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, order_id, kind) in rows {
+    for (id, order_id, kind, status) in rows {
         lock_order(conn, &order_id)?;
         let proven = settle(conn, &id, now)?.map(|p| p.message_id);
+        let gave_up = status == Status::Dead && proven.is_none();
+        if gave_up {
+            super::cancel_link_of_dead(conn, &id, now)?;
+        }
         out.push(Lapsed {
             order_id,
             kind,
             proven,
+            gave_up,
         });
     }
     Ok(out)

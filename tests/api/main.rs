@@ -6,6 +6,7 @@ mod admin_page;
 mod admin_page_seed;
 mod delivery;
 mod elder_chat;
+mod faults;
 mod gateways;
 mod invite;
 mod lifecycle;
