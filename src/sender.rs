@@ -1535,6 +1535,24 @@ mod tests {
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
     }
 
+    /// SPEC §5 "may be sent a second time": when the second copy's answer
+    /// is lost too, the message is dead-lettered, never sent a third time.
+    #[test]
+    fn a_second_lost_answer_dead_letters_the_message_instead_of_a_third_copy() {
+        let rig = rig(vec![unsure(), unsure()]);
+        assert_eq!(rig.drain(T0), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 60_100), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 2);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "dead".into()),
+                ("link".into(), "cancelled".into())
+            ]
+        );
+    }
+
     /// A proof that came while the send was in flight (or before a dead
     /// sender's lease ran out) is kept and settles the row when it turns
     /// unsure; a status for a message id already known proves nothing else.

@@ -24,10 +24,12 @@ use crate::support::pg_cluster::PgCluster;
 use crate::support::store::on_postgres;
 use crate::support::{pay, payment_event, FakeGraph, RecordedRequest, Reply, TestApp};
 
-const TIMEOUT_MS: u64 = 300;
+/// Well above a loaded test machine's answer time from the fake (a normal
+/// answer that came late would be a lost answer the test did not cause).
+const TIMEOUT_MS: u64 = 800;
 /// Long enough for a status to come back (the fake posts it right after its
 /// answer) and short enough to keep the suite fast.
-const WAIT_MS: u64 = 2_000;
+const WAIT_MS: u64 = 4_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Statuses {
@@ -177,6 +179,11 @@ fn assert_contract(
                     .map(|s| (s.wamid.clone(), s.status.clone(), s.answered, s.body["timestamp"].clone()))
                     .collect::<Vec<_>>()
             ),
+            // A message given up as unsure twice (kill -9 can catch a row
+            // claimed in a batch, not yet sent, twice) is dead-lettered,
+            // and a link whose confirmation was given up is cancelled:
+            // neither is sent (the merchant sees both in the dead letters).
+            Statuses::Silent if list.is_empty() && given_up(app, order, kind) => {}
             Statuses::Silent => {
                 assert!(
                     (1..=2).contains(&list.len()),
@@ -217,6 +224,22 @@ fn assert_contract(
             "{fault}: messages neither sent nor given up as unsure twice: {not_sent:?}"
         ),
     }
+}
+
+fn given_up(app: &TestApp, order: &str, kind: &str) -> bool {
+    let row = app.outbox_row(
+        order,
+        if kind == "text" {
+            "link"
+        } else {
+            "confirmation"
+        },
+    );
+    row.status == "cancelled"
+        || (row.status == "dead"
+            && row
+                .last_error
+                .is_some_and(|e| e.contains("not sent a third time")))
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -396,7 +419,7 @@ fn kill_9_under_load(statuses: Statuses) {
             let before = graph.requests().len();
             crate::support::wait_until(
                 "sends of this round in flight",
-                Duration::from_secs(20),
+                Duration::from_secs(60),
                 || graph.requests().len() >= before + 3,
             );
             app.restart();
