@@ -54,13 +54,21 @@ fn message_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
             "billable": r.get::<_, Option<bool>>("pricing_billable")?,
             "paid": r.get::<_, Option<bool>>("pricing_paid")?,
         },
+        // SPEC §5: an unsure message keeps its status (`queued`, or `dead`
+        // once it may not go again) and says until when it waits for
+        // Meta's status; `last_error` says why.
+        "unsure_until": match r.get::<_, String>("status")?.as_str() {
+            crate::outbox::SENT => Value::Null,
+            _ => rfc3339(r.get("unsure_until")?),
+        },
     }))
 }
 
 const MESSAGE_COLUMNS: &str =
     "id, order_id, kind, recipient, recipient_user_id, status, variant, attempts, next_attempt_at,
      last_error, graph_message_id, sent_at, delivery_status, delivery_error, delivery_updated_at,
-     lease_until, link_via, pricing_category, pricing_type, pricing_billable, pricing_paid";
+     lease_until, link_via, pricing_category, pricing_type, pricing_billable, pricing_paid,
+     unsure_until";
 
 fn inbound_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
     Ok(json!({

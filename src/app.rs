@@ -216,6 +216,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         roster,
         held: Some(held),
     };
+    let sender_for_halt = sender.clone();
     let rocket = rocket::custom(figment)
         .manage(AppState {
             clicks: crate::clicks::ClickLog::new(db.writer.clone()),
@@ -228,6 +229,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         .register("/", routes::catchers())
         .attach(routes::request_log::RequestLog)
         .attach(routes::metrics::WebhookTimer)
+        .attach(halt_sends_on_shutdown(sender_for_halt))
         .attach(rocket::fairing::AdHoc::on_liftoff("listening", |rocket| {
             Box::pin(async move {
                 // Rocket's own "launched" line is kept at INFO under its
@@ -269,6 +271,18 @@ fn start_held_payments(
         }
     })
     .map_err(|e| format!("cannot start the held-payments thread: {e}"))
+}
+
+/// SIGTERM or Ctrl-C: no send starts once the signal came (Rocket's own
+/// grace period for open requests follows, and may last seconds); sends in
+/// flight finish and are recorded in `Services::shutdown`.
+fn halt_sends_on_shutdown(sender: Sender) -> impl rocket::fairing::Fairing {
+    rocket::fairing::AdHoc::on_shutdown("halt sends", move |_| {
+        Box::pin(async move {
+            log::info!("shutdown: no new sends from now on");
+            sender.halt();
+        })
+    })
 }
 
 /// Rocket's figment (Rocket.toml, ROCKET_*), with the body limits the spec

@@ -41,6 +41,9 @@ pub struct Config {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub timeout: Duration,
+    /// SPEC §5: how long a send whose answer was lost waits for Meta's
+    /// status before it may go again.
+    pub unsure_wait: Duration,
     pub invite_template: Option<String>,
     /// `WHATSAPP_LINK_IN`: where the link goes (§5 "One paid message per order").
     pub link_in: LinkIn,
@@ -309,6 +312,7 @@ impl Config {
         let max_attempts: u32 = r.number("WHATSAPP_MAX_ATTEMPTS", 8, 1, 100);
         let retry_base_ms: u64 = r.number("WHATSAPP_RETRY_BASE_MS", 1000, 1, 3_600_000);
         let timeout_ms: u64 = r.number("WHATSAPP_TIMEOUT_MS", 10_000, 1, 600_000);
+        let unsure_wait_ms: u64 = r.number("WHATSAPP_UNSURE_WAIT_MS", 60_000, 1, 604_800_000);
         let max_mps: u32 = r.number("WHATSAPP_MAX_MPS", 80, 1, 1_000_000);
         let razorpay_order_wait_ms: u64 = r.number("RAZORPAY_ORDER_WAIT_MS", 15_000, 0, 3_600_000);
 
@@ -380,6 +384,7 @@ impl Config {
             max_attempts,
             retry_base: Duration::from_millis(retry_base_ms),
             timeout: Duration::from_millis(timeout_ms),
+            unsure_wait: Duration::from_millis(unsure_wait_ms),
             invite_template,
             link_in,
             default_region,

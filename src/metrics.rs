@@ -217,7 +217,7 @@ impl Metrics {
             .with_label_values(&[kind])
             .observe(took.as_secs_f64());
         let code = match outcome {
-            SendOutcome::Accepted { .. } => None,
+            SendOutcome::Accepted { .. } | SendOutcome::Unsure { .. } => None,
             SendOutcome::Transient { code, .. } | SendOutcome::Rejected { code, .. } => *code,
             SendOutcome::ConfigFault { code, .. } => Some(*code),
         };

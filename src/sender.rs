@@ -59,6 +59,8 @@ pub enum Step {
     Dead,
     /// A configuration fault holds all sending until the pause ends.
     Paused,
+    /// The answer was lost: the message waits for Meta's status (§5).
+    Unsure,
     /// Nothing is due now.
     Empty,
 }
@@ -94,6 +96,15 @@ pub enum Decision {
     Fault {
         code: i64,
         reason: String,
+    },
+    /// The answer was lost (SPEC §5): not sent again before `until` unless
+    /// no status proves it by then; with `give_up` (its attempts spent) it
+    /// is dead-lettered, and a late proof still records it sent.
+    Unsure {
+        attempts: u32,
+        until: i64,
+        error: String,
+        give_up: bool,
     },
 }
 
@@ -172,6 +183,20 @@ pub fn decide(
             }
         }
         SendOutcome::ConfigFault { code, reason } => Decision::Fault { code, reason },
+        SendOutcome::Unsure { reason } => {
+            let give_up = attempts >= config.max_attempts;
+            let wait = config.unsure_wait.as_millis() as i64;
+            Decision::Unsure {
+                attempts,
+                until: now + wait,
+                error: if give_up {
+                    format!("{reason} (gave up after {attempts} attempts; a status from WhatsApp naming the order still records it as sent)")
+                } else {
+                    format!("{reason}; not sent again before WhatsApp's status for it has had {wait} ms to arrive (WHATSAPP_UNSURE_WAIT_MS)")
+                },
+                give_up,
+            }
+        }
     }
 }
 
@@ -267,6 +292,20 @@ struct State {
     in_flight: usize,
     /// When the next row falls due, as last seen by a claim that found none.
     next_due: Option<i64>,
+    /// Outcomes the database could not take when they came (SPEC §5): kept
+    /// here and written when it answers again, never dropped, and never
+    /// holding a worker on one row.
+    unrecorded: Vec<Unrecorded>,
+}
+
+/// An outcome waiting for the database.
+struct Unrecorded {
+    claim: String,
+    job: Due,
+    decision: Decision,
+    now: i64,
+    retry_at: Instant,
+    wait: Duration,
 }
 
 /// A claimed row in hand: the claim that holds it and until when.
@@ -327,6 +366,7 @@ impl Sender {
                 pause_len: None,
                 in_flight: 0,
                 next_due: None,
+                unrecorded: Vec::new(),
             }),
             changed: Condvar::new(),
             pacer,
@@ -407,6 +447,15 @@ impl Sender {
         }
         // Counted from before the claim, so `stop` waits for it.
         state.in_flight += 1;
+        if state
+            .unrecorded
+            .iter()
+            .any(|u| u.retry_at <= Instant::now())
+        {
+            drop(state);
+            self.record_kept();
+            state = shared.state.lock().expect("sender lock");
+        }
         let room = (shared.config.timeout + SEND_MARGIN).as_millis() as i64;
         let job = loop {
             match state.claimed.pop_front() {
@@ -480,20 +529,26 @@ impl Sender {
         let limit = (shared.config.send_workers * 4)
             .min(share * 2)
             .clamp(1, 256);
+        let wait = shared.config.unsure_wait.as_millis() as i64;
         let result = {
             let claim = claim.clone();
             shared.db.writer.run_blocking(move |c| {
+                // A lease that ran out: its sender may have sent (§5).
+                let lapsed = outbox::unsure::lapse(c, now, wait, lease)?;
                 let rows = outbox::claim(c, &claim, now, now + lease, limit)?;
                 let next = if rows.is_empty() {
                     outbox::next_due_at(c)?
                 } else {
                     None
                 };
-                Ok((rows, next))
+                Ok((rows, next, lapsed))
             })
         };
         let (rows, next) = match result {
-            Ok(found) => found,
+            Ok((rows, next, lapsed)) => {
+                log_lapsed(&lapsed, wait);
+                (rows, next)
+            }
             Err(e) => {
                 log::error!("sender: cannot claim from the outbox: {e}");
                 return None;
@@ -577,9 +632,10 @@ impl Sender {
             };
             return self.record(claim, job, fault, now, now);
         }
-        if !shared.pacer.wait_turn(latest) {
-            // No turn under the rate cap (or no share of it) in time: not
-            // sent, so due again at once, here or at another instance.
+        if !shared.pacer.wait_turn(latest) || self.is_stopping() {
+            // No turn under the rate cap (or no share of it) in time, or
+            // a shutdown began meanwhile (no send starts after SIGTERM):
+            // not sent, so due again at once, here or at another instance.
             self.give_back(vec![held.clone()]);
             return Step::Empty;
         }
@@ -654,6 +710,19 @@ impl Sender {
                 log::info!("{what}: WhatsApp cannot reach this BSUID with it (131062); sending it to the phone number if one is known: {error}");
                 (decision, Step::Retried)
             }
+            Decision::Unsure {
+                ref error,
+                attempts,
+                give_up,
+                ..
+            } => {
+                if give_up {
+                    log::warn!("dead-lettered {what} (attempt {attempts}), unsure: {error}");
+                } else {
+                    log::warn!("unsure: {what} (attempt {attempts}): {error}");
+                }
+                (decision, Step::Unsure)
+            }
         };
         crate::metrics::get().message(
             job.kind.as_str(),
@@ -661,6 +730,7 @@ impl Sender {
                 Step::Sent => "sent",
                 Step::Paused => "paused",
                 Step::Dead => "dead",
+                Step::Unsure => "unsure",
                 _ => "retry",
             },
         );
@@ -672,66 +742,146 @@ impl Sender {
         step
     }
 
-    /// Writes the outcome durably; keeps trying while the database refuses
-    /// (a full disk), because losing a "sent" would mean a second copy.
+    /// Writes the outcome, or keeps it for a later step when the database
+    /// cannot take it now (SPEC §5: never lost, never holding the worker).
     fn write(&self, claim: &str, job: &Due, decision: &Decision, now: i64) {
-        let mut wait = Duration::from_millis(50);
-        loop {
-            let (id, claim, decision) = (job.id.clone(), claim.to_owned(), decision.clone());
-            let (config, kind, claimed) = (Arc::clone(&self.shared.config), job.kind, job.variant);
-            let result = self
-                .shared
-                .db
-                .writer
-                .run_blocking(move |c| match decision.clone() {
-                    Decision::Sent {
-                        message_id,
-                        variant,
-                        attempts,
-                    } => {
-                        if let Some(via) = link_via(&config, kind, claimed, variant) {
-                            outbox::set_link_via(c, &id, &claim, via)?;
-                        }
-                        outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now)
-                    }
-                    Decision::ToPhone { error, attempts } => {
-                        if outbox::retry_to_phone(c, &id, &claim, attempts, &error, now)? {
-                            Ok(())
-                        } else {
-                            let error = format!("{error}; no phone number is known for this BSUID");
-                            outbox::mark_dead(c, &id, &claim, attempts, &error, now)
-                        }
-                    }
-                    Decision::Retry {
-                        attempts,
-                        variant,
-                        at,
-                        error,
-                    } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
-                    Decision::Dead { error, attempts } => {
-                        outbox::mark_dead(c, &id, &claim, attempts, &error, now)
-                    }
-                    Decision::Fault { .. } => Ok(()),
-                });
-            match result {
-                Ok(()) => return,
-                Err(crate::db::DbError::Closed) => {
-                    log::error!(
-                        "sender: database closed before the outcome of message {} was recorded",
-                        job.id
-                    );
-                    return;
-                }
-                Err(e) => {
-                    log::error!(
-                        "sender: cannot record the outcome of message {}: {e}; retrying",
-                        job.id
-                    );
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
+        match self.try_write(claim, job, decision, now) {
+            Ok(()) => {}
+            Err(crate::db::DbError::Closed) => log::error!(
+                "sender: database closed before the outcome of message {} was recorded; it is unsure after the next start",
+                job.id
+            ),
+            Err(e) => {
+                log::error!(
+                    "sender: cannot record the outcome of message {} now ({e}); kept and recorded when the database answers",
+                    job.id
+                );
+                let wait = Duration::from_millis(50);
+                self.shared
+                    .state
+                    .lock()
+                    .expect("sender lock")
+                    .unrecorded
+                    .push(Unrecorded {
+                        claim: claim.to_owned(),
+                        job: job.clone(),
+                        decision: decision.clone(),
+                        now,
+                        retry_at: Instant::now() + wait,
+                        wait,
+                    });
+            }
+        }
+    }
+
+    /// Tries the kept outcomes once each; those the database still refuses
+    /// are kept, each with a growing wait.
+    fn record_kept(&self) {
+        let kept = std::mem::take(&mut self.shared.state.lock().expect("sender lock").unrecorded);
+        let mut still = Vec::new();
+        for mut u in kept {
+            if u.retry_at > Instant::now() {
+                still.push(u);
+                continue;
+            }
+            match self.try_write(&u.claim, &u.job, &u.decision, u.now) {
+                Ok(()) => log::info!(
+                    "sender: the kept outcome of message {} is recorded",
+                    u.job.id
+                ),
+                Err(crate::db::DbError::Closed) => {}
+                Err(_) => {
+                    u.wait = (u.wait * 2).min(Duration::from_secs(5));
+                    u.retry_at = Instant::now() + u.wait;
+                    still.push(u);
                 }
             }
         }
+        self.shared
+            .state
+            .lock()
+            .expect("sender lock")
+            .unrecorded
+            .extend(still);
+    }
+
+    fn try_write(
+        &self,
+        claim: &str,
+        job: &Due,
+        decision: &Decision,
+        now: i64,
+    ) -> Result<(), crate::db::DbError> {
+        let (id, order_id, claim, decision) = (
+            job.id.clone(),
+            job.order_id.clone(),
+            claim.to_owned(),
+            decision.clone(),
+        );
+        let (config, kind, claimed) = (Arc::clone(&self.shared.config), job.kind, job.variant);
+        self.shared
+            .db
+            .writer
+            .run_blocking(move |c| match decision.clone() {
+                Decision::Sent {
+                    message_id,
+                    variant,
+                    attempts,
+                } => {
+                    if let Some(via) = link_via(&config, kind, claimed, variant) {
+                        outbox::set_link_via(c, &id, &claim, via)?;
+                    }
+                    outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now)
+                }
+                Decision::ToPhone { error, attempts } => {
+                    if outbox::retry_to_phone(c, &id, &claim, attempts, &error, now)? {
+                        Ok(())
+                    } else {
+                        let error = format!("{error}; no phone number is known for this BSUID");
+                        outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                    }
+                }
+                Decision::Retry {
+                    attempts,
+                    variant,
+                    at,
+                    error,
+                } => outbox::mark_retry(c, &id, &claim, attempts, variant, at, &error, now),
+                Decision::Dead { error, attempts } => {
+                    outbox::mark_dead(c, &id, &claim, attempts, &error, now)
+                }
+                Decision::Unsure {
+                    attempts,
+                    until,
+                    error,
+                    give_up,
+                } => outbox::unsure::mark_unsure(
+                    c, &id, &order_id, &claim, attempts, until, now, &error, give_up, now,
+                )
+                .map(|proven| {
+                    if let Some(p) = proven {
+                        log::info!(
+                            "{} for order {}: a status already received proves WhatsApp accepted it ({})",
+                            p.kind,
+                            p.order_id,
+                            p.message_id
+                        );
+                    }
+                }),
+                Decision::Fault { .. } => Ok(()),
+            })
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.shared.state.lock().expect("sender lock").stopping
+    }
+
+    /// SIGTERM: from now on no send starts (sends in flight finish, and
+    /// `stop` waits for them). Called as soon as the signal arrives, before
+    /// the web server's grace period.
+    pub fn halt(&self) {
+        self.shared.state.lock().expect("sender lock").stopping = true;
+        self.shared.changed.notify_all();
     }
 
     fn pause_for_fault(&self, code: i64, reason: &str, now: i64) -> Duration {
@@ -846,7 +996,13 @@ impl Sender {
                 .0;
         }
         let mut unsent: Vec<Held> = state.claimed.drain(..).collect();
+        for u in state.unrecorded.iter_mut() {
+            u.retry_at = Instant::now();
+        }
         drop(state);
+        // One last try for outcomes the database refused; what it still
+        // refuses is left to the next start, where the row is unsure.
+        self.record_kept();
         for handle in self.handles.lock().expect("handles lock").drain(..) {
             let _ = handle.join();
         }
@@ -880,6 +1036,29 @@ fn held_template(db: &Db, message: &Message) -> Option<String> {
             log::warn!("sender: cannot read template health: {e}");
             None
         })
+}
+
+/// Says what became of rows whose sender stopped before recording.
+fn log_lapsed(lapsed: &[outbox::unsure::Lapsed], wait: i64) {
+    for l in lapsed {
+        match &l.proven {
+            Some(id) => log::info!(
+                "{} for order {}: its sender stopped before recording the answer; a status already received proves WhatsApp accepted it ({id})",
+                l.kind,
+                l.order_id
+            ),
+            None if l.gave_up => log::warn!(
+                "dead-lettered {} for order {}: its sender stopped before recording the answer of its second copy; not sent a third time",
+                l.kind,
+                l.order_id
+            ),
+            None => log::warn!(
+                "unsure: {} for order {}: its sender stopped before recording the answer; not sent again before WhatsApp's status for it has had {wait} ms to arrive",
+                l.kind,
+                l.order_id
+            ),
+        }
+    }
 }
 
 /// Builds the message a row stands for, from the order as stored now (so a
@@ -1006,6 +1185,12 @@ mod tests {
         }
     }
 
+    fn unsure() -> SendOutcome {
+        SendOutcome::Unsure {
+            reason: "timeout".into(),
+        }
+    }
+
     fn rejected(code: i64) -> SendOutcome {
         SendOutcome::Rejected {
             code: Some(code),
@@ -1029,6 +1214,17 @@ mod tests {
             Decision::Dead { attempts, .. } => ("dead", *attempts, None, 0),
             Decision::ToPhone { attempts, .. } => ("to_phone", *attempts, None, 0),
             Decision::Fault { .. } => ("fault", 0, None, 0),
+            Decision::Unsure {
+                attempts,
+                until,
+                give_up,
+                ..
+            } => (
+                if *give_up { "unsure-dead" } else { "unsure" },
+                *attempts,
+                None,
+                until - now,
+            ),
         }
     }
 
@@ -1168,6 +1364,29 @@ mod tests {
                 rejected(131026),
                 ("dead", 1, None),
                 (0, 0),
+            ),
+            // §5: a lost answer is not sent again at once: it waits
+            // WHATSAPP_UNSURE_WAIT_MS (60 s by default) for Meta's status,
+            // its send counted; its last attempt dead-letters it unsent.
+            (
+                &plain,
+                c,
+                t,
+                0,
+                t,
+                unsure(),
+                ("unsure", 1, None),
+                (60_000, 60_000),
+            ),
+            (
+                &plain,
+                c,
+                t,
+                2,
+                t,
+                unsure(),
+                ("unsure-dead", 3, None),
+                (60_000, 60_000),
             ),
         ];
         for (i, (config, kind, variant, attempts, sent_as, outcome, want, (lo, hi))) in
@@ -1546,7 +1765,13 @@ mod tests {
         assert_eq!(stale.len(), 1);
         // Held until its lease runs out.
         assert_eq!(rig.drain(T0 + 29_999), vec![]);
-        assert_eq!(rig.drain(T0 + 30_000), vec![Step::Sent, Step::Sent]);
+        // SPEC §5: its sender may have sent it before it stopped, so it is
+        // unsure, not due: it waits WHATSAPP_UNSURE_WAIT_MS (60 s) for a
+        // status, then goes (no status comes here).
+        assert_eq!(rig.drain(T0 + 30_000), vec![]);
+        assert_eq!(rig.drain(T0 + 89_999), vec![]);
+        assert!(rig.sent.lock().unwrap().is_empty());
+        assert_eq!(rig.drain(T0 + 90_100), vec![Step::Sent, Step::Sent]);
         // The old claimant comes back with an outcome: nothing changes.
         let id = stale[0].id.clone();
         rig.db
@@ -1564,6 +1789,124 @@ mod tests {
                 ("link".into(), "sent".into())
             ]
         );
+    }
+
+    fn proof(order: &str, wamid: &str) -> outbox::unsure::Proof {
+        outbox::unsure::Proof {
+            message_id: wamid.into(),
+            order_id: order.into(),
+            recipient_id: Some("919876543210".into()),
+            recipient_user_id: None,
+            reported_at: None,
+        }
+    }
+
+    /// SPEC §5: a lost answer is not sent again at once; a status naming the
+    /// order records it sent with that id, and the link then goes at once.
+    #[test]
+    fn an_unsure_send_waits_and_a_status_naming_its_order_records_it_sent() {
+        let rig = rig(vec![unsure()]);
+        assert_eq!(rig.drain(T0), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 59_000), vec![]);
+        let p = proof("ORD-1", "wamid.LOST");
+        let proven = rig
+            .db
+            .writer
+            .run_blocking(move |c| outbox::unsure::record_proof(c, &p, T0 + 1000))
+            .unwrap();
+        assert_eq!(proven.map(|p| p.kind), Some(Kind::Confirmation));
+        // The link goes at once; the confirmation never again.
+        assert_eq!(rig.drain(T0 + 1000), vec![Step::Sent]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 2);
+        let conn = crate::db::open_reader(&rig.path).unwrap();
+        let id: String = conn
+            .query_row(
+                "SELECT graph_message_id FROM outbox WHERE kind = 'confirmation'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(id, "wamid.LOST");
+    }
+
+    /// …and only a wait that passes with no status sends it again, once.
+    #[test]
+    fn an_unsure_send_with_no_status_goes_again_once_after_the_wait() {
+        let rig = rig(vec![unsure()]);
+        assert_eq!(rig.drain(T0), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 59_999), vec![]);
+        assert_eq!(rig.drain(T0 + 60_100), vec![Step::Sent, Step::Sent]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 3);
+    }
+
+    /// SPEC §5 "may be sent a second time": when the second copy's answer
+    /// is lost too, the message is dead-lettered, never sent a third time.
+    #[test]
+    fn a_second_lost_answer_dead_letters_the_message_instead_of_a_third_copy() {
+        let rig = rig(vec![unsure(), unsure()]);
+        assert_eq!(rig.drain(T0), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 60_100), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 2);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "dead".into()),
+                ("link".into(), "cancelled".into())
+            ]
+        );
+    }
+
+    /// A proof that came while the send was in flight (or before a dead
+    /// sender's lease ran out) is kept and settles the row when it turns
+    /// unsure; a status for a message id already known proves nothing else.
+    #[test]
+    fn a_proof_kept_before_the_send_turned_unsure_settles_it_and_known_ids_prove_nothing() {
+        let rig = rig_of(vec![], 2);
+        let stale = rig
+            .db
+            .writer
+            .run_blocking(|c| outbox::claim(c, "gone:0", T0, T0 + 30_000, 1))
+            .unwrap();
+        let order = stale[0].order_id.clone();
+        let other = if order == "ORD-1" { "ORD-2" } else { "ORD-1" };
+        // The other order's confirmation goes normally.
+        assert_eq!(rig.drain(T0), vec![Step::Sent, Step::Sent]);
+        let sent = rig.sent.lock().unwrap().len();
+        // A status for a known id naming the stale order proves nothing.
+        let known: String = crate::db::open_reader(&rig.path)
+            .unwrap()
+            .query_row(
+                "SELECT graph_message_id FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'",
+                [other],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let (p, o) = (proof(&order, &known), order.clone());
+        let none = rig
+            .db
+            .writer
+            .run_blocking(move |c| {
+                outbox::unsure::record_proof(c, &p, T0 + 1)?;
+                // The real one, while the dead sender's lease still holds.
+                outbox::unsure::record_proof(c, &proof(&o, "wamid.INFLIGHT"), T0 + 2)
+            })
+            .unwrap();
+        assert_eq!(none, None);
+        // The lease runs out: settled by the kept proof, never resent.
+        assert_eq!(rig.drain(T0 + 30_000), vec![Step::Sent]);
+        assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
+        assert_eq!(rig.sent.lock().unwrap().len(), sent + 1);
+        let id: String = crate::db::open_reader(&rig.path)
+            .unwrap()
+            .query_row(
+                "SELECT graph_message_id FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'",
+                [&order],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(id, "wamid.INFLIGHT");
     }
 
     #[test]

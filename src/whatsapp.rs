@@ -252,6 +252,12 @@ pub enum SendOutcome {
         code: i64,
         reason: String,
     },
+    /// The request was written but its answer was lost (a timeout, a
+    /// connection broken before the answer, a 2xx naming no message id):
+    /// Meta may have accepted it (SPEC §5, unsure messages).
+    Unsure {
+        reason: String,
+    },
 }
 
 /// Something that delivers messages: Meta's Graph API, or the sandbox.
@@ -351,12 +357,55 @@ impl Transport for GraphClient {
                 let body = read_body(response);
                 classify(status, retry_after, &body)
             }
-            Err(ureq::Error::Transport(t)) => SendOutcome::Transient {
-                reason: format!("transport: {}", t.kind()),
-                retry_after: None,
-                code: None,
-            },
+            Err(ureq::Error::Transport(t)) => transport_failure(&t),
         }
+    }
+}
+
+/// Whether a transport failure came before the request could be written
+/// (retried as usual) or after (unsure: Meta may have it). ureq 2 fails
+/// the connect step with `Dns` or `ConnectionFailed`; everything after it
+/// (writing, then reading the answer) is `Io`, or `BadStatus`/`BadHeader`
+/// for an answer that came and could not be read. A TLS handshake fails in
+/// the first write as `Io` with `InvalidData`: nothing of the request has
+/// left the machine then either.
+fn transport_failure(t: &ureq::Transport) -> SendOutcome {
+    use std::io::ErrorKind as Io;
+    use ureq::ErrorKind as K;
+    let io = std::error::Error::source(t).and_then(|e| e.downcast_ref::<std::io::Error>());
+    let not_written = |reason: String| SendOutcome::Transient {
+        reason,
+        retry_after: None,
+        code: None,
+    };
+    match t.kind() {
+        K::Dns => not_written(format!("DNS lookup failed: {}", detail(t))),
+        K::ConnectionFailed | K::ProxyConnect => {
+            not_written(format!("could not connect: {}", detail(t)))
+        }
+        K::Io if io.is_some_and(|e| e.kind() == Io::InvalidData) => not_written(format!(
+            "TLS failed before the request was written: {}",
+            detail(t)
+        )),
+        K::Io if io.is_some_and(|e| matches!(e.kind(), Io::TimedOut | Io::WouldBlock)) => {
+            SendOutcome::Unsure {
+                reason: "timeout: no answer within WHATSAPP_TIMEOUT_MS after the request was sent"
+                    .into(),
+            }
+        }
+        K::Io | K::BadStatus | K::BadHeader => SendOutcome::Unsure {
+            reason: format!("connection broken before the answer: {}", detail(t)),
+        },
+        _ => not_written(format!("request not sent: {}", detail(t))),
+    }
+}
+
+/// The cause of a transport failure, without ureq's generic
+/// "Network Error" label.
+fn detail(t: &ureq::Transport) -> String {
+    match std::error::Error::source(t) {
+        Some(cause) => cause.to_string(),
+        None => t.message().unwrap_or("unknown").to_owned(),
     }
 }
 
@@ -400,10 +449,16 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> SendO
             .and_then(|m| m.get(0))
             .and_then(|m| m.get("id"))
             .and_then(|i| i.as_str());
-        // A 2xx means Meta took the message; resending could duplicate it,
-        // so even a body we cannot read counts as accepted.
-        return SendOutcome::Accepted {
-            message_id: id.unwrap_or("unknown").to_owned(),
+        // A 2xx means Meta took the message, but without its id we cannot
+        // match its statuses: unsure, so it waits for a status naming the
+        // order rather than being sent again (or stored under a made-up id).
+        return match id.filter(|id| !id.trim().is_empty()) {
+            Some(id) => SendOutcome::Accepted {
+                message_id: id.to_owned(),
+            },
+            None => SendOutcome::Unsure {
+                reason: format!("HTTP {status} without a message id in the answer"),
+            },
         };
     }
     if let Some(c) = code {
@@ -497,6 +552,58 @@ mod tests {
                 message_id: "wamid.ABC".into()
             }
         );
+    }
+
+    #[test]
+    fn a_2xx_naming_no_message_id_is_unsure_not_accepted_under_a_placeholder() {
+        for body in ["", "{", r#"{"messages":[]}"#, r#"{"messages":[{"id":""}]}"#] {
+            assert!(
+                matches!(classify(200, None, body), SendOutcome::Unsure { .. }),
+                "{body:?}"
+            );
+        }
+    }
+
+    /// Against a local socket: a refused connection is not written (retried
+    /// as usual); an answer that never comes is a timeout, said so.
+    #[test]
+    fn refused_is_retried_and_a_silent_server_is_an_unsure_timeout() {
+        let phone = phone();
+        let message = Message::text(&phone, "hi").with_callback("ORD-1");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client = GraphClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            "1",
+            "t",
+            Duration::from_millis(300),
+            1,
+        );
+        let refused = client.send(&message);
+        assert!(
+            matches!(&refused, SendOutcome::Transient { reason, .. } if reason.starts_with("could not connect")),
+            "{refused:?}"
+        );
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let client = GraphClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            "1",
+            "t",
+            Duration::from_millis(300),
+            1,
+        );
+        let held = std::thread::spawn(move || silent.accept().map(|(s, _)| s));
+        let timed_out = client.send(&message);
+        drop(held.join());
+        match timed_out {
+            SendOutcome::Unsure { reason } => {
+                assert!(reason.starts_with("timeout"), "{reason}");
+                assert!(!reason.contains("Network Error"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::domain::Bsuid;
 use std::fmt;
 
 mod delivery;
+pub mod unsure;
 mod window;
 pub use delivery::{apply_pending, apply_status, prune_pending, Pricing, StatusUpdate};
 pub use window::{
@@ -415,9 +416,20 @@ pub fn mark_sent(
             claim
         ])?;
     if n == 0 {
+        // The claim no longer holds the row (its lease ran out, so it was
+        // made unsure): the answer still proves Meta took it.
+        unsure::prove_row(conn, id, message_id, now)?;
         return Ok(());
     }
+    after_sent(conn, id, message_id, now)
+}
+
+/// What follows a message recorded as sent, whoever recorded it (the
+/// sender, or a status proving an unsure send): its early statuses apply,
+/// and a confirmation stamps its order and releases its link.
+fn after_sent(conn: &Conn, id: &str, message_id: &str, now: i64) -> Result<(), DbError> {
     apply_pending(conn, message_id, now)?;
+    unsure::forget_proofs(conn, id)?;
     let (order_id, kind): (String, Kind) = conn
         .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -502,6 +514,11 @@ pub fn mark_dead(
     if n == 0 {
         return Ok(());
     }
+    cancel_link_of_dead(conn, id, now)
+}
+
+/// A dead confirmation's link message is cancelled.
+fn cancel_link_of_dead(conn: &Conn, id: &str, now: i64) -> Result<(), DbError> {
     let row: Option<(String, Kind)> = conn
         .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -93,6 +93,7 @@ async fn receive(
     };
     let parsed = inbound::parse(&payload);
     let news = template_health::parse(&payload);
+    let proofs = outbox::unsure::Proof::read_all(&payload);
     for what in &parsed.skipped {
         log::info!("POST /webhooks/whatsapp: not understood: {what}");
     }
@@ -124,18 +125,34 @@ async fn receive(
                     inbound::store_message(conn, m, reply_configured, now)?,
                 ));
             }
+            // Before the statuses: a status that proves an unsure send
+            // records its message id, which the status then updates.
+            let mut proven = Vec::new();
+            for p in &proofs {
+                proven.extend(outbox::unsure::record_proof(conn, p, now)?);
+            }
             for s in &statuses {
                 outbox::apply_status(conn, s, now)?;
             }
             if !statuses.is_empty() {
                 outbox::prune_pending(conn, now)?;
+                outbox::unsure::prune(conn, now)?;
             }
             if !news.is_empty() {
                 template_health::apply(conn, &news, now)?;
             }
-            Ok((carried, stored))
+            Ok((carried, (stored, proven)))
         })
         .await?;
+    let (results, proven) = results;
+    for p in &proven {
+        log::info!(
+            "{} for order {}: WhatsApp's status proves it was accepted ({}); recorded as sent, not sent again",
+            p.kind,
+            p.order_id,
+            p.message_id
+        );
+    }
     for (change, outcome) in &carried {
         match outcome {
             Carried::UnknownContact => log::info!(
@@ -179,7 +196,9 @@ async fn receive(
             }
         }
     }
-    if new_replies || requeues {
+    // A proven confirmation has made its link due; a refused link text or
+    // BSUID send went back to the queue: send it now.
+    if new_replies || requeues || !proven.is_empty() {
         state.sender.wake();
         state.db.writer.announce();
     }

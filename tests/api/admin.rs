@@ -671,8 +671,9 @@ fn a_message_in_flight_is_listed_under_status_sending_with_its_lease() {
     assert!(sending[0]["lease_until"].is_string(), "{list}");
     assert_no_secrets(&body, &[]);
 
-    // The timed-out attempt is retried and both messages go out; nothing is
-    // in flight afterwards.
+    // The timed-out attempt is unsure (SPEC §5): no status comes, so after
+    // WHATSAPP_UNSURE_WAIT_MS it is retried and both messages go out;
+    // nothing is in flight afterwards.
     app.wait_for_outbox_status(ORDER, "link", "sent", PATIENCE);
     app.assert_sends_settled(&graph, 3);
     let (list, _) = admin_json(&app, "/admin/messages?status=sending");

@@ -358,9 +358,17 @@ fn a_request_hanging_past_the_timeout_is_retried_then_delivered_once() {
     let templates = graph.requests_of_type("template");
     assert_eq!(templates.len(), 2);
     assert_eq!(templates[0].outcome, Outcome::Hung);
+    // SPEC §5: "a timeout ... after [the request was written] is unsure ...
+    // not sent again at once. It waits up to WHATSAPP_UNSURE_WAIT_MS (1 s
+    // here) for a status ... Only when the wait passes without one is the
+    // message retried": 400 ms timeout + the 1 s wait, not the 1.5 s hang.
     let gap = templates[1].arrived - templates[0].arrived;
     assert!(
-        gap < Duration::from_millis(1500),
+        gap >= Duration::from_millis(1400),
+        "the timed-out send went again after {gap:?}, before its unsure wait ended"
+    );
+    assert!(
+        gap < Duration::from_millis(1400 + 1500),
         "the client waited out the hang ({gap:?}) instead of timing out at 400 ms"
     );
     app.assert_sends_settled(&graph, 3);

@@ -110,7 +110,7 @@ fn check_passes_known_variables_without_a_warning() {
             ("RAZORPAY_WEBHOOK_SECRET", "rzp_whsec_Q4n8Tz2Lx6Vb"),
             ("ROCKET_PORT", "9000"),
             ("ADMIN_TIME_ZONE", "Asia/Kolkata"),
-            ("WHATSAPP_LINK_IN", "template"),
+            ("WHATSAPP_LINK_IN", "button"),
             ("HOME", "/nowhere"),
         ],
     );

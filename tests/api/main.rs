@@ -7,6 +7,7 @@ mod admin_page_seed;
 mod cost;
 mod delivery;
 mod elder_chat;
+mod faults;
 mod first_hour;
 mod gateways;
 mod health;

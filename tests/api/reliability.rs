@@ -289,6 +289,7 @@ fn slow_faults_503_then_429_then_hangs_deliver_each_message_once_within_backoff_
     const ORDERS: usize = 20;
     const BASE_MS: u64 = 20;
     const TIMEOUT_MS: u64 = 400;
+    const UNSURE_WAIT_MS: u64 = 300;
     const DOOMED: &str = "ORD-F-DOOMED";
     let doomed_to = phone_digits(99_999);
     // Arrange: 503s, then 429s with Retry-After: 1, then hangs past the
@@ -310,6 +311,7 @@ fn slow_faults_503_then_429_then_hangs_deliver_each_message_once_within_backoff_
     let app = TestApp::builder(&graph)
         .env("WHATSAPP_RETRY_BASE_MS", &BASE_MS.to_string())
         .env("WHATSAPP_TIMEOUT_MS", &TIMEOUT_MS.to_string())
+        .env("WHATSAPP_UNSURE_WAIT_MS", &UNSURE_WAIT_MS.to_string())
         .env("WHATSAPP_MAX_ATTEMPTS", "30")
         .env("WHATSAPP_MAX_MPS", "100000")
         .spawn();
@@ -409,6 +411,11 @@ fn slow_faults_503_then_429_then_hangs_deliver_each_message_once_within_backoff_
             let mut bound = full / 2;
             if pair[0].outcome == (Outcome::Answered { status: 429 }) {
                 bound = bound.max(Duration::from_secs(1));
+            }
+            // SPEC §5: a timeout after the request was written is unsure,
+            // "not sent again at once": the timeout, then the unsure wait.
+            if pair[0].outcome == Outcome::Hung {
+                bound = bound.max(Duration::from_millis(TIMEOUT_MS + UNSURE_WAIT_MS));
             }
             let gap = pair[1].arrived - pair[0].arrived;
             assert!(

@@ -234,6 +234,9 @@ impl TestApp {
             ("WHATSAPP_API_BASE", graph.base_url()),
             ("WHATSAPP_RETRY_BASE_MS", "5"),
             ("WHATSAPP_TIMEOUT_MS", "2000"),
+            // SPEC §5: a send whose answer was lost waits this long for a
+            // status before it goes again (60 s in production).
+            ("WHATSAPP_UNSURE_WAIT_MS", "1000"),
             ("WHATSAPP_MAX_ATTEMPTS", "4"),
         ] {
             env.insert(k.to_string(), Some(v.to_string()));

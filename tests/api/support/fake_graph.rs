@@ -111,6 +111,10 @@ pub enum Reply {
     /// but answer only after this long: a send Meta took that its sender
     /// may never hear about.
     Slow(Duration),
+    /// Accept (a fresh `wamid`, recorded as accepted, its statuses posted)
+    /// but answer 200 with this body, which names no message id: a 2xx
+    /// whose body a proxy mangled or cut short.
+    AcceptedUnreadable(String),
 }
 
 impl Reply {
@@ -168,6 +172,11 @@ struct Reporting {
     fail_later: HashMap<String, i64>,
     twice: bool,
     before_answer: bool,
+    /// Like Meta, post a status again until the app answers 200, each time
+    /// to the app's address as it is then (a restarted app listens on a new
+    /// port): see `redeliver_statuses`.
+    redeliver: bool,
+    current: Arc<Mutex<Option<(String, String)>>>,
 }
 
 /// One status the fake posted to the app.
@@ -260,10 +269,22 @@ impl FakeGraph {
     /// From now on, post each accepted message's statuses to the app at
     /// `app_base_url` (`…/webhooks/whatsapp`), signed with `app_secret`.
     pub fn report_statuses_to(&self, app_base_url: &str, app_secret: &str) {
-        self.state.lock().unwrap().reporting.to = Some((
+        let target = (
             format!("{}/webhooks/whatsapp", app_base_url.trim_end_matches('/')),
             app_secret.to_string(),
-        ));
+        );
+        let mut st = self.state.lock().unwrap();
+        *st.reporting.current.lock().unwrap() = Some(target.clone());
+        st.reporting.to = Some(target);
+    }
+
+    /// Meta retries a status webhook that was not answered 200 (for days,
+    /// with a growing delay; here every 50 ms for two minutes). With this
+    /// on, each status is posted until the app answers 200, to the address
+    /// last given to `report_statuses_to` (call it again after a restart):
+    /// a status for a send the killed process made reaches the new one.
+    pub fn redeliver_statuses(&self, on: bool) {
+        self.state.lock().unwrap().reporting.redeliver = on;
     }
 
     /// The customer `recipient` has not written for 24 hours: a text to
@@ -486,7 +507,7 @@ fn accept_loop(
                 Reply::Raw { status, .. } => Outcome::Answered { status: *status },
                 Reply::RetryAfter { status, .. } => Outcome::Answered { status: *status },
                 Reply::Hang(_) => Outcome::Hung,
-                Reply::Slow(_) => Outcome::Accepted {
+                Reply::Slow(_) | Reply::AcceptedUnreadable(_) => Outcome::Accepted {
                     wamid: format!(
                         "wamid.FAKE{}{:08x}",
                         WAMID_COUNTER.fetch_add(1, Ordering::SeqCst),
@@ -510,7 +531,11 @@ fn accept_loop(
                     for status in &statuses {
                         let copies = if reporting.twice { 2 } else { 1 };
                         for _ in 0..copies {
-                            post_status(url, secret, status, &posted);
+                            if reporting.redeliver {
+                                redeliver_status(&reporting.current, status, &posted);
+                            } else {
+                                post_status(url, secret, status, &posted);
+                            }
                         }
                     }
                 }
@@ -559,6 +584,9 @@ fn accept_loop(
                     Response::from_string(r#"{"error":{"message":"fake gateway timeout"}}"#)
                         .with_status_code(504)
                         .with_header(json_type)
+                }
+                (Reply::AcceptedUnreadable(body), _) => {
+                    Response::from_string(body).with_header(json_type)
                 }
                 (Reply::Ok | Reply::Slow(_), _) => {
                     unreachable!("an Ok or Slow reply is always recorded as accepted")
@@ -652,6 +680,29 @@ fn post_status(url: &str, secret: &str, status: &Value, posted: &Mutex<Vec<Poste
         answered,
         body: status.clone(),
     });
+}
+
+/// Posts `status` until the app at the current address answers 200; only
+/// the answered delivery is recorded.
+fn redeliver_status(
+    current: &Mutex<Option<(String, String)>>,
+    status: &Value,
+    posted: &Mutex<Vec<PostedStatus>>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let scratch = Mutex::new(Vec::new());
+    loop {
+        let Some((url, secret)) = current.lock().unwrap().clone() else {
+            return;
+        };
+        post_status(&url, &secret, status, &scratch);
+        let last = scratch.lock().unwrap().pop().expect("one posted");
+        if last.answered == 200 || Instant::now() >= deadline {
+            posted.lock().unwrap().push(last);
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Sockets on local port `port` in a state where a process still holds
