@@ -26,4 +26,5 @@ pub mod routes;
 pub mod sender;
 pub mod signature;
 pub mod state;
+pub mod token_cache;
 pub mod whatsapp;

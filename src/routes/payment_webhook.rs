@@ -10,6 +10,7 @@ use crate::gateways::{Source, Verified};
 use crate::payments::{self, Context, Outcome};
 use crate::sender::now_ms;
 use crate::state::AppState;
+use crate::token_cache::CachedToken;
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
 
@@ -34,7 +35,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         now_ms: now_ms(),
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
     };
-    let outcome = state
+    let (outcome, made) = state
         .db
         .writer
         .run(move |conn| {
@@ -60,9 +61,29 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
                 )?
                 .execute(params![p.order_id.as_str(), source])?;
             }
-            Ok(outcome)
+            // The new token as the redirect will want it, read inside the
+            // transaction that made it and remembered once that commits.
+            let made = match &outcome {
+                Outcome::Processed { order_id, token } => conn
+                    .prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
+                    .query_row(params![token], |r| {
+                        Ok(CachedToken {
+                            token_id: r.get::<_, String>(0)?.into(),
+                            order_id: order_id.as_str().into(),
+                            expires_at: r.get(1)?,
+                        })
+                    })
+                    .optional()?,
+                _ => None,
+            };
+            Ok((outcome, made))
         })
         .await?;
+    if let (Outcome::Processed { token, .. }, Some(made)) = (&outcome, made) {
+        if let Some(t) = crate::domain::InviteToken::parse(token) {
+            state.tokens.insert(t.uuid(), made);
+        }
+    }
     if matches!(outcome, Outcome::Processed { .. }) {
         state.sender.wake();
     }
