@@ -220,6 +220,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let rocket = rocket::custom(figment)
         .manage(AppState {
             clicks: crate::clicks::ClickLog::new(db.writer.clone()),
+            tokens: crate::token_cache::TokenCache::default(),
             config,
             db,
             sender,

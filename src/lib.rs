@@ -30,4 +30,5 @@ pub mod sender;
 pub mod signature;
 pub mod state;
 pub mod template_health;
+pub mod token_cache;
 pub mod whatsapp;

@@ -12,4 +12,6 @@ pub struct AppState {
     pub db: Db,
     pub sender: Sender,
     pub clicks: ClickLog,
+    /// Invite tokens the redirect has seen or a webhook has just made.
+    pub tokens: crate::token_cache::TokenCache,
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Where the constant 302 points: a wa.me link as long as the product's.
 pub const REDIRECT_TO: &str = "https://wa.me/919999900000?text=Hi%2C%20I%E2%80%99m%20contacting%20on%20behalf%20of%20order%20ORD-000001.%20Token%3A%2012345678-1234-4123-8123-123456789abc";
 
-#[rocket::get("/")]
+#[rocket::get("/hello")]
 fn constant() -> &'static str {
     "Hello, world!"
 }
@@ -21,7 +21,7 @@ fn redirect() -> rocket::response::Redirect {
 }
 
 /// `bench ceiling-server PORT`: a minimal Rocket 0.5 server, log off,
-/// default workers, answering `GET /` with a constant string and `GET /r`
+/// default workers, answering `GET /hello` with a constant string and `GET /r`
 /// with a constant 302. Runs until killed.
 pub fn serve(port: u16) -> i32 {
     let config = rocket::Config {

@@ -16,6 +16,10 @@ pub const BUSINESS_NUMBER: &str = "919999900000";
 /// its client elsewhere.
 pub static ONE_CORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `--log LEVEL`: `RUST_LOG` for the orderlink children (unset: the
+/// product's default, as a merchant runs it).
+pub static LOG_LEVEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 /// A command for a server child: wrapped in `taskset -c 0` in one-core mode
 /// (taskset execs the program, so the child's pid is the server's own).
 pub fn server_command(program: &Path) -> Command {
@@ -168,7 +172,7 @@ impl CeilingServer {
         wait_ready(
             &mut child,
             addr,
-            "/",
+            "/hello",
             Instant::now(),
             Duration::from_secs(30),
         )
@@ -252,8 +256,15 @@ impl Orderlink {
             .env("ROCKET_CONFIG", o.rocket_toml)
             .env("ROCKET_ADDRESS", "127.0.0.1")
             .env("ROCKET_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
             .env("WHATSAPP_MAX_MPS", "1000000")
+            // The product's own log level unless `--log LEVEL` names one: a
+            // merchant's server runs at the default, one line per request.
+            .envs(
+                LOG_LEVEL
+                    .get()
+                    .and_then(|l| l.as_deref())
+                    .map(|l| ("RUST_LOG", l)),
+            )
             .env("SEND_WORKERS", o.send_workers.to_string())
             .env("APP_BASE_URL", format!("http://{addr}"))
             .envs(env.iter().copied())

@@ -34,6 +34,8 @@ struct Plan {
     webhooks: usize,
     invites: usize,
     delivery_orders: usize,
+    /// Orders of the paid-order phase (webhook and both sends each).
+    paid_orders: usize,
     big_db_orders: usize,
     /// Phases to run besides the ceilings (all by default).
     only: Option<Vec<String>>,
@@ -58,7 +60,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--quick] [--both] [--out PATH] [--bin PATH] [--concurrency N] [--one-core] [--postgres URL] [--delivery 0x4,50x32] [--delivery-orders N] [--only webhooks,gateways,delivery,startup,admin,metrics,postgres]"
+        "usage: bench [--quick] [--both] [--out PATH] [--bin PATH] [--log RUST_LOG] [--concurrency N] [--one-core] [--postgres URL] [--delivery 0x4,50x32] [--delivery-orders N] [--only webhooks,gateways,delivery,startup,admin,metrics,postgres]"
     );
     std::process::exit(2)
 }
@@ -80,6 +82,10 @@ fn plan(args: &[String], root: &Path) -> Plan {
                 it.next().unwrap_or_else(|| usage());
             }
             "--one-core" => child::ONE_CORE.store(true, std::sync::atomic::Ordering::Relaxed),
+            "--log" => {
+                let level = it.next().unwrap_or_else(|| usage()).clone();
+                let _ = child::LOG_LEVEL.set(Some(level));
+            }
             "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage())),
             "--bin" => {
                 let path = PathBuf::from(it.next().unwrap_or_else(|| usage()));
@@ -150,6 +156,7 @@ fn plan(args: &[String], root: &Path) -> Plan {
         webhooks: pick(20_000, 4_000),
         invites: pick(20_000, 4_000),
         delivery_orders: delivery_orders.unwrap_or(pick(5_000, 500)),
+        paid_orders: pick(5_000, 2_000),
         big_db_orders: pick(100_000, 10_000),
         phase_deadline: Duration::from_secs(pick(120, 30) as u64),
         delivery_deadline: Duration::from_secs(pick(240, 30) as u64),
@@ -186,6 +193,10 @@ fn main() {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| usage());
         std::process::exit(ceiling::serve(port));
+    }
+    if args.first().map(String::as_str) == Some("micro") {
+        micro();
+        return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -225,6 +236,7 @@ fn main() {
     let mut peak_rss = Vec::new();
     if plan.runs("webhooks") {
         webhooks_and_invites(&plan, &o, &ceilings, &mut report, &mut peak_rss);
+        paid_orders(&plan, &o, &mut report, &mut peak_rss);
     }
 
     // 4b. Gateway webhooks against the generic route (issue 9).
@@ -322,6 +334,50 @@ fn main() {
         plan.out.display(),
         started.elapsed().as_secs_f64()
     ));
+}
+
+/// `bench micro`: the webhook's three pieces of work, each timed alone on
+/// this thread's CPU clock (µs per call, median of 5 rounds of 20,000):
+/// the Standard Webhooks signature check, the parse of the event (with the
+/// duplicate-key check, the phone included), the phone number alone.
+fn micro() {
+    use orderlink::domain::{PaymentEvent, PhoneE164};
+    use orderlink::signature::WebhookSecret;
+    let secret = WebhookSecret::parse(events::SECRET).expect("secret");
+    let body = events::payment_body("evt_micro_000001", "ORD-micro-000001");
+    let ts = events::now_ms() / 1000;
+    let sig = secret.sign("msg_micro", &ts.to_string(), body.as_bytes());
+    let phones: Vec<String> = (0..1000)
+        .map(|i| format!("+91 98{:03} {:05}", i, i * 7))
+        .collect();
+    let time = |name: &str, f: &mut dyn FnMut(usize)| {
+        let n = 20_000;
+        let mut rounds: Vec<f64> = (0..5)
+            .map(|_| {
+                let t0 = http::thread_cpu();
+                for i in 0..n {
+                    f(i);
+                }
+                (http::thread_cpu() - t0).as_secs_f64() * 1e6 / n as f64
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        println!("{name}: {:.2} µs per call", rounds[2]);
+    };
+    time("signature (Standard Webhooks, HMAC-SHA256)", &mut |_| {
+        secret
+            .verify("msg_micro", &ts.to_string(), &sig, body.as_bytes(), ts)
+            .expect("valid");
+    });
+    time("duplicate-key check", &mut |_| {
+        orderlink::domain::reject_duplicate_keys(body.as_bytes()).expect("unique");
+    });
+    time("event parse (duplicate keys, shape, phone)", &mut |_| {
+        PaymentEvent::parse(body.as_bytes(), None).expect("parses");
+    });
+    time("phone number, 1,000 distinct +91 numbers", &mut |i| {
+        let _ = PhoneE164::parse(&phones[i % phones.len()], None);
+    });
 }
 
 /// `--both`: the whole run twice from this one command, first with the
@@ -530,13 +586,13 @@ fn measure_ceilings(plan: &Plan, dir: &Path, report: &mut Report) -> Ceilings {
     // A short warm-up so both figures see a running server.
     let _ = http::run(&Load {
         addr: server.addr,
-        requests: get("/"),
+        requests: get("/hello"),
         total: 2_000,
         concurrency: plan.concurrency,
         deadline: plan.phase_deadline,
         keep_bodies: false,
     });
-    let (constant, constant_cpu) = run(get("/"));
+    let (constant, constant_cpu) = run(get("/hello"));
     load_line("ceiling: Rocket constant string", &constant, constant_cpu);
     let (redirect, redirect_cpu) = run(get("/r"));
     load_line("ceiling: Rocket constant 302", &redirect, redirect_cpu);
@@ -754,7 +810,11 @@ fn webhooks_and_invites(
     );
     report.row(
         Row::new(&format!("webhooks/s, c={c}"), hooks.rate(), "req/s")
-            .ceiling(ceilings.constant_rps, "constant-string req/s"),
+            .ceiling(ceilings.constant_rps, "constant-string req/s")
+            .target(
+                "≥ 0.15 of ceiling",
+                hooks.rate() >= 0.15 * ceilings.constant_rps,
+            ),
     );
     // Little's law: with c requests in flight and each answered only after
     // a commit of its batch (at most c requests), c per commit is the most
@@ -822,9 +882,11 @@ fn webhooks_and_invites(
     // sent and recorded, on the server's CPU.
     let order_cpu = server.cpu().saturating_sub(order_cpu0);
     let per_order_ms = cpu_per_ms(order_cpu, processed as u64);
+    // The paid-order figure proper is its own phase (`paid_orders`); this
+    // one, over the larger run, is kept beside it.
     report.row(
         Row::new(
-            "server CPU per paid order, end to end (fake 0 ms)",
+            "server CPU per paid order, over the webhook phase",
             per_order_ms,
             "ms",
         )
@@ -832,8 +894,7 @@ fn webhooks_and_invites(
             "{:.2} s CPU from the first webhook until the outbox settled, {processed} orders, {} messages",
             order_cpu.as_secs_f64(),
             2 * processed
-        ))
-        .target("≤ 0.4 ms", per_order_ms > 0.0 && per_order_ms <= 0.4),
+        )),
     );
     say(format!(
         "orderlink: {} of {expected} messages reached the fake ({} during the webhooks; drained {:.2} s later{}{}), duplicates {}",
@@ -889,12 +950,12 @@ fn webhooks_and_invites(
         Some((r, cpu))
     };
     if let Some((r, cpu)) = &invites {
-        let floor = 0.4 * ceilings.redirect_rps;
+        let floor = 0.5 * ceilings.redirect_rps;
         report.row(
             Row::new(&format!("invite redirects/s, c={c}"), r.rate(), "req/s")
                 .latency(r)
                 .ceiling(ceilings.redirect_rps, "constant-302 req/s")
-                .target("≥ 40 % of ceiling", r.rate() >= floor),
+                .target("≥ 0.5 of ceiling", r.rate() >= floor),
         );
         report.row(
             Row::new("invite p99 latency", r.pct_ms(99.0), "ms")
@@ -927,6 +988,83 @@ fn webhooks_and_invites(
     say(format!("orderlink database after the run: {db}"));
     report.detail("webhooks_invites_database", db);
     report.add_duplicates("webhooks+invites", dups, dup_examples);
+}
+
+/// Server CPU per paid order: a fresh child takes `plan.paid_orders`
+/// signed webhooks at the run's concurrency while its senders deliver both
+/// messages of each to the fake at 0 ms; all of the child's CPU from just
+/// before the first webhook until its outbox has settled, ÷ the orders.
+fn paid_orders(plan: &Plan, o: &Options, report: &mut Report, peak_rss: &mut Vec<(u64, String)>) {
+    let n = plan.paid_orders;
+    let fake = FakeGraph::start(Duration::ZERO);
+    let dir = o.dir.with_file_name("paid-orders");
+    let server = Orderlink::start(&Options {
+        api_base: fake.base_url(),
+        dir: &dir,
+        ..*o
+    });
+    let requests = Arc::new(events::signed_webhooks(server.addr, "p", n));
+    let cpu0 = server.cpu();
+    let cs0 = server.context_switches();
+    let start = Instant::now();
+    let hooks = http::run(&Load {
+        addr: server.addr,
+        requests,
+        total: n,
+        concurrency: plan.concurrency,
+        deadline: plan.phase_deadline,
+        keep_bodies: false,
+    });
+    let delivered = wait_messages(&fake, 2 * n as u64, start, plan.phase_deadline);
+    let settled = wait_outbox_settled(&server.db_path, plan.phase_deadline);
+    let cpu = server.cpu().saturating_sub(cpu0);
+    let (user, system) = server.cpu_split();
+    let cs = switches_since(&server, cs0, n);
+    let ok = hooks.statuses.get(&200).copied().unwrap_or(0);
+    let per_order = cpu_per_ms(cpu, ok as u64);
+    say(format!(
+        "paid orders: {ok} of {n} webhooks answered 200, {} messages at the fake {:.2} s after the first webhook{}{}; server CPU {:.2} s = {per_order:.3} ms per order; context switches per order {:.2} voluntary, {:.2} involuntary",
+        fake.messages(),
+        delivered.unwrap_or_else(|e| e).as_secs_f64(),
+        if delivered.is_err() { " (deadline hit)" } else { "" },
+        if settled { "" } else { ", outbox not settled by the deadline" },
+        cpu.as_secs_f64(),
+        cs.0,
+        cs.1
+    ));
+    report.row(
+        Row::new(
+            "server CPU per paid order, end to end (fake 0 ms)",
+            per_order,
+            "ms",
+        )
+        .note(&format!(
+            "{ok} orders: webhook at c={}, both messages sent and recorded; {:.2} s CPU",
+            plan.concurrency,
+            cpu.as_secs_f64()
+        ))
+        .target(
+            "≤ 0.4 ms",
+            per_order > 0.0 && per_order <= 0.4 && ok == n && settled,
+        ),
+    );
+    report.detail(
+        "paid_orders",
+        json!({"orders": n, "answered_200": ok, "server_cpu_seconds": cpu.as_secs_f64(),
+               "server_cpu_ms_per_order": per_order,
+               "server_user_seconds_whole_life": user.as_secs_f64(),
+               "server_system_seconds_whole_life": system.as_secs_f64(),
+               "context_switches_per_order": [cs.0, cs.1],
+               "messages_delivered": fake.messages(), "duplicates": fake.duplicates(),
+               "outbox_settled": settled,
+               "seconds_to_all_messages": delivered.unwrap_or_else(|e| e).as_secs_f64()}),
+    );
+    let dups = fake.duplicates();
+    let examples = fake.duplicate_examples();
+    let stopped = server.stop();
+    fake.stop();
+    note_stopped("paid orders", &stopped, peak_rss, report);
+    report.add_duplicates("paid orders", dups, examples);
 }
 
 fn note_stopped(
@@ -1133,5 +1271,8 @@ fn per_cpu_row(
             1000.0 / per_cpu.max(1e-9),
             1000.0 / ceiling.max(1e-9)
         ))
-        .target(&format!("≥ {share} of ceiling"), per_cpu >= share * ceiling)
+        .target(
+            &format!("≥ {share} of ceiling, by CPU"),
+            per_cpu >= share * ceiling,
+        )
 }

@@ -22,6 +22,11 @@ impl InviteToken {
         (uuid.get_version_num() == 4).then_some(InviteToken(uuid))
     }
 
+    /// The UUID itself (a cache key without the text).
+    pub fn uuid(&self) -> Uuid {
+        self.0
+    }
+
     /// The stored and linked form: lowercase, hyphenated.
     pub fn as_string(&self) -> String {
         self.0.hyphenated().to_string()

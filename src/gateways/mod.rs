@@ -35,6 +35,9 @@ pub trait Source: Send + Sync + 'static {
     /// Whether idempotency keys are namespaced with `NAME:`. The generic
     /// route keeps `webhook-id` as it is (keys already stored stay valid).
     const NAMESPACED: bool;
+    /// Whether `map` refuses a repeated key itself (with the same answer
+    /// the guard would give), so the guard need not walk the body for it.
+    const MAP_REFUSES_DUPLICATE_KEYS: bool = false;
 
     fn secret(config: &Config) -> Option<&Self::Secret>;
 
@@ -126,8 +129,10 @@ impl<'r, S: Source> FromData<'r> for Verified<S> {
         }
         // §4: a key repeated at any depth is ambiguous (two parsers may read
         // it differently), for a gateway's body as for orderlink's own.
-        if let Err(e) = refuse_duplicate_keys(&body) {
-            return fail(e);
+        if !S::MAP_REFUSES_DUPLICATE_KEYS {
+            if let Err(e) = refuse_duplicate_keys(&body) {
+                return fail(e);
+            }
         }
         let mapped = match S::map(req.headers(), &body, config) {
             Ok(m) => m,

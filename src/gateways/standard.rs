@@ -14,6 +14,8 @@ impl Source for Standard {
     type Secret = WebhookSecret;
     const NAME: &'static str = "webhook";
     const NAMESPACED: bool = false;
+    /// `PaymentEvent::parse` checks, first thing, as the guard would.
+    const MAP_REFUSES_DUPLICATE_KEYS: bool = true;
 
     fn secret(config: &Config) -> Option<&WebhookSecret> {
         config.webhook_secret.as_ref()

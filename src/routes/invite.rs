@@ -11,6 +11,7 @@ use crate::domain::{InviteToken, OrderId};
 use crate::error::AppError;
 use crate::links;
 use crate::state::AppState;
+use crate::token_cache::CachedToken;
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
@@ -141,26 +142,14 @@ async fn answer(token: &str, head: bool, user_agent: UserAgent, state: &AppState
     let Some(token) = InviteToken::parse(token) else {
         return InviteAnswer::Page(not_found_page());
     };
-    let stored = token.as_string();
-    let found = state
-        .db
-        .reads
-        .read(move |c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = ?1",
-                )?
-                .query_row([&stored], |r| {
-                    Ok(Found {
-                        token_id: r.get(0)?,
-                        order_id: r.get(1)?,
-                        expires_at: r.get(2)?,
-                    })
-                })
-                .optional()?;
-            Ok::<_, DbError>(row)
-        })
-        .await;
+    let found = match state.tokens.get(&token.uuid()) {
+        Some(t) => Ok(Some(Found {
+            token_id: t.token_id.into(),
+            order_id: t.order_id.into(),
+            expires_at: t.expires_at,
+        })),
+        None => lookup(token.as_string(), state).await,
+    };
     let found = match found {
         Ok(Some(found)) => found,
         Ok(None) => return InviteAnswer::Page(not_found_page()),
@@ -186,6 +175,42 @@ async fn answer(token: &str, head: bool, user_agent: UserAgent, state: &AppState
         preview,
     });
     InviteAnswer::Redirect(links::wa_me_link(business, &order, &token))
+}
+
+/// A token not in memory yet, read on a reader thread and remembered when
+/// found.
+async fn lookup(stored: String, state: &AppState) -> Result<Option<Found>, DbError> {
+    let key = stored.clone();
+    let found = state
+        .db
+        .reads
+        .read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = ?1",
+                )?
+                .query_row([&stored], |r| {
+                    Ok(Found {
+                        token_id: r.get(0)?,
+                        order_id: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                })
+                .optional()?;
+            Ok::<_, DbError>(row)
+        })
+        .await?;
+    if let (Some(f), Some(token)) = (&found, InviteToken::parse(&key)) {
+        state.tokens.insert(
+            token.uuid(),
+            CachedToken {
+                token_id: f.token_id.as_str().into(),
+                order_id: f.order_id.as_str().into(),
+                expires_at: f.expires_at,
+            },
+        );
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::gateways::{Source, Verified};
 use crate::held_payments;
 use crate::payments::{self, Context, Outcome};
 use crate::state::AppState;
+use crate::token_cache::CachedToken;
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
 
@@ -36,7 +37,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
         link_message: state.config.link_in.sends_link_message(),
     };
-    let outcome = state
+    let (outcome, made) = state
         .db
         .writer
         .run(move |conn| {
@@ -54,7 +55,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
                 let source = order_id_source.as_deref();
                 let held = held_payments::hold(conn, S::NAME, &key, &event, source, ctx.now_ms, due)?;
                 if let Some(outcome) = held {
-                    return Ok(outcome);
+                    return Ok((outcome, None));
                 }
             }
             let outcome = payments::record(conn, &key, &event, &ctx)?;
@@ -78,9 +79,29 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
             {
                 held_payments::settle(conn, S::NAME, &p.payment_id, p.order_id.as_str())?;
             }
-            Ok(outcome)
+            // The new token as the redirect will want it, read inside the
+            // transaction that made it and remembered once that commits.
+            let made = match &outcome {
+                Outcome::Processed { order_id, token } => conn
+                    .prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
+                    .query_row(params![token], |r| {
+                        Ok(CachedToken {
+                            token_id: r.get::<_, String>(0)?.into(),
+                            order_id: order_id.as_str().into(),
+                            expires_at: r.get(1)?,
+                        })
+                    })
+                    .optional()?,
+                _ => None,
+            };
+            Ok((outcome, made))
         })
         .await?;
+    if let (Outcome::Processed { token, .. }, Some(made)) = (&outcome, made) {
+        if let Some(t) = crate::domain::InviteToken::parse(token.as_str()) {
+            state.tokens.insert(t.uuid(), made);
+        }
+    }
     if matches!(outcome, Outcome::Processed { .. }) {
         state.sender.wake();
         state.db.writer.announce();
