@@ -186,9 +186,12 @@ pub fn decide(
         SendOutcome::Unsure { reason } => {
             let give_up = attempts >= config.max_attempts;
             let wait = config.unsure_wait.as_millis() as i64;
+            // When the wait passes with no status, the message is retried
+            // "as usual" (SPEC §5): no sooner than its backoff either.
+            let backoff = backoff_with(config.retry_base, attempts, jitter(&due.id, attempts));
             Decision::Unsure {
                 attempts,
-                until: now + wait,
+                until: now + wait.max(backoff.as_millis() as i64),
                 error: if give_up {
                     format!("{reason} (gave up after {attempts} attempts; a status from WhatsApp naming the order still records it as sent)")
                 } else {

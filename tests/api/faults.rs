@@ -400,7 +400,7 @@ fn fault_kill_9_under_load_without_statuses() {
 }
 
 fn kill_9_under_load(statuses: Statuses) {
-    const KILLS: usize = 3;
+    const KILLS: usize = 5;
     const PER_ROUND: usize = 12;
     {
         let graph = FakeGraph::start();

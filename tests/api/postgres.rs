@@ -643,6 +643,7 @@ fn copy_to_stops_at_a_value_that_does_not_fit_and_leaves_no_copied_row() {
 /// The outage tests' own cluster (support/pg_cluster.rs) can be stopped and
 /// started again on the same port and data, and keeps what was committed.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_private_cluster_keeps_its_data_across_a_stop_and_a_start() {
     if postgres_url("a_private_cluster_keeps_its_data_across_a_stop_and_a_start").is_none() {
         return;

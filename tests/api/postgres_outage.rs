@@ -25,6 +25,7 @@ fn sent_lines(app: &TestApp) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn slow_postgresql_stopped_for_10_s_under_load_loses_nothing_and_both_instances_resume() {
     let test =
         "slow_postgresql_stopped_for_10_s_under_load_loses_nothing_and_both_instances_resume";

@@ -71,6 +71,7 @@ fn other_ca(dir: &std::path::Path) -> String {
 /// refusal says it was the certificate and against which roots (the
 /// server's start says so too, through `orderlink check`).
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn verify_full_connects_over_tls_and_a_wrong_root_is_refused_by_name() {
     let test = "verify_full_connects_over_tls_and_a_wrong_root_is_refused_by_name";
     let Some(url) = postgres_url(test) else {
@@ -195,6 +196,7 @@ fn outbox_status(c: &Conn, id: &str) -> String {
 /// that commit and wrote `waiting` after it left the link waiting for
 /// ever. The retry now waits for the confirmation's outcome and reads it.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() {
     let test = "a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting";
     let Some(admin_url) = postgres_url(test) else {
@@ -294,6 +296,7 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
 /// moves; anything else is a conflict naming its status, and an unknown id
 /// is not found.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
     let dir = tempfile::tempdir().unwrap();
     let lite_path = dir.path().join("requeue.db");
@@ -357,6 +360,7 @@ fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
 /// once (SPEC §13): `Writer::announce` on one pool is a NOTIFY that another
 /// instance's listener turns into a wake-up, well before its next poll.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn an_announcement_on_one_instance_wakes_a_listener_on_another() {
     let Some(admin_url) =
         postgres_url("an_announcement_on_one_instance_wakes_a_listener_on_another")

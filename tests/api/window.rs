@@ -652,6 +652,7 @@ fn a_131062_answer_with_no_number_known_ends_the_reply() {
 /// the second, whichever sent the text. Each order's link goes as the
 /// invite template exactly once.
 #[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn across_instances_a_131047_status_sends_one_invite_template_per_order() {
     let test = "window::across_instances_a_131047_status_sends_one_invite_template_per_order";
     if store::skip_on_postgres(test, "runs on PostgreSQL in the SQLite pass already") {
