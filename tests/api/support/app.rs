@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -13,6 +12,8 @@ use orderlink::db::Conn;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tempfile::TempDir;
+
+use super::child::free_port;
 
 use super::fake_graph::FakeGraph;
 use super::signing::{now_secs, sign};
@@ -102,13 +103,6 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         );
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
 }
 
 /// Environment for one app, live mode by default.
@@ -251,12 +245,32 @@ impl TestApp {
     }
 
     fn start(&mut self) {
+        // A port found free can be taken by another test's server (a fake
+        // Graph API that answers 200, or hangs) before this app binds it:
+        // then /healthz is answered by the impostor and the app dies on its
+        // bind. So healthy means our own process says it listens on the
+        // port, and a lost bind is tried again on another port.
+        for _ in 0..5 {
+            if self.try_start() {
+                return;
+            }
+        }
+        panic!(
+            "orderlink could not bind a free port in 5 tries; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Starts the binary on a fresh port; false when the port was taken
+    /// before it could bind.
+    fn try_start(&mut self) -> bool {
         self.port = free_port();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .expect("log file");
+        let offset = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlink"));
         cmd.arg("serve")
             .env_clear()
@@ -278,6 +292,8 @@ impl TestApp {
             };
         }
         self.child = Some(cmd.spawn().expect("orderlink binary starts"));
+        let listening = format!("listening on http://127.0.0.1:{}", self.port);
+        let since_spawn = |app: &TestApp| app.logs().get(offset..).unwrap_or("").to_owned();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self
@@ -287,20 +303,26 @@ impl TestApp {
                 .try_wait()
                 .expect("child status")
             {
+                let log = since_spawn(self);
+                if log.contains("already in use") {
+                    self.child = None;
+                    return false;
+                }
                 panic!(
                     "orderlink exited early with {status}; log:\n{}",
                     self.logs()
                 );
             }
-            let healthy = self
-                .agent
-                .get(&self.url("/healthz"))
-                .timeout(Duration::from_millis(500))
-                .call()
-                .map(|r| r.status() == 200)
-                .unwrap_or(false);
+            let healthy = since_spawn(self).contains(&listening)
+                && self
+                    .agent
+                    .get(&self.url("/healthz"))
+                    .timeout(Duration::from_millis(500))
+                    .call()
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false);
             if healthy {
-                return;
+                return true;
             }
             assert!(
                 Instant::now() < deadline,
