@@ -439,14 +439,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn billable_counts_equal_a_count_over_the_outbox_whatever_statuses_arrive() {
-        // Arrange: a database from before V8 with one billable message,
-        // then migrated (the migration counts what is there).
+    /// A database at migration `version` holding one order's three sent
+    /// messages (one billable, two unpriced), then migrated to the latest:
+    /// what a migration that counts what is there finds.
+    fn sent_rows_migrated_from(version: i32) -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::db::open_writer(&dir.path().join("m.db")).unwrap();
         embedded::migrations::runner()
-            .set_target(refinery::Target::Version(6))
+            .set_target(refinery::Target::Version(version))
             .run(&mut conn)
             .unwrap();
         conn.execute_batch(
@@ -461,7 +461,14 @@ mod tests {
         )
         .unwrap();
         crate::db::migrate(&mut conn).unwrap();
-        let conn = Conn::from(conn);
+        (dir, Conn::from(conn))
+    }
+
+    #[test]
+    fn billable_counts_equal_a_count_over_the_outbox_whatever_statuses_arrive() {
+        // Arrange: a database from before V8 with one billable message,
+        // then migrated (the migration counts what is there).
+        let (_dir, conn) = sent_rows_migrated_from(6);
         assert_eq!(kept(&conn), vec![("utility".to_owned(), 1)]);
 
         // Act and assert: after every status, the kept counts are the count.
@@ -509,25 +516,7 @@ mod tests {
     fn paid_counts_follow_the_pricing_type_whatever_statuses_arrive() {
         // Arrange: a database from before V12 with one billable message
         // (no type then: billable decides) and two unpriced ones.
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::db::open_writer(&dir.path().join("p.db")).unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(10))
-            .run(&mut conn)
-            .unwrap();
-        conn.execute_batch(
-            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
-               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
-             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
-                                 next_attempt_at, created_at, updated_at, graph_message_id,
-                                 pricing_billable, pricing_category)
-               VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1', TRUE, 'utility'),
-                      ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2', NULL, NULL),
-                      ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3', NULL, NULL);",
-        )
-        .unwrap();
-        crate::db::migrate(&mut conn).unwrap();
-        let conn = Conn::from(conn);
+        let (_dir, conn) = sent_rows_migrated_from(10);
         assert_eq!(paid_kept(&conn), vec![("utility".to_owned(), 1)]);
 
         let typed = |id: &str, billable: Option<bool>, category: &str, t: Option<&str>| {
