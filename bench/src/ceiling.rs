@@ -86,6 +86,7 @@ pub fn sqlite(dir: &Path, sync: &str, n: usize, deadline: Duration) -> SqliteCei
         let ctx = Context {
             now_ms: events::now_ms(),
             token_ttl_ms: ttl,
+            link_message: true,
         };
         let outcome = payments::record(&conn, key, event, &ctx).expect("record");
         debug_assert!(matches!(outcome, payments::Outcome::Processed { .. }));

@@ -71,6 +71,7 @@ pub fn populate(path: &Path, prefix: &str, orders: usize, batch: usize) -> Durat
         let ctx = Context {
             now_ms: now_ms(),
             token_ttl_ms: TOKEN_TTL_MS,
+            link_message: true,
         };
         for j in i..(i + batch).min(orders) {
             let key = format!("pre_{prefix}_{j:07}");

@@ -142,6 +142,7 @@ fn raw(url: &str, phase: &str, threads: usize, n: usize, deadline: Duration) -> 
                     let ctx = Context {
                         now_ms: events::now_ms(),
                         token_ttl_ms: TOKEN_TTL_MS,
+                        link_message: true,
                     };
                     payments::record(&conn, &key, &event, &ctx).expect("record");
                     conn.execute_batch("COMMIT").expect("commit");
@@ -415,6 +416,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
         let ctx = Context {
             now_ms: events::now_ms(),
             token_ttl_ms: TOKEN_TTL_MS,
+            link_message: true,
         };
         for j in chunk {
             let key = format!("pre_pg_{j:07}");
