@@ -177,6 +177,11 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // BENCH_KEEP=1 leaves the servers' databases and logs to read.
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            eprintln!("bench: kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -377,6 +382,22 @@ fn micro() {
     });
     time("phone number, 1,000 distinct +91 numbers", &mut |i| {
         let _ = PhoneE164::parse(&phones[i % phones.len()], None);
+    });
+    // The product's logger, as `serve` installs it: run with stderr sent to
+    // a file (`bench micro 2>/tmp/micro.log`), as a unit's journal takes it.
+    orderlink::logging::init();
+    let token = "0b7c6a4e-5f1d-4c3b-9a2e-8d7f6e5c4b3a";
+    time("mask a request line (invite URI with a token)", &mut |_| {
+        let _ = orderlink::logging::mask(&format!("GET /w/invite/{token} 302 0.1ms"));
+    });
+    time(
+        "log a request line at INFO (mask, format, write)",
+        &mut |_| {
+            log::info!(target: "orderlink::http", "GET /w/invite/{token} 302 {:.1}ms", 0.1);
+        },
+    );
+    time("log an order's paid line at INFO", &mut |i| {
+        log::info!("order ORD-micro-{i:06}: paid; confirmation and link message queued");
     });
 }
 
