@@ -31,6 +31,8 @@ pub struct Services {
     /// On PostgreSQL: wakes this instance's senders when any instance
     /// queues a message (`LISTEN`, SPEC §13).
     listener: Option<db::notify::Listener>,
+    /// Clicks answered and not yet written.
+    clicks: crate::clicks::ClickLog,
 }
 
 /// What each store runs beside the server.
@@ -61,6 +63,8 @@ impl Services {
             roster.stop();
         }
         drop(self.listener);
+        // Every request has been answered: its clicks are all collected.
+        self.clicks.stop();
         self.db.writer.close();
         match self.store {
             Store::Sqlite {
@@ -207,7 +211,10 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         let sender = sender.clone();
         db::notify::Listener::start(url, move || sender.wake())
     });
+    let clicks = crate::clicks::ClickLog::start(db.writer.clone())
+        .map_err(|e| format!("cannot start the click log: {e}"))?;
     let services = Services {
+        clicks: clicks.clone(),
         listener,
         sender: sender.clone(),
         db: db.clone(),
@@ -219,7 +226,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let sender_for_halt = sender.clone();
     let rocket = rocket::custom(figment)
         .manage(AppState {
-            clicks: crate::clicks::ClickLog::new(db.writer.clone()),
+            clicks: clicks.clone(),
             tokens: crate::token_cache::TokenCache::default(),
             config,
             db,
