@@ -18,6 +18,7 @@ mod render;
 #[cfg(test)]
 mod testing;
 
+use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::outbox::{self, Due, Kind, Variant};
@@ -109,6 +110,10 @@ struct Shared {
     /// this process) cannot overwrite the newer outcome.
     instance: String,
     claims: AtomicU64,
+    /// Where the step reads the time besides its `now` (the system's clock
+    /// unless a test gives its own), so a test passes a slow call or a kept
+    /// outcome's wait without sleeping.
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Clone)]
@@ -150,6 +155,7 @@ impl Sender {
             config,
             instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             claims: AtomicU64::new(0),
+            clock: Arc::new(SystemClock),
         });
         Sender {
             shared,
@@ -158,7 +164,7 @@ impl Sender {
     }
 
     /// The sender with its `SEND_WORKERS` threads, each a loop around
-    /// `deliver_next` on the wall clock.
+    /// `deliver_next` on the system clock.
     pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
         let pacer = Arc::new(Pacer::new(config.max_mps));
         Sender::start_paced(db, config, transport, pacer)
@@ -186,6 +192,16 @@ impl Sender {
         sender
     }
 
+    /// This sender, reading the time from `clock` (the system's by
+    /// default). Only for a sender with no threads yet: its workers share
+    /// one clock from the start.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Sender {
+        Arc::get_mut(&mut self.shared)
+            .expect("a clock is given before the sender is shared")
+            .clock = clock;
+        self
+    }
+
     /// New or newly due messages exist; look now rather than at the next tick.
     pub fn wake(&self) {
         let mut state = self.shared.state.lock().expect("sender lock");
@@ -209,10 +225,10 @@ impl Sender {
     /// One step at time `now` (clock milliseconds): claims due rows if this
     /// sender holds none, sends one, records its outcome.
     pub fn deliver_next(&self, now: i64) -> Step {
+        let shared = &*self.shared;
         // Time spent inside the step (a claim waiting on a commit, the rate
         // cap, the HTTP call) moves the clock on for what follows the answer.
-        let entered = Instant::now();
-        let shared = &*self.shared;
+        let entered = shared.clock.stopwatch();
         let mut state = shared.state.lock().expect("sender lock");
         if state.stopping {
             return Step::Empty;
@@ -225,7 +241,7 @@ impl Sender {
         if state
             .unrecorded
             .iter()
-            .any(|u| u.retry_at <= Instant::now())
+            .any(|u| u.retry_at <= shared.clock.instant())
         {
             drop(state);
             self.record_kept();
@@ -253,9 +269,11 @@ impl Sender {
         let step = match job {
             Some(held) => {
                 // The send must start while the lease still has room for it.
-                let latest =
-                    entered + Duration::from_millis((held.lease_until - room - now).max(0) as u64);
-                self.send_one(&held, now, entered, latest)
+                // (The pacer waits in real time; the clock's instants are
+                // real ones, a manual clock's counted from when it was made.)
+                let latest = entered.started()
+                    + Duration::from_millis((held.lease_until - room - now).max(0) as u64);
+                self.send_one(&held, now, &entered, latest)
             }
             None => Step::Empty,
         };
@@ -346,7 +364,7 @@ impl Sender {
         first
     }
 
-    fn send_one(&self, held: &Held, now: i64, entered: Instant, latest: Instant) -> Step {
+    fn send_one(&self, held: &Held, now: i64, entered: &Stopwatch, latest: Instant) -> Step {
         let (claim, job) = (held.claim.as_str(), &held.row);
         let shared = &*self.shared;
         let config = &shared.config;
@@ -370,7 +388,7 @@ impl Sender {
                 .reads
                 .with(move |c| outbox::last_customer_message_at(c, &order_id));
             match last {
-                Ok(last) => outbox::window_open(last, crate::clock::now_ms()),
+                Ok(last) => outbox::window_open(last, now),
                 Err(e) => {
                     // Not known to be open: the template reaches the customer either way.
                     log::warn!("sender: cannot read the customer's last message ({e}); sending the link as the invite template");
@@ -414,7 +432,7 @@ impl Sender {
             self.give_back(vec![held.clone()]);
             return Step::Empty;
         }
-        let started = Instant::now();
+        let started = shared.clock.stopwatch();
         let outcome = shared.transport.send(&message);
         crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
         // Backoffs, Retry-After and pauses count from the answer, not from
@@ -542,7 +560,7 @@ impl Sender {
                         job: job.clone(),
                         decision: decision.clone(),
                         now,
-                        retry_at: Instant::now() + wait,
+                        retry_at: self.shared.clock.instant() + wait,
                         wait,
                     });
             }
@@ -555,7 +573,7 @@ impl Sender {
         let kept = std::mem::take(&mut self.shared.state.lock().expect("sender lock").unrecorded);
         let mut still = Vec::new();
         for mut u in kept {
-            if u.retry_at > Instant::now() {
+            if u.retry_at > self.shared.clock.instant() {
                 still.push(u);
                 continue;
             }
@@ -567,7 +585,7 @@ impl Sender {
                 Err(crate::db::DbError::Closed) => {}
                 Err(_) => {
                     u.wait = (u.wait * 2).min(Duration::from_secs(5));
-                    u.retry_at = Instant::now() + u.wait;
+                    u.retry_at = self.shared.clock.instant() + u.wait;
                     still.push(u);
                 }
             }
@@ -705,8 +723,9 @@ impl Sender {
         }
     }
 
-    /// A worker thread: steps on the wall clock, sleeping when there is
-    /// nothing to do until woken, the next row falls due, or the pause ends.
+    /// A worker thread: steps on the sender's clock (the system's: workers
+    /// start with it), sleeping in real time when there is nothing to do
+    /// until woken, the next row falls due, or the pause ends.
     fn work(&self) {
         let shared = &*self.shared;
         loop {
@@ -717,7 +736,7 @@ impl Sender {
                 }
                 state.generation
             };
-            let now = crate::clock::now_ms();
+            let now = shared.clock.now_ms();
             let step = self.deliver_next(now);
             if !matches!(step, Step::Empty | Step::Paused) {
                 continue;
@@ -756,6 +775,8 @@ impl Sender {
             state.stopping = true;
         }
         self.shared.changed.notify_all();
+        // Real time, not the sender's clock: this waits for real threads
+        // to finish real HTTP calls.
         let deadline = Instant::now() + bound;
         let mut state = self.shared.state.lock().expect("sender lock");
         while state.in_flight > 0 {
@@ -772,7 +793,7 @@ impl Sender {
         }
         let mut unsent: Vec<Held> = state.claimed.drain(..).collect();
         for u in state.unrecorded.iter_mut() {
-            u.retry_at = Instant::now();
+            u.retry_at = self.shared.clock.instant();
         }
         drop(state);
         // One last try for outcomes the database refused; what it still
@@ -821,6 +842,7 @@ fn log_lapsed(lapsed: &[outbox::unsure::Lapsed], wait: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::sender::testing::{config, rejected, transient, unsure};
     use crate::whatsapp::{Message, SendOutcome};
 
@@ -895,6 +917,9 @@ mod tests {
             reads: crate::db::ReadPool::new(&path),
         };
         let sent = Arc::new(Mutex::new(Vec::new()));
+        // A clock that stands still: time inside a step is exactly the
+        // `now` each test gives, however long the step really takes.
+        let clock = Arc::new(ManualClock::at(T0));
         let transport = Scripted {
             script: Mutex::new(script.into()),
             sent: sent.clone(),
@@ -904,7 +929,8 @@ mod tests {
             Arc::new(config(&[])),
             Box::new(transport),
             pacer,
-        );
+        )
+        .with_clock(clock);
         Rig {
             _dir: dir,
             path,
@@ -949,8 +975,7 @@ mod tests {
         assert_eq!(rig.drain(T0), vec![Step::Retried]);
         // The backoff (500–1000 ms) has not run out; the link waits.
         assert_eq!(rig.drain(T0 + 499), vec![]);
-        // (Plus the few real milliseconds the step took.)
-        assert_eq!(rig.drain(T0 + 1100), vec![Step::Sent, Step::Sent]);
+        assert_eq!(rig.drain(T0 + 1000), vec![Step::Sent, Step::Sent]);
         // Past every backoff and lease: nothing more goes out, ever.
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
@@ -1017,7 +1042,7 @@ mod tests {
         assert!(rig.sender.is_paused());
         // 15 steps of 1000 ms.
         assert_eq!(rig.sender.deliver_next(T0 + 14_999), Step::Paused);
-        assert_eq!(rig.drain(T0 + 15_100), vec![Step::Sent, Step::Sent]);
+        assert_eq!(rig.drain(T0 + 15_000), vec![Step::Sent, Step::Sent]);
         assert!(!rig.sender.is_paused());
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
@@ -1106,7 +1131,7 @@ mod tests {
         let rig = rig(vec![unsure()]);
         assert_eq!(rig.drain(T0), vec![Step::Unsure]);
         assert_eq!(rig.drain(T0 + 59_999), vec![]);
-        assert_eq!(rig.drain(T0 + 60_100), vec![Step::Sent, Step::Sent]);
+        assert_eq!(rig.drain(T0 + 60_000), vec![Step::Sent, Step::Sent]);
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
     }
 
@@ -1116,7 +1141,7 @@ mod tests {
     fn a_second_lost_answer_dead_letters_the_message_instead_of_a_third_copy() {
         let rig = rig(vec![unsure(), unsure()]);
         assert_eq!(rig.drain(T0), vec![Step::Unsure]);
-        assert_eq!(rig.drain(T0 + 60_100), vec![Step::Unsure]);
+        assert_eq!(rig.drain(T0 + 60_000), vec![Step::Unsure]);
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 2);
         assert_eq!(
