@@ -846,15 +846,26 @@ mod tests {
     use crate::sender::testing::{config, rejected, transient, unsure};
     use crate::whatsapp::{Message, SendOutcome};
 
+    /// Something a test makes happen while a message is on its way.
+    type Meanwhile = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
     /// A transport that answers from a script (then accepts) and records
-    /// what it was asked to send.
+    /// what it was asked to send; each call takes `call_takes` on the rig's
+    /// clock.
     struct Scripted {
         script: Mutex<VecDeque<SendOutcome>>,
         sent: Arc<Mutex<Vec<String>>>,
+        clock: Arc<ManualClock>,
+        call_takes: Arc<Mutex<Duration>>,
+        meanwhile: Meanwhile,
     }
 
     impl Transport for Scripted {
         fn send(&self, message: &Message) -> SendOutcome {
+            if let Some(f) = self.meanwhile.lock().unwrap().take() {
+                f();
+            }
+            self.clock.advance(*self.call_takes.lock().unwrap());
             let mut sent = self.sent.lock().unwrap();
             sent.push(message.describe());
             let n = sent.len();
@@ -874,6 +885,9 @@ mod tests {
         sender: Sender,
         sent: Arc<Mutex<Vec<String>>>,
         db: Db,
+        clock: Arc<ManualClock>,
+        call_takes: Arc<Mutex<Duration>>,
+        meanwhile: Meanwhile,
     }
 
     const T0: i64 = 1_900_000_000_000;
@@ -917,12 +931,18 @@ mod tests {
             reads: crate::db::ReadPool::new(&path),
         };
         let sent = Arc::new(Mutex::new(Vec::new()));
-        // A clock that stands still: time inside a step is exactly the
-        // `now` each test gives, however long the step really takes.
+        // A clock that stands still until a test (or a call said to take
+        // time) moves it: time inside a step is exactly the `now` each test
+        // gives, however long the step really takes.
         let clock = Arc::new(ManualClock::at(T0));
+        let call_takes = Arc::new(Mutex::new(Duration::ZERO));
+        let meanwhile: Meanwhile = Arc::new(Mutex::new(None));
         let transport = Scripted {
             script: Mutex::new(script.into()),
             sent: sent.clone(),
+            clock: clock.clone(),
+            call_takes: call_takes.clone(),
+            meanwhile: meanwhile.clone(),
         };
         let sender = Sender::paced(
             db.clone(),
@@ -930,13 +950,16 @@ mod tests {
             Box::new(transport),
             pacer,
         )
-        .with_clock(clock);
+        .with_clock(clock.clone());
         Rig {
             _dir: dir,
             path,
             sender,
             sent,
             db,
+            clock,
+            call_takes,
+            meanwhile,
         }
     }
 
@@ -979,6 +1002,59 @@ mod tests {
         // Past every backoff and lease: nothing more goes out, ever.
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 3);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "sent".into()),
+                ("link".into(), "sent".into())
+            ]
+        );
+    }
+
+    /// Backoffs count from Meta's answer: a call that took three seconds
+    /// moves the retry three seconds on.
+    #[test]
+    fn a_retry_counts_its_backoff_from_the_answer_not_from_the_step_start() {
+        let rig = rig(vec![transient(None, None)]);
+        *rig.call_takes.lock().unwrap() = Duration::from_secs(3);
+        assert_eq!(rig.drain(T0), vec![Step::Retried]);
+        *rig.call_takes.lock().unwrap() = Duration::ZERO;
+        // The backoff (500–1000 ms) would have run out from the step's start.
+        assert_eq!(rig.drain(T0 + 1000), vec![]);
+        assert_eq!(rig.drain(T0 + 3499), vec![]);
+        assert_eq!(rig.drain(T0 + 4000), vec![Step::Sent, Step::Sent]);
+    }
+
+    /// SPEC §5: an outcome the database cannot take when it comes is kept,
+    /// not lost and not holding the worker, and written once its wait has
+    /// passed on the sender's clock (no test sleeps for it).
+    #[test]
+    fn an_outcome_the_database_refused_is_kept_and_written_when_its_wait_passes() {
+        let rig = rig(vec![]);
+        let path = rig.path.clone();
+        let rename = move |from: &str, to: &str| {
+            crate::db::open_writer(&path)
+                .unwrap()
+                .execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}"))
+                .unwrap();
+        };
+        let away = rename.clone();
+        *rig.meanwhile.lock().unwrap() = Some(Box::new(move || away("outbox", "outbox_away")));
+        assert_eq!(rig.sender.deliver_next(T0), Step::Sent);
+        rename("outbox_away", "outbox");
+        // Kept for its first wait (50 ms): the confirmation is not recorded
+        // sent, so its link is not due yet.
+        assert_eq!(rig.drain(T0 + 10), vec![]);
+        assert_eq!(
+            rig.statuses(),
+            vec![
+                ("confirmation".into(), "sending".into()),
+                ("link".into(), "waiting".into())
+            ]
+        );
+        rig.clock.advance(Duration::from_millis(50));
+        assert_eq!(rig.drain(T0 + 20), vec![Step::Sent]);
+        assert_eq!(rig.sent.lock().unwrap().len(), 2);
         assert_eq!(
             rig.statuses(),
             vec![
