@@ -324,7 +324,7 @@ pub fn announce(config: &Config) {
             log::warn!("WHATSAPP_INVITE_TEMPLATE is not set: customers who have not written to the shop in 24 hours will not get the link (WhatsApp error 131047)");
         }
     }
-    log::info!("{}", crate::sender::describe_link_in(config));
+    log::info!("{}", crate::sender::link::describe_link_in(config));
     if config.admin_token.is_none() {
         log::info!(
             "ADMIN_TOKEN is not set: the admin API and the merchant's page are disabled (404)"
