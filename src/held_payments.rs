@@ -14,15 +14,9 @@ use crate::db::DbError;
 use crate::domain::{EventKind, Money, Note, OrderId, Payment, PaymentEvent, PhoneE164};
 use crate::payments::{self, Context, Outcome};
 
-/// The lock two events of one payment take turns on (PostgreSQL; SQLite's
-/// one writer already serialises them).
-pub fn payment_lock(source: &str, payment_id: &str) -> String {
-    format!("payment:{source}:{payment_id}")
-}
-
 /// Holds `event` (claiming its idempotency key) until `due_at`, unless its
 /// key was claimed before (then `None`: the caller answers as for any
-/// replay). Call under [`payment_lock`], after checking that no order holds
+/// replay). Call under [`payments::payment_lock`], after checking that no order holds
 /// the payment yet.
 pub fn hold(
     conn: &Conn,
@@ -110,7 +104,7 @@ pub fn release_due(conn: &Conn, ctx: &Context) -> Result<Vec<String>, DbError> {
         .collect::<Result<_, _>>()?;
     let mut queued = Vec::new();
     for (source, payment_id) in due {
-        conn.lock_key(&payment_lock(&source, &payment_id))?;
+        conn.lock_key(&payments::payment_lock(&source, &payment_id))?;
         let row = conn
             .prepare_cached(
                 "SELECT idempotency_key, order_id, order_id_source, user_id, total_amount, currency,

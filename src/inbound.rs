@@ -405,12 +405,7 @@ fn merge_contacts(conn: &Conn, from: &str, into: &str) -> Result<usize, DbError>
         .execute([from])?;
     conn.prepare_cached("UPDATE inbound_messages SET contact_id = ?2 WHERE contact_id = ?1")?
         .execute(params![from, into])?;
-    conn.prepare_cached(
-        "UPDATE outbox SET slot = ?2
-         WHERE kind = ?3 AND slot = ?1
-           AND order_id NOT IN (SELECT order_id FROM outbox WHERE kind = ?3 AND slot = ?2)",
-    )?
-    .execute(params![from, into, Kind::ElderReply])?;
+    outbox::move_reply_slots(conn, from, into)?;
     conn.prepare_cached("DELETE FROM contacts WHERE id = ?1")?
         .execute([from])?;
     Ok(moved)

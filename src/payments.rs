@@ -194,6 +194,68 @@ pub fn links_for(
     ))
 }
 
+/// The lock two events of one gateway payment take turns on, so that only
+/// one of them finds no order and makes one (PostgreSQL; SQLite's one
+/// writer already serialises them).
+pub fn payment_lock(source: &str, payment_id: &str) -> String {
+    format!("payment:{source}:{payment_id}")
+}
+
+/// A gateway payment already recorded under an order stays with that order.
+/// Razorpay's `payment.captured` carries no order entity, so when the
+/// merchant's id is only in the order's `notes` or `receipt`, it maps to
+/// another candidate than the `order.paid` of the same payment; both must
+/// still give one confirmation. Returns whether an order holds the payment.
+pub fn keep_with_its_order(
+    conn: &Conn,
+    source: &str,
+    kind: &mut EventKind,
+) -> Result<bool, DbError> {
+    let EventKind::PaymentSucceeded(p) = kind else {
+        return Ok(false);
+    };
+    // Two events of one payment (Razorpay's order.paid and payment.captured
+    // at once) must not both find no order and make two.
+    conn.lock_key(&payment_lock(source, &p.payment_id))?;
+    let existing: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",
+        )?
+        .query_row(params![p.payment_id, format!("{source} %")], |r| r.get(0))
+        .optional()?;
+    let found = existing.is_some();
+    if let Some(id) = existing {
+        if id != p.order_id.as_str() {
+            if let Ok(order_id) = crate::domain::OrderId::parse(&id) {
+                log::info!(
+                    "{source} payment for order {}: already recorded under order {id}",
+                    p.order_id
+                );
+                p.order_id = order_id;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The first payment that named the order says where its id came from.
+pub fn note_order_id_source(conn: &Conn, order_id: &OrderId, source: &str) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE orders SET order_id_source = COALESCE(order_id_source, ?2) WHERE id = ?1",
+    )?
+    .execute(params![order_id.as_str(), source])?;
+    Ok(())
+}
+
+/// The id and expiry of an invite token just made, for the redirect's
+/// memory of tokens.
+pub fn token_made(conn: &Conn, token: &str) -> Result<Option<(String, i64)>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
+        .query_row(params![token], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

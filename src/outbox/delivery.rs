@@ -182,6 +182,19 @@ pub fn prune_pending(conn: &Conn, now: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Two contacts merged into one: the elder replies slotted for `from` take
+/// the slot of `into`, except where `into` already has the order's reply
+/// (so the merged contact is not replied to twice).
+pub fn move_reply_slots(conn: &Conn, from: &str, into: &str) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE outbox SET slot = ?2
+         WHERE kind = ?3 AND slot = ?1
+           AND order_id NOT IN (SELECT order_id FROM outbox WHERE kind = ?3 AND slot = ?2)",
+    )?
+    .execute(params![from, into, super::Kind::ElderReply])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Pricing;

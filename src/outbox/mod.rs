@@ -10,7 +10,9 @@ use std::fmt;
 mod delivery;
 pub mod unsure;
 mod window;
-pub use delivery::{apply_pending, apply_status, prune_pending, Pricing, StatusUpdate};
+pub use delivery::{
+    apply_pending, apply_status, move_reply_slots, prune_pending, Pricing, StatusUpdate,
+};
 pub use window::{
     last_customer_message_at, may_requeue, retry_to_phone, set_link_via, window_open,
     LINK_WINDOW_MS,

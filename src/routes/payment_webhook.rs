@@ -3,7 +3,6 @@
 //! unit of work, wake the senders, answer. Nothing here waits on WhatsApp.
 
 use crate::clock::now_ms;
-use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::domain::EventKind;
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
@@ -46,14 +45,15 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
             let mut event = event.clone();
             let mut has_order = false;
             if S::NAMESPACED {
-                has_order = keep_payment_with_its_order(conn, S::NAME, &mut event.kind)?;
+                has_order = payments::keep_with_its_order(conn, S::NAME, &mut event.kind)?;
             }
             // §11: only the gateway's own order id, and no order yet: wait
             // for the event that names the merchant's.
             if awaits_order && !has_order && wait_ms > 0 {
                 let due = ctx.now_ms + wait_ms;
                 let source = order_id_source.as_deref();
-                let held = held_payments::hold(conn, S::NAME, &key, &event, source, ctx.now_ms, due)?;
+                let held =
+                    held_payments::hold(conn, S::NAME, &key, &event, source, ctx.now_ms, due)?;
                 if let Some(outcome) = held {
                     return Ok((outcome, None));
                 }
@@ -68,11 +68,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
             if let (true, Some(source), EventKind::PaymentSucceeded(p)) =
                 (recorded, &order_id_source, &event.kind)
             {
-                // The first payment that named the order says where its id came from.
-                conn.prepare_cached(
-                    "UPDATE orders SET order_id_source = COALESCE(order_id_source, ?2) WHERE id = ?1",
-                )?
-                .execute(params![p.order_id.as_str(), source])?;
+                payments::note_order_id_source(conn, &p.order_id, source)?;
             }
             if let (true, true, EventKind::PaymentSucceeded(p)) =
                 (recorded, S::NAMESPACED, &event.kind)
@@ -82,16 +78,13 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
             // The new token as the redirect will want it, read inside the
             // transaction that made it and remembered once that commits.
             let made = match &outcome {
-                Outcome::Processed { order_id, token } => conn
-                    .prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
-                    .query_row(params![token], |r| {
-                        Ok(CachedToken {
-                            token_id: r.get::<_, String>(0)?.into(),
-                            order_id: order_id.as_str().into(),
-                            expires_at: r.get(1)?,
-                        })
+                Outcome::Processed { order_id, token } => {
+                    payments::token_made(conn, token)?.map(|(token_id, expires_at)| CachedToken {
+                        token_id: token_id.into(),
+                        order_id: order_id.as_str().into(),
+                        expires_at,
                     })
-                    .optional()?,
+                }
                 _ => None,
             };
             Ok((outcome, made))
@@ -111,43 +104,6 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         crate::metrics::payment_outcome(&outcome),
     );
     Ok(respond(state, outcome))
-}
-
-/// A gateway payment already recorded under an order stays with that order.
-/// Razorpay's `payment.captured` carries no order entity, so when the
-/// merchant's id is only in the order's `notes` or `receipt`, it maps to
-/// another candidate than the `order.paid` of the same payment; both must
-/// still give one confirmation. Returns whether an order holds the payment.
-fn keep_payment_with_its_order(
-    conn: &Conn,
-    source: &str,
-    kind: &mut EventKind,
-) -> Result<bool, crate::db::DbError> {
-    let EventKind::PaymentSucceeded(p) = kind else {
-        return Ok(false);
-    };
-    // Two events of one payment (Razorpay's order.paid and payment.captured
-    // at once) must not both find no order and make two.
-    conn.lock_key(&held_payments::payment_lock(source, &p.payment_id))?;
-    let existing: Option<String> = conn
-        .prepare_cached(
-            "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",
-        )?
-        .query_row(params![p.payment_id, format!("{source} %")], |r| r.get(0))
-        .optional()?;
-    let found = existing.is_some();
-    if let Some(id) = existing {
-        if id != p.order_id.as_str() {
-            if let Ok(order_id) = crate::domain::OrderId::parse(&id) {
-                log::info!(
-                    "{source} payment for order {}: already recorded under order {id}",
-                    p.order_id
-                );
-                p.order_id = order_id;
-            }
-        }
-    }
-    Ok(found)
 }
 
 fn links(state: &AppState, order_id: &str, token: Option<&str>) -> Value {
