@@ -3,7 +3,7 @@
 //! the API answers cannot drift apart. Plain functions on a `&Connection`;
 //! tokens are masked here, before any caller sees a row.
 
-use crate::db::sql::{params, Conn, Dialect, OptionalExtension};
+use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{mask_token, Money};
 use crate::error::AppError;
@@ -296,81 +296,6 @@ pub fn messages_with_status(c: &Conn, status: &str) -> Result<Vec<Value>, DbErro
     ))?
     .query_map([status], message_json)?
     .collect::<Result<_, _>>()
-}
-
-/// Queues a dead-lettered (or cancelled) message again, for the JSON retry
-/// and the page's button alike. A message Meta accepted is never re-queued:
-/// that would be a second copy. Runs inside the writer's transaction.
-///
-/// One guarded statement (`… WHERE status IN ('dead', 'cancelled')`), so
-/// nothing can change the row between the look and the write. A link goes
-/// back to `waiting` unless its confirmation is sent; on PostgreSQL the
-/// confirmation's row is read `FOR SHARE`, which waits for a confirmation
-/// outcome being written at that moment and reads what it wrote. Without
-/// that, a retry racing the confirmation's `sent` read "not sent", wrote
-/// `waiting` after `mark_sent` had released the order's waiting links, and
-/// left the link waiting for ever (SQLite's one writer never interleaves
-/// the two).
-pub fn requeue(c: &Conn, id: &str, now: i64) -> Result<Result<&'static str, AppError>, DbError> {
-    let sql = match c.dialect() {
-        Dialect::Sqlite => {
-            "UPDATE outbox SET
-                status = CASE WHEN kind <> ?4 OR EXISTS (
-                        SELECT 1 FROM outbox c
-                        WHERE c.order_id = outbox.order_id AND c.kind = ?5 AND c.status = ?6)
-                    THEN ?7 ELSE ?8 END,
-                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
-             WHERE id = ?1 AND status IN (?3, ?9)
-             RETURNING status"
-        }
-        Dialect::Postgres => {
-            "WITH confirmation AS (
-                SELECT c.status FROM outbox c
-                WHERE c.order_id = (SELECT order_id FROM outbox WHERE id = ?1) AND c.kind = ?5
-                FOR SHARE)
-             UPDATE outbox SET
-                status = CASE WHEN kind <> ?4 OR (SELECT status FROM confirmation) = ?6
-                    THEN ?7 ELSE ?8 END,
-                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
-             WHERE id = ?1 AND status IN (?3, ?9)
-             RETURNING status"
-        }
-    };
-    let next: Option<String> = c
-        .prepare_cached(sql)?
-        .query_row(
-            params![
-                id,
-                now,
-                outbox::DEAD,
-                outbox::LINK,
-                outbox::CONFIRMATION,
-                outbox::SENT,
-                outbox::QUEUED,
-                outbox::WAITING,
-                outbox::CANCELLED
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match next.as_deref() {
-        Some(s) if s == outbox::QUEUED => Ok(Ok(outbox::QUEUED)),
-        Some(_) => Ok(Ok(outbox::WAITING)),
-        // Nothing changed; say why (a read after the fact, for the answer
-        // only).
-        None => {
-            let status: Option<String> = c
-                .prepare_cached("SELECT status FROM outbox WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
-                .optional()?;
-            Ok(Err(match status {
-                None => AppError::NotFound(format!("no message {id}")),
-                Some(status) => AppError::Conflict(format!(
-                    "message {id} is {status}; only dead or cancelled messages can be retried"
-                )),
-            }))
-        }
-    }
 }
 
 /// How far along the funnel of SPEC §12 an order got, in funnel order.

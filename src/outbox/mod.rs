@@ -541,6 +541,88 @@ fn cancel_link_of_dead(conn: &Conn, id: &str, now: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// What an admin's "send again" did to a message (`requeue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Queued again: `Queued`, or `Waiting` for a link whose confirmation
+    /// is not sent.
+    Done(Status),
+    /// No message has this id.
+    NotFound,
+    /// The message is in this status, which is neither dead nor cancelled;
+    /// nothing changed.
+    Refused(Status),
+}
+
+/// Queues a dead-lettered (or cancelled) message again, for the JSON retry
+/// and the page's button alike. A message Meta accepted is never re-queued:
+/// that would be a second copy. Runs inside the writer's transaction.
+///
+/// One guarded statement (`… WHERE status IN ('dead', 'cancelled')`), so
+/// nothing can change the row between the look and the write. A link goes
+/// back to `waiting` unless its confirmation is sent (the same gate as
+/// `enqueue`'s and `after_sent`'s); on PostgreSQL the confirmation's row is
+/// read `FOR SHARE`, which waits for a confirmation outcome being written
+/// at that moment and reads what it wrote. Without that, a retry racing the
+/// confirmation's `sent` read "not sent", wrote `waiting` after `mark_sent`
+/// had released the order's waiting links, and left the link waiting for
+/// ever (SQLite's one writer never interleaves the two).
+pub fn requeue(conn: &Conn, id: &str, now: i64) -> Result<Requeue, DbError> {
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => {
+            "UPDATE outbox SET
+                status = CASE WHEN kind <> ?4 OR EXISTS (
+                        SELECT 1 FROM outbox c
+                        WHERE c.order_id = outbox.order_id AND c.kind = ?5 AND c.status = ?6)
+                    THEN ?7 ELSE ?8 END,
+                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
+             WHERE id = ?1 AND status IN (?3, ?9)
+             RETURNING status"
+        }
+        Dialect::Postgres => {
+            "WITH confirmation AS (
+                SELECT c.status FROM outbox c
+                WHERE c.order_id = (SELECT order_id FROM outbox WHERE id = ?1) AND c.kind = ?5
+                FOR SHARE)
+             UPDATE outbox SET
+                status = CASE WHEN kind <> ?4 OR (SELECT status FROM confirmation) = ?6
+                    THEN ?7 ELSE ?8 END,
+                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
+             WHERE id = ?1 AND status IN (?3, ?9)
+             RETURNING status"
+        }
+    };
+    let next: Option<Status> = conn
+        .prepare_cached(sql)?
+        .query_row(
+            params![
+                id,
+                now,
+                Status::Dead,
+                Kind::Link,
+                Kind::Confirmation,
+                Status::Sent,
+                Status::Queued,
+                Status::Waiting,
+                Status::Cancelled
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(next) = next {
+        return Ok(Requeue::Done(next));
+    }
+    // Nothing changed; say why (a read after the fact, for the answer only).
+    let status: Option<Status> = conn
+        .prepare_cached("SELECT status FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(match status {
+        None => Requeue::NotFound,
+        Some(status) => Requeue::Refused(status),
+    })
+}
+
 fn truncate(error: &str) -> String {
     error.chars().take(1000).collect()
 }

@@ -7,6 +7,7 @@ use crate::admin_view;
 use crate::clock::now_ms;
 use crate::domain::mask_digits;
 use crate::error::AppError;
+use crate::outbox::{self, Requeue};
 use crate::state::AppState;
 use rocket::http::uri::{fmt::Path, Segments};
 use rocket::request::{FromRequest, Outcome, Request};
@@ -131,21 +132,33 @@ async fn messages(
     Ok(json!({"status": status, "count": list.len(), "messages": list}))
 }
 
-/// Queues a dead-lettered (or cancelled) message again (`admin_view::requeue`,
+/// Queues a dead-lettered (or cancelled) message again (`outbox::requeue`,
 /// the same path as the page's button).
 #[post("/admin/messages/<id>/retry")]
 async fn retry(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Value, AppError> {
     let id = id.to_owned();
     let now = now_ms();
     let shown = id.clone();
-    let result = state
+    let outcome = state
         .db
         .writer
-        .run(move |c| admin_view::requeue(c, &id, now))
+        .run(move |c| outbox::requeue(c, &id, now))
         .await?;
-    let next = result?;
+    let next = requeued(&shown, outcome)?;
     state.sender.wake();
     state.db.writer.announce();
     log::info!("admin: message {shown} queued again ({next})");
-    Ok(json!({"id": shown, "status": next}))
+    Ok(json!({"id": shown, "status": next.as_str()}))
+}
+
+/// A retry's answer, for the JSON retry and the page's button alike: the
+/// status the message is in now, or why it was not queued again (404, 409).
+pub(super) fn requeued(id: &str, outcome: Requeue) -> Result<outbox::Status, AppError> {
+    match outcome {
+        Requeue::Done(next) => Ok(next),
+        Requeue::NotFound => Err(AppError::NotFound(format!("no message {id}"))),
+        Requeue::Refused(status) => Err(AppError::Conflict(format!(
+            "message {id} is {status}; only dead or cancelled messages can be retried"
+        ))),
+    }
 }

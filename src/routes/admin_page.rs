@@ -1,7 +1,7 @@
 //! The merchant's page at `/admin` (SPEC §12): sign-in, overview, orders,
 //! one order's timeline, dead letters with a retry button, elder chats.
 //! Reads go through `admin_view`, the JSON API's own query layer; the retry
-//! button runs `admin_view::requeue`, the JSON retry's path. Without
+//! button runs `outbox::requeue`, the JSON retry's path. Without
 //! `ADMIN_TOKEN` every page is 404, like the API.
 
 use super::admin_page_session::{self as session, Session, Throttle, COOKIE, SESSION_TTL};
@@ -505,11 +505,12 @@ async fn retry(
     let id = id.to_owned();
     let shown = id.clone();
     let now = now_ms();
-    let next = state
+    let outcome = state
         .db
         .writer
-        .run(move |c| admin_view::requeue(c, &id, now))
-        .await??;
+        .run(move |c| crate::outbox::requeue(c, &id, now))
+        .await?;
+    let next = super::admin::requeued(&shown, outcome)?;
     state.sender.wake();
     state.db.writer.announce();
     log::info!("admin page: message {shown} queued again ({next})");
