@@ -3,7 +3,12 @@
 //! constant time; without a token configured the whole API is 404. Tokens
 //! are masked everywhere in its answers, message texts included.
 
-use crate::admin_view;
+use crate::admin_view::chats::contact_view;
+use crate::admin_view::messages::{messages_with_status, LISTABLE_STATUSES};
+use crate::admin_view::order::order_view;
+use crate::admin_view::orders::{
+    orders_list, OrderRow, OrdersQuery, ORDERS_DEFAULT_LIMIT, ORDERS_MAX_LIMIT,
+};
 use crate::clock::now_ms;
 use crate::domain::mask_digits;
 use crate::error::AppError;
@@ -41,18 +46,18 @@ async fn orders(
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
     let limit = match limit {
-        None => admin_view::ORDERS_DEFAULT_LIMIT,
+        None => ORDERS_DEFAULT_LIMIT,
         Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=admin_view::ORDERS_MAX_LIMIT).contains(&n) => n,
+            Ok(n) if (1..=ORDERS_MAX_LIMIT).contains(&n) => n,
             _ => {
                 return Err(AppError::InvalidPayload(format!(
                     "limit must be a whole number from 1 to {}",
-                    admin_view::ORDERS_MAX_LIMIT
+                    ORDERS_MAX_LIMIT
                 )))
             }
         },
     };
-    let query = admin_view::OrdersQuery {
+    let query = OrdersQuery {
         limit,
         before: before.map(str::to_owned),
         search: q.map(str::to_owned),
@@ -60,9 +65,9 @@ async fn orders(
     let page = state
         .db
         .reads
-        .read(move |c| admin_view::orders_list(c, &query))
+        .read(move |c| orders_list(c, &query))
         .await??;
-    let rows: Vec<Value> = page.rows.iter().map(admin_view::OrderRow::json).collect();
+    let rows: Vec<Value> = page.rows.iter().map(OrderRow::json).collect();
     Ok(json!({"count": rows.len(), "orders": rows, "next_before": page.next_before}))
 }
 
@@ -77,7 +82,7 @@ async fn order(
     state
         .db
         .reads
-        .read(move |c| admin_view::order_view(c, &wanted))
+        .read(move |c| order_view(c, &wanted))
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no order {order_id}")))
 }
@@ -91,11 +96,7 @@ async fn contact(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Val
         Ok(bsuid) => bsuid.to_string(),
         Err(_) => mask_digits(&key),
     };
-    let view = state
-        .db
-        .reads
-        .read(move |c| admin_view::contact_view(c, &key))
-        .await?;
+    let view = state.db.reads.read(move |c| contact_view(c, &key)).await?;
     let Some(view) = view else {
         return Err(AppError::NotFound(format!(
             "no messages or orders for contact {shown}"
@@ -116,7 +117,7 @@ async fn messages(
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
     let status = status.unwrap_or(crate::outbox::DEAD).to_owned();
-    let known = admin_view::LISTABLE_STATUSES;
+    let known = LISTABLE_STATUSES;
     if !known.contains(&status.as_str()) {
         return Err(AppError::InvalidPayload(format!(
             "status must be one of {}",
@@ -127,7 +128,7 @@ async fn messages(
     let list: Vec<Value> = state
         .db
         .reads
-        .read(move |c| admin_view::messages_with_status(c, &wanted))
+        .read(move |c| messages_with_status(c, &wanted))
         .await?;
     Ok(json!({"status": status, "count": list.len(), "messages": list}))
 }

@@ -3,7 +3,11 @@
 //! nothing a customer or an elder wrote can reach the page as markup. No
 //! script at all; the funnel's bars are SVG drawn here.
 
-use crate::admin_view::{self, Chat, Event, Funnel, OrderRow, Overview, Progress, StepState};
+use crate::admin_view::chats::{contact_label, Chat};
+use crate::admin_view::messages::{is_sandbox_id, price_words, SANDBOX_RECORDED};
+use crate::admin_view::order::Event;
+use crate::admin_view::orders::{progress_of, OrderRow, Progress, Stage, StepState};
+use crate::admin_view::overview::{Funnel, Overview};
 use crate::domain::AdminZone;
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
@@ -251,7 +255,7 @@ fn stage_words(progress: &Progress) -> Markup {
 fn stage_steps(progress: &Progress) -> Markup {
     html! {
         ol.stages #stages {
-            @for (stage, state) in admin_view::Stage::ALL.iter().zip(progress.steps) {
+            @for (stage, state) in Stage::ALL.iter().zip(progress.steps) {
                 @let (class, mark, said) = match state {
                     StepState::Done => ("done", "✓", "done"),
                     StepState::Failed => ("failed", "✗", "failed"),
@@ -325,16 +329,13 @@ fn delivery(view: &Value, kind: &str) -> String {
     let Some(m) = message_of(view, kind) else {
         return "not queued".into();
     };
-    let sandbox = admin_view::is_sandbox_id(m["graph_message_id"].as_str());
+    let sandbox = is_sandbox_id(m["graph_message_id"].as_str());
     let price = match m["pricing"]["paid"].as_bool() {
-        Some(paid) => format!(
-            " · {}",
-            admin_view::price_words(paid, m["pricing"]["type"].as_str())
-        ),
+        Some(paid) => format!(" · {}", price_words(paid, m["pricing"]["type"].as_str())),
         None => String::new(),
     };
     let state = match (text(&m["status"]), m["delivery_status"].as_str()) {
-        ("sent", None) if sandbox => admin_view::SANDBOX_RECORDED.into(),
+        ("sent", None) if sandbox => SANDBOX_RECORDED.into(),
         (_, Some("read")) => "delivered, read".into(),
         (_, Some("delivered")) => "delivered".into(),
         (_, Some("failed")) => format!(
@@ -358,7 +359,7 @@ fn order_progress(view: &Value) -> Progress {
             m.and_then(|m| m["delivery_status"].as_str()),
         )
     };
-    admin_view::progress_of(
+    progress_of(
         of("confirmation"),
         of("link"),
         view["funnel"]["link_opened"] == true,
@@ -398,7 +399,7 @@ pub fn order(view: &Value, timeline: &[Event], cx: &Ctx) -> Markup {
                     @if contacts.is_empty() { p.muted { "No elder has written about this order yet." } }
                     @for c in &contacts {
                         @let said = c["messages"].as_array().cloned().unwrap_or_default();
-                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · " (admin_view::contact_label(c["wa_id"].as_str(), c["user_id"].as_str())) br; span.muted.small { "linked " (cx.when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
+                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · " (contact_label(c["wa_id"].as_str(), c["user_id"].as_str())) br; span.muted.small { "linked " (cx.when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
                         @if let Some(last) = said.last() {
                             div.quote.small { (last["text"].as_str().map(str::to_owned).unwrap_or_else(|| format!("({} message)", text(&last["type"])))) }
                         }
