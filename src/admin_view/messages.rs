@@ -2,48 +2,122 @@
 //! message wherever it appears (an order's view, `GET /admin/messages`), and
 //! the words the page uses for how a message went.
 
-use super::format::{masked_text, rfc3339};
-use crate::db::sql::Conn;
+use super::format::rfc3339;
+use crate::db::sql::{Conn, Row};
 use crate::db::DbError;
-use crate::outbox;
+use crate::logging::mask_uuids;
+use crate::outbox::{DeliveryState, Kind, LinkVia, Status, Variant};
 use serde_json::{json, Value};
 
-pub(super) fn message_json(r: &crate::db::sql::Row<'_>) -> Result<Value, DbError> {
-    Ok(json!({
-        "id": r.get::<_, String>("id")?,
-        "order_id": r.get::<_, String>("order_id")?,
-        "kind": r.get::<_, String>("kind")?,
-        "recipient": r.get::<_, String>("recipient")?,
-        "recipient_user_id": r.get::<_, Option<String>>("recipient_user_id")?,
-        "status": r.get::<_, String>("status")?,
-        "variant": r.get::<_, String>("variant")?,
-        "attempts": r.get::<_, i64>("attempts")?,
-        "next_attempt_at": rfc3339(r.get("next_attempt_at")?),
-        "last_error": masked_text(r.get("last_error")?),
-        "graph_message_id": r.get::<_, Option<String>>("graph_message_id")?,
-        "sent_at": rfc3339(r.get("sent_at")?),
-        "delivery_status": r.get::<_, Option<String>>("delivery_status")?,
-        "delivery_error": r.get::<_, Option<String>>("delivery_error")?,
-        "delivery_updated_at": rfc3339(r.get("delivery_updated_at")?),
-        // While `sending`: when the claim runs out and the row is due again.
-        "lease_until": rfc3339(r.get("lease_until")?),
-        // Which way the link went and why (on the row that carried it).
-        "link_via": r.get::<_, Option<String>>("link_via")?,
-        // What Meta's statuses said it cost (SPEC §9); `paid` is null until one says.
-        "pricing": {
-            "category": r.get::<_, Option<String>>("pricing_category")?,
-            "type": r.get::<_, Option<String>>("pricing_type")?,
-            "billable": r.get::<_, Option<bool>>("pricing_billable")?,
-            "paid": r.get::<_, Option<bool>>("pricing_paid")?,
-        },
-        // SPEC §5: an unsure message keeps its status (`queued`, or `dead`
-        // once it may not go again) and says until when it waits for
-        // Meta's status; `last_error` says why.
-        "unsure_until": match r.get::<_, String>("status")?.as_str() {
-            crate::outbox::SENT => Value::Null,
-            _ => rfc3339(r.get("unsure_until")?),
-        },
-    }))
+/// An outbox row as the admin views show it. Its states are read once, as
+/// the outbox's enums: a stored value the code does not know is an error
+/// here, not a string a later comparison silently misses. Texts a person
+/// or Meta wrote are masked on the way in.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub order_id: String,
+    pub kind: Kind,
+    pub recipient: String,
+    pub recipient_user_id: Option<String>,
+    pub status: Status,
+    pub variant: Variant,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    /// Tokens masked.
+    pub last_error: Option<String>,
+    pub graph_message_id: Option<String>,
+    pub sent_at: Option<i64>,
+    pub delivery: Option<DeliveryState>,
+    pub delivery_error: Option<String>,
+    pub delivery_updated_at: Option<i64>,
+    /// While `sending`: when the claim runs out and the row is due again.
+    pub lease_until: Option<i64>,
+    /// Which way the link went and why (on the row that carried it).
+    pub link_via: Option<LinkVia>,
+    pub pricing_category: Option<String>,
+    pub pricing_type: Option<String>,
+    pub pricing_billable: Option<bool>,
+    /// What Meta's statuses said it cost (SPEC §9); `None` until one says.
+    pub pricing_paid: Option<bool>,
+    pub unsure_until: Option<i64>,
+}
+
+impl Message {
+    /// A row selected with `MESSAGE_COLUMNS`.
+    pub(super) fn read(r: &Row<'_>) -> Result<Message, DbError> {
+        Ok(Message {
+            id: r.get("id")?,
+            order_id: r.get("order_id")?,
+            kind: r.get("kind")?,
+            recipient: r.get("recipient")?,
+            recipient_user_id: r.get("recipient_user_id")?,
+            status: r.get("status")?,
+            variant: r.get("variant")?,
+            attempts: r.get("attempts")?,
+            next_attempt_at: r.get("next_attempt_at")?,
+            last_error: r
+                .get::<_, Option<String>>("last_error")?
+                .map(|t| mask_uuids(&t)),
+            graph_message_id: r.get("graph_message_id")?,
+            sent_at: r.get("sent_at")?,
+            delivery: r.get("delivery_status")?,
+            delivery_error: r.get("delivery_error")?,
+            delivery_updated_at: r.get("delivery_updated_at")?,
+            lease_until: r.get("lease_until")?,
+            link_via: r.get("link_via")?,
+            pricing_category: r.get("pricing_category")?,
+            pricing_type: r.get("pricing_type")?,
+            pricing_billable: r.get("pricing_billable")?,
+            pricing_paid: r.get("pricing_paid")?,
+            unsure_until: r.get("unsure_until")?,
+        })
+    }
+
+    /// The message as the admin API answers it: the states as their stored
+    /// texts.
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "order_id": self.order_id,
+            "kind": self.kind.as_str(),
+            "recipient": self.recipient,
+            "recipient_user_id": self.recipient_user_id,
+            "status": self.status.as_str(),
+            "variant": self.variant.as_str(),
+            "attempts": self.attempts,
+            "next_attempt_at": rfc3339(self.next_attempt_at),
+            "last_error": self.last_error,
+            "graph_message_id": self.graph_message_id,
+            "sent_at": rfc3339(self.sent_at),
+            "delivery_status": self.delivery.map(DeliveryState::as_str),
+            "delivery_error": self.delivery_error,
+            "delivery_updated_at": rfc3339(self.delivery_updated_at),
+            "lease_until": rfc3339(self.lease_until),
+            "link_via": self.link_via.map(LinkVia::as_str),
+            "pricing": {
+                "category": self.pricing_category,
+                "type": self.pricing_type,
+                "billable": self.pricing_billable,
+                "paid": self.pricing_paid,
+            },
+            // SPEC §5: an unsure message keeps its status (`queued`, or `dead`
+            // once it may not go again) and says until when it waits for
+            // Meta's status; `last_error` says why.
+            "unsure_until": match self.status {
+                Status::Sent => Value::Null,
+                _ => rfc3339(self.unsure_until),
+            },
+        })
+    }
+
+    /// Meta reported it delivered (or read).
+    pub fn delivered(&self) -> bool {
+        matches!(
+            self.delivery,
+            Some(DeliveryState::Delivered | DeliveryState::Read)
+        )
+    }
 }
 
 pub(super) const MESSAGE_COLUMNS: &str =
@@ -52,24 +126,25 @@ pub(super) const MESSAGE_COLUMNS: &str =
      lease_until, link_via, pricing_category, pricing_type, pricing_billable, pricing_paid,
      unsure_until";
 
-/// The statuses `GET /admin/messages?status=` accepts: every status a row
-/// can hold, `sending` included, so messages in flight (claimed by a sender
-/// until their lease ends) are visible too.
-pub const LISTABLE_STATUSES: [&str; 6] = [
-    outbox::DEAD,
-    outbox::QUEUED,
-    outbox::WAITING,
-    outbox::SENDING,
-    outbox::SENT,
-    outbox::CANCELLED,
+/// The statuses `GET /admin/messages?status=` accepts, in the order its
+/// refusal names them: every status a row can hold, `sending` included, so
+/// messages in flight (claimed by a sender until their lease ends) are
+/// visible too.
+pub const LISTABLE_STATUSES: [Status; 6] = [
+    Status::Dead,
+    Status::Queued,
+    Status::Waiting,
+    Status::Sending,
+    Status::Sent,
+    Status::Cancelled,
 ];
 
 /// Messages in one outbox status, most recently changed first (dead letters).
-pub fn messages_with_status(c: &Conn, status: &str) -> Result<Vec<Value>, DbError> {
+pub fn messages_with_status(c: &Conn, status: Status) -> Result<Vec<Message>, DbError> {
     c.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY updated_at DESC LIMIT 500"
     ))?
-    .query_map([status], message_json)?
+    .query_map([status], Message::read)?
     .collect::<Result<_, _>>()
 }
 

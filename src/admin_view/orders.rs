@@ -6,7 +6,7 @@ use crate::db::sql::{Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::Money;
 use crate::error::AppError;
-use crate::outbox;
+use crate::outbox::{DeliveryState, Kind, Status};
 use serde_json::{json, Value};
 
 /// How far along the funnel of SPEC §12 an order got, in funnel order.
@@ -133,20 +133,20 @@ impl Progress {
 /// Each step's state, from what the outbox (status, delivery status of the
 /// confirmation and of the link) and the click and contact tables hold.
 pub fn progress_of(
-    confirmation: (Option<&str>, Option<&str>),
-    link: (Option<&str>, Option<&str>),
+    confirmation: (Option<Status>, Option<DeliveryState>),
+    link: (Option<Status>, Option<DeliveryState>),
     opened: bool,
     linked: bool,
 ) -> Progress {
-    let sent = |status: Option<&str>| match status {
-        Some(outbox::SENT) => StepState::Done,
-        Some(outbox::DEAD | outbox::CANCELLED) => StepState::Failed,
-        _ => StepState::Todo,
+    let sent = |status: Option<Status>| match status {
+        Some(Status::Sent) => StepState::Done,
+        Some(Status::Dead | Status::Cancelled) => StepState::Failed,
+        Some(Status::Waiting | Status::Queued | Status::Sending) | None => StepState::Todo,
     };
-    let delivered = |delivery: Option<&str>| match delivery {
-        Some("delivered" | "read") => StepState::Done,
-        Some("failed") => StepState::Failed,
-        _ => StepState::Todo,
+    let delivered = |delivery: Option<DeliveryState>| match delivery {
+        Some(DeliveryState::Delivered | DeliveryState::Read) => StepState::Done,
+        Some(DeliveryState::Failed) => StepState::Failed,
+        Some(DeliveryState::Sent) | None => StepState::Todo,
     };
     let done = |yes: bool| {
         if yes {
@@ -171,13 +171,15 @@ pub fn progress_of(
 /// The furthest stage reached, from what the outbox and the click and
 /// contact tables hold for one order.
 pub fn stage_of(
-    confirmation: (Option<&str>, Option<&str>),
-    link: (Option<&str>, Option<&str>),
+    confirmation: (Option<Status>, Option<DeliveryState>),
+    link: (Option<Status>, Option<DeliveryState>),
     opened: bool,
     linked: bool,
 ) -> Stage {
-    let delivered = |d: Option<&str>| matches!(d, Some("delivered" | "read"));
-    let sent = |s: Option<&str>| s == Some(outbox::SENT);
+    let delivered = |d: Option<DeliveryState>| {
+        matches!(d, Some(DeliveryState::Delivered | DeliveryState::Read))
+    };
+    let sent = |s: Option<Status>| s == Some(Status::Sent);
     if linked {
         Stage::ElderLinked
     } else if opened {
@@ -331,17 +333,10 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
         .query_map(args.as_slice(), |r| {
             let amount: i64 = r.get(3)?;
             let currency: String = r.get(4)?;
-            let conf_status: Option<String> = r.get(6)?;
-            let conf_delivery: Option<String> = r.get(7)?;
-            let link_status: Option<String> = r.get(8)?;
-            let link_delivery: Option<String> = r.get(9)?;
-            let trouble: Option<String> = r.get(12)?;
-            let progress = progress_of(
-                (conf_status.as_deref(), conf_delivery.as_deref()),
-                (link_status.as_deref(), link_delivery.as_deref()),
-                r.get(10)?,
-                r.get(11)?,
-            );
+            let confirmation: (Option<Status>, Option<DeliveryState>) = (r.get(6)?, r.get(7)?);
+            let link: (Option<Status>, Option<DeliveryState>) = (r.get(8)?, r.get(9)?);
+            let trouble: Option<Kind> = r.get(12)?;
+            let progress = progress_of(confirmation, link, r.get(10)?, r.get(11)?);
             Ok(OrderRow {
                 id: r.get(0)?,
                 status: r.get(1)?,
@@ -350,12 +345,7 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
                     .map(|m| m.display())
                     .unwrap_or_else(|_| format!("{currency} {amount}")),
                 created_at: r.get(5)?,
-                stage: stage_of(
-                    (conf_status.as_deref(), conf_delivery.as_deref()),
-                    (link_status.as_deref(), link_delivery.as_deref()),
-                    r.get(10)?,
-                    r.get(11)?,
-                ),
+                stage: stage_of(confirmation, link, r.get(10)?, r.get(11)?),
                 progress,
                 trouble: trouble.map(|kind| format!("{kind} failed")),
             })
@@ -373,6 +363,8 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::DeliveryState::{Delivered, Failed, Read};
+    use crate::outbox::Status::{Dead, Sent, Waiting};
 
     #[test]
     fn the_stage_is_the_furthest_step_reached() {
@@ -382,8 +374,8 @@ mod tests {
         );
         assert_eq!(
             stage_of(
-                (Some("sent"), Some("read")),
-                (Some("waiting"), None),
+                (Some(Sent), Some(Read)),
+                (Some(Waiting), None),
                 false,
                 false
             ),
@@ -391,8 +383,8 @@ mod tests {
         );
         assert_eq!(
             stage_of(
-                (Some("sent"), None),
-                (Some("sent"), Some("delivered")),
+                (Some(Sent), None),
+                (Some(Sent), Some(Delivered)),
                 false,
                 false
             ),
@@ -401,7 +393,7 @@ mod tests {
         // An elder can be linked through a forwarded link whose delivery
         // status never arrived: the furthest step wins.
         assert_eq!(
-            stage_of((Some("dead"), None), (None, None), false, true),
+            stage_of((Some(Dead), None), (None, None), false, true),
             Stage::ElderLinked
         );
     }
@@ -411,8 +403,8 @@ mod tests {
         // The link failed at WhatsApp, yet an elder linked (a link forwarded
         // some other way): the link's delivery is failed, not done.
         let p = progress_of(
-            (Some("sent"), Some("delivered")),
-            (Some("sent"), Some("failed")),
+            (Some(Sent), Some(Delivered)),
+            (Some(Sent), Some(Failed)),
             false,
             true,
         );
@@ -423,7 +415,7 @@ mod tests {
             "Stopped: WhatsApp could not deliver the link message (later: elder linked)"
         );
         // A dead confirmation: nothing after it is done.
-        let p = progress_of((Some("dead"), None), (Some("waiting"), None), false, false);
+        let p = progress_of((Some(Dead), None), (Some(Waiting), None), false, false);
         assert_eq!(
             p.steps,
             [
@@ -440,14 +432,14 @@ mod tests {
         assert_eq!(p.stage(), Stage::Paid);
         // No failure: the furthest step and what comes next.
         let p = progress_of(
-            (Some("sent"), Some("read")),
-            (Some("sent"), Some("delivered")),
+            (Some(Sent), Some(Read)),
+            (Some(Sent), Some(Delivered)),
             false,
             false,
         );
         assert_eq!(p.stopped(), None);
         assert_eq!(p.words(), "Link delivered · not opened yet");
-        let p = progress_of((Some("sent"), None), (Some("sent"), None), true, true);
+        let p = progress_of((Some(Sent), None), (Some(Sent), None), true, true);
         assert_eq!(p.words(), "Done: elder linked");
     }
 

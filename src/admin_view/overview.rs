@@ -3,7 +3,7 @@
 
 use crate::db::sql::Conn;
 use crate::db::DbError;
-use crate::outbox;
+use crate::outbox::{Kind, Status};
 
 /// The funnel's five numbers over one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,14 +39,16 @@ pub fn queue_depth(c: &Conn) -> Result<QueueDepth, DbError> {
     let mut stmt = c.prepare_cached(
         "SELECT status, COUNT(*) FROM outbox WHERE status IN ('queued', 'sending', 'waiting', 'dead') GROUP BY status",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, Status>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (status, n) = row?;
-        match status.as_str() {
+        match status {
             // A claimed row is still on its way out.
-            outbox::QUEUED | outbox::SENDING => depth.queued += n,
-            outbox::WAITING => depth.waiting = n,
-            _ => depth.dead = n,
+            Status::Queued | Status::Sending => depth.queued += n,
+            Status::Waiting => depth.waiting = n,
+            Status::Dead => depth.dead = n,
+            // Not selected: neither is in the queue any more.
+            Status::Sent | Status::Cancelled => {}
         }
     }
     Ok(depth)
@@ -122,7 +124,7 @@ pub fn overview(c: &Conn, windows: &[(&'static str, i64)]) -> Result<Overview, D
             per_window("created_at", n, None)
         ))?
         .query_row(args.clone(), |r| counts(r, 0))?;
-    let mut delivered: Vec<(String, Vec<i64>)> = c
+    let mut delivered: Vec<(Kind, Vec<i64>)> = c
         .prepare_cached(&format!(
             "SELECT kind, {} FROM outbox WHERE kind IN ('confirmation', 'link') AND created_at >= ?{w}
                AND delivery_status IN ('delivered', 'read') GROUP BY kind",
@@ -130,15 +132,15 @@ pub fn overview(c: &Conn, windows: &[(&'static str, i64)]) -> Result<Overview, D
         ))?
         .query_map(args.clone(), |r| Ok((r.get(0)?, counts(r, 1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut delivered_of = |kind: &str| {
+    let mut delivered_of = |kind: Kind| {
         delivered
             .iter_mut()
-            .find(|(k, _)| k == kind)
+            .find(|(k, _)| *k == kind)
             .map(|(_, v)| std::mem::take(v))
             .unwrap_or_else(|| vec![0; n])
     };
-    let confirmation = delivered_of(outbox::CONFIRMATION);
-    let link = delivered_of(outbox::LINK);
+    let confirmation = delivered_of(Kind::Confirmation);
+    let link = delivered_of(Kind::Link);
     let opened = c
         .prepare_cached(&format!(
             "SELECT {} FROM invite_clicks WHERE clicked_at >= ?{w} AND NOT is_preview",

@@ -151,17 +151,6 @@ impl DeliveryState {
     }
 }
 
-// The text forms, for the JSON views that compare stored values.
-pub const CONFIRMATION: &str = Kind::Confirmation.as_str();
-pub const LINK: &str = Kind::Link.as_str();
-pub const ELDER_REPLY: &str = Kind::ElderReply.as_str();
-pub const WAITING: &str = Status::Waiting.as_str();
-pub const QUEUED: &str = Status::Queued.as_str();
-pub const SENDING: &str = Status::Sending.as_str();
-pub const SENT: &str = Status::Sent.as_str();
-pub const DEAD: &str = Status::Dead.as_str();
-pub const CANCELLED: &str = Status::Cancelled.as_str();
-
 /// Whom a message goes to: a phone number (Meta's `to`) or, for an elder
 /// known only by username, a business-scoped user id (Meta's `recipient`).
 #[derive(Clone, PartialEq, Eq)]

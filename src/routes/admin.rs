@@ -4,7 +4,7 @@
 //! are masked everywhere in its answers, message texts included.
 
 use crate::admin_view::chats::contact_view;
-use crate::admin_view::messages::{messages_with_status, LISTABLE_STATUSES};
+use crate::admin_view::messages::{messages_with_status, Message, LISTABLE_STATUSES};
 use crate::admin_view::order::order_view;
 use crate::admin_view::orders::{
     orders_list, OrderRow, OrdersQuery, ORDERS_DEFAULT_LIMIT, ORDERS_MAX_LIMIT,
@@ -12,7 +12,7 @@ use crate::admin_view::orders::{
 use crate::clock::now_ms;
 use crate::domain::mask_digits;
 use crate::error::AppError;
-use crate::outbox::{self, Requeue};
+use crate::outbox::{self, Requeue, Status};
 use crate::state::AppState;
 use rocket::http::uri::{fmt::Path, Segments};
 use rocket::request::{FromRequest, Outcome, Request};
@@ -84,6 +84,7 @@ async fn order(
         .reads
         .read(move |c| order_view(c, &wanted))
         .await?
+        .map(|view| view.json)
         .ok_or_else(|| AppError::NotFound(format!("no order {order_id}")))
 }
 
@@ -116,21 +117,27 @@ async fn messages(
     status: Option<&str>,
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
-    let status = status.unwrap_or(crate::outbox::DEAD).to_owned();
-    let known = LISTABLE_STATUSES;
-    if !known.contains(&status.as_str()) {
-        return Err(AppError::InvalidPayload(format!(
-            "status must be one of {}",
-            known.join(", ")
-        )));
-    }
-    let wanted = status.clone();
+    let wanted = match status {
+        None => Status::Dead,
+        Some(text) => match Status::parse(text).filter(|s| LISTABLE_STATUSES.contains(s)) {
+            Some(status) => status,
+            None => {
+                return Err(AppError::InvalidPayload(format!(
+                    "status must be one of {}",
+                    LISTABLE_STATUSES.map(Status::as_str).join(", ")
+                )))
+            }
+        },
+    };
     let list: Vec<Value> = state
         .db
         .reads
-        .read(move |c| messages_with_status(c, &wanted))
-        .await?;
-    Ok(json!({"status": status, "count": list.len(), "messages": list}))
+        .read(move |c| messages_with_status(c, wanted))
+        .await?
+        .iter()
+        .map(Message::json)
+        .collect();
+    Ok(json!({"status": wanted.as_str(), "count": list.len(), "messages": list}))
 }
 
 /// Queues a dead-lettered (or cancelled) message again (`outbox::requeue`,
@@ -154,7 +161,7 @@ async fn retry(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Value
 
 /// A retry's answer, for the JSON retry and the page's button alike: the
 /// status the message is in now, or why it was not queued again (404, 409).
-pub(super) fn requeued(id: &str, outcome: Requeue) -> Result<outbox::Status, AppError> {
+pub(super) fn requeued(id: &str, outcome: Requeue) -> Result<Status, AppError> {
     match outcome {
         Requeue::Done(next) => Ok(next),
         Requeue::NotFound => Err(AppError::NotFound(format!("no message {id}"))),

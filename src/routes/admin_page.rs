@@ -493,7 +493,7 @@ async fn dead_letters(
     let list = state
         .db
         .reads
-        .read(|c| messages_with_status(c, crate::outbox::DEAD))
+        .read(|c| messages_with_status(c, crate::outbox::Status::Dead))
         .await?;
     Ok(ok(views::dead_letters(&list, done, &ctx(&session, state))))
 }
