@@ -246,6 +246,44 @@ pub fn enqueue(
     Ok(n == 1)
 }
 
+/// Queues a paid order's messages to its customer: the confirmation at
+/// once and, when the order gets a link message of its own, the link
+/// `waiting` for the confirmation. This is where the link's gate starts:
+/// `after_sent` opens it when the confirmation is accepted,
+/// `cancel_link_of_dead` closes it when the confirmation dies, and `requeue`
+/// puts a retried link back behind it.
+pub fn enqueue_order(
+    conn: &Conn,
+    order_id: &str,
+    customer: &Recipient,
+    link_message: bool,
+    now: i64,
+) -> Result<(), DbError> {
+    enqueue(
+        conn,
+        order_id,
+        Kind::Confirmation,
+        "",
+        customer,
+        Status::Queued,
+        Variant::Template,
+        now,
+    )?;
+    if link_message {
+        enqueue(
+            conn,
+            order_id,
+            Kind::Link,
+            "",
+            customer,
+            Status::Waiting,
+            Variant::Text,
+            now,
+        )?;
+    }
+    Ok(())
+}
+
 /// Claims up to `limit` due rows for `claim` with one write: queued rows
 /// whose time has come, and claimed rows whose lease ran out (their sender
 /// died). Oldest first. Run in the writer's transaction, so two claims can
