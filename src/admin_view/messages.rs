@@ -184,4 +184,50 @@ mod tests {
         assert!(is_sandbox_id(Some("sandbox-0195")));
         assert!(!is_sandbox_id(Some("wamid.HBg")));
     }
+
+    /// One stored row, `status` as given, in `MESSAGE_COLUMNS`' names.
+    fn stored(status: &str) -> Result<Message, DbError> {
+        let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
+        conn.query_row(
+            "SELECT 'm1' AS id, 'O1' AS order_id, 'link' AS kind, '919876543210' AS recipient,
+                    NULL AS recipient_user_id, ?1 AS status, 'template' AS variant, 2 AS attempts,
+                    NULL AS next_attempt_at, 'token 0195f2a4-1c2b-7d3e-8f90-a1b2c3d4e5f6' AS last_error,
+                    'wamid.X' AS graph_message_id, 0 AS sent_at, 'read' AS delivery_status,
+                    NULL AS delivery_error, NULL AS delivery_updated_at, NULL AS lease_until,
+                    'template_window_closed' AS link_via, 'utility' AS pricing_category,
+                    'regular' AS pricing_type, 1 AS pricing_billable, 1 AS pricing_paid,
+                    0 AS unsure_until",
+            [status],
+            Message::read,
+        )
+    }
+
+    #[test]
+    fn a_message_is_read_with_typed_states_and_answers_the_stored_texts() {
+        let m = stored("sent").unwrap();
+        assert_eq!((m.kind, m.status), (Kind::Link, Status::Sent));
+        assert!(m.delivered());
+        let json = m.json();
+        assert_eq!(json["kind"], "link");
+        assert_eq!(json["status"], "sent");
+        assert_eq!(json["variant"], "template");
+        assert_eq!(json["delivery_status"], "read");
+        assert_eq!(json["link_via"], "template_window_closed");
+        assert_eq!(json["pricing"]["paid"], true);
+        assert!(!json["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("a1b2c3d4e5f6"));
+        // A sent message waits for no status.
+        assert_eq!(json["unsure_until"], Value::Null);
+        assert_eq!(
+            stored("queued").unwrap().json()["unsure_until"],
+            "1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_stored_status_the_code_does_not_know_is_an_error_not_a_default() {
+        assert!(stored("parked").is_err());
+    }
 }

@@ -711,6 +711,47 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_queues_only_dead_or_cancelled_messages_and_a_link_waits_for_its_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lite = crate::db::open_writer(&dir.path().join("requeue.db")).unwrap();
+        crate::db::migrate(&mut lite).unwrap();
+        let c = Conn::from(lite);
+        c.execute_batch(
+            "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
+             VALUES ('O1', 'PAID', 1, 'INR', 1, 1), ('O2', 'PAID', 1, 'INR', 1, 1);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at)
+             VALUES ('c1', 'O1', 'confirmation', '', '91', 'dead', 'template', 8, 1, 1, 1),
+                    ('l1', 'O1', 'link', '', '91', 'cancelled', 'text', 0, 1, 1, 1),
+                    ('c2', 'O2', 'confirmation', '', '91', 'sent', 'template', 1, 1, 1, 1),
+                    ('l2', 'O2', 'link', '', '91', 'dead', 'text', 8, 1, 1, 1);",
+        )
+        .unwrap();
+        // The first order's confirmation is dead, not sent: its link waits.
+        assert_eq!(
+            requeue(&c, "l1", 5).unwrap(),
+            Requeue::Done(Status::Waiting)
+        );
+        assert_eq!(requeue(&c, "l2", 5).unwrap(), Requeue::Done(Status::Queued));
+        assert_eq!(requeue(&c, "c1", 5).unwrap(), Requeue::Done(Status::Queued));
+        assert_eq!(
+            requeue(&c, "c1", 5).unwrap(),
+            Requeue::Refused(Status::Queued)
+        );
+        assert_eq!(
+            requeue(&c, "c2", 5).unwrap(),
+            Requeue::Refused(Status::Sent)
+        );
+        assert_eq!(requeue(&c, "nope", 5).unwrap(), Requeue::NotFound);
+        let attempts: i64 = c
+            .query_row("SELECT attempts FROM outbox WHERE id = 'c1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(attempts, 0);
+    }
+
+    #[test]
     fn state_texts_round_trip_and_unknown_texts_are_refused() {
         for kind in Kind::ALL {
             assert_eq!(Kind::parse(kind.as_str()), Some(*kind));
