@@ -7,7 +7,7 @@ use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{EventKind, InviteToken, OrderId, Payment, PaymentEvent};
 use crate::links;
-use crate::outbox::{self, Kind, Recipient, Status, Variant};
+use crate::outbox::{self, Kind, Recipient};
 
 /// What the webhook answers; each variant is one row of SPEC §4's table.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,28 +143,7 @@ pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome
         }
     };
     let customer = Recipient::Phone(phone);
-    outbox::enqueue(
-        conn,
-        order_id,
-        Kind::Confirmation,
-        "",
-        &customer,
-        Status::Queued,
-        Variant::Template,
-        ctx.now_ms,
-    )?;
-    if ctx.link_message {
-        outbox::enqueue(
-            conn,
-            order_id,
-            Kind::Link,
-            "",
-            &customer,
-            Status::Waiting,
-            Variant::Text,
-            ctx.now_ms,
-        )?;
-    }
+    outbox::enqueue_order(conn, order_id, &customer, ctx.link_message, ctx.now_ms)?;
     Ok(Outcome::Processed {
         order_id: order_id.to_owned(),
         token,

@@ -229,7 +229,8 @@ pub fn measure(bin: &Path, rocket_toml: &Path, scratch: &Path, quick: bool, repo
                         ("30 days", now - 30 * 86_400_000),
                     ];
                     let started = Instant::now();
-                    orderlink::admin_view::overview(&conn, &windows).expect("overview counts");
+                    orderlink::admin_view::overview::overview(&conn, &windows)
+                        .expect("overview counts");
                     started.elapsed().as_micros() as u32
                 })
                 .collect();

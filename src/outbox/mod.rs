@@ -153,17 +153,6 @@ impl DeliveryState {
     }
 }
 
-// The text forms, for the JSON views that compare stored values.
-pub const CONFIRMATION: &str = Kind::Confirmation.as_str();
-pub const LINK: &str = Kind::Link.as_str();
-pub const ELDER_REPLY: &str = Kind::ElderReply.as_str();
-pub const WAITING: &str = Status::Waiting.as_str();
-pub const QUEUED: &str = Status::Queued.as_str();
-pub const SENDING: &str = Status::Sending.as_str();
-pub const SENT: &str = Status::Sent.as_str();
-pub const DEAD: &str = Status::Dead.as_str();
-pub const CANCELLED: &str = Status::Cancelled.as_str();
-
 /// Whom a message goes to: a phone number (Meta's `to`) or, for an elder
 /// known only by username, a business-scoped user id (Meta's `recipient`).
 #[derive(Clone, PartialEq, Eq)]
@@ -257,6 +246,44 @@ pub fn enqueue(
         now
     ])?;
     Ok(n == 1)
+}
+
+/// Queues a paid order's messages to its customer: the confirmation at
+/// once and, when the order gets a link message of its own, the link
+/// `waiting` for the confirmation. This is where the link's gate starts:
+/// `after_sent` opens it when the confirmation is accepted,
+/// `cancel_link_of_dead` closes it when the confirmation dies, and `requeue`
+/// puts a retried link back behind it.
+pub fn enqueue_order(
+    conn: &Conn,
+    order_id: &str,
+    customer: &Recipient,
+    link_message: bool,
+    now: i64,
+) -> Result<(), DbError> {
+    enqueue(
+        conn,
+        order_id,
+        Kind::Confirmation,
+        "",
+        customer,
+        Status::Queued,
+        Variant::Template,
+        now,
+    )?;
+    if link_message {
+        enqueue(
+            conn,
+            order_id,
+            Kind::Link,
+            "",
+            customer,
+            Status::Waiting,
+            Variant::Text,
+            now,
+        )?;
+    }
+    Ok(())
 }
 
 /// Claims up to `limit` due rows for `claim` with one write: queued rows
@@ -543,6 +570,88 @@ fn cancel_link_of_dead(conn: &Conn, id: &str, now: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// What an admin's "send again" did to a message (`requeue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Queued again: `Queued`, or `Waiting` for a link whose confirmation
+    /// is not sent.
+    Done(Status),
+    /// No message has this id.
+    NotFound,
+    /// The message is in this status, which is neither dead nor cancelled;
+    /// nothing changed.
+    Refused(Status),
+}
+
+/// Queues a dead-lettered (or cancelled) message again, for the JSON retry
+/// and the page's button alike. A message Meta accepted is never re-queued:
+/// that would be a second copy. Runs inside the writer's transaction.
+///
+/// One guarded statement (`… WHERE status IN ('dead', 'cancelled')`), so
+/// nothing can change the row between the look and the write. A link goes
+/// back to `waiting` unless its confirmation is sent (the same gate as
+/// `enqueue`'s and `after_sent`'s); on PostgreSQL the confirmation's row is
+/// read `FOR SHARE`, which waits for a confirmation outcome being written
+/// at that moment and reads what it wrote. Without that, a retry racing the
+/// confirmation's `sent` read "not sent", wrote `waiting` after `mark_sent`
+/// had released the order's waiting links, and left the link waiting for
+/// ever (SQLite's one writer never interleaves the two).
+pub fn requeue(conn: &Conn, id: &str, now: i64) -> Result<Requeue, DbError> {
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => {
+            "UPDATE outbox SET
+                status = CASE WHEN kind <> ?4 OR EXISTS (
+                        SELECT 1 FROM outbox c
+                        WHERE c.order_id = outbox.order_id AND c.kind = ?5 AND c.status = ?6)
+                    THEN ?7 ELSE ?8 END,
+                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
+             WHERE id = ?1 AND status IN (?3, ?9)
+             RETURNING status"
+        }
+        Dialect::Postgres => {
+            "WITH confirmation AS (
+                SELECT c.status FROM outbox c
+                WHERE c.order_id = (SELECT order_id FROM outbox WHERE id = ?1) AND c.kind = ?5
+                FOR SHARE)
+             UPDATE outbox SET
+                status = CASE WHEN kind <> ?4 OR (SELECT status FROM confirmation) = ?6
+                    THEN ?7 ELSE ?8 END,
+                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
+             WHERE id = ?1 AND status IN (?3, ?9)
+             RETURNING status"
+        }
+    };
+    let next: Option<Status> = conn
+        .prepare_cached(sql)?
+        .query_row(
+            params![
+                id,
+                now,
+                Status::Dead,
+                Kind::Link,
+                Kind::Confirmation,
+                Status::Sent,
+                Status::Queued,
+                Status::Waiting,
+                Status::Cancelled
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(next) = next {
+        return Ok(Requeue::Done(next));
+    }
+    // Nothing changed; say why (a read after the fact, for the answer only).
+    let status: Option<Status> = conn
+        .prepare_cached("SELECT status FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(match status {
+        None => Requeue::NotFound,
+        Some(status) => Requeue::Refused(status),
+    })
+}
+
 fn truncate(error: &str) -> String {
     error.chars().take(1000).collect()
 }
@@ -601,6 +710,47 @@ mod tests {
             DeliveryState::advance(Some(Failed), Delivered),
             Some(Delivered)
         );
+    }
+
+    #[test]
+    fn a_retry_queues_only_dead_or_cancelled_messages_and_a_link_waits_for_its_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lite = crate::db::open_writer(&dir.path().join("requeue.db")).unwrap();
+        crate::db::migrate(&mut lite).unwrap();
+        let c = Conn::from(lite);
+        c.execute_batch(
+            "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
+             VALUES ('O1', 'PAID', 1, 'INR', 1, 1), ('O2', 'PAID', 1, 'INR', 1, 1);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at)
+             VALUES ('c1', 'O1', 'confirmation', '', '91', 'dead', 'template', 8, 1, 1, 1),
+                    ('l1', 'O1', 'link', '', '91', 'cancelled', 'text', 0, 1, 1, 1),
+                    ('c2', 'O2', 'confirmation', '', '91', 'sent', 'template', 1, 1, 1, 1),
+                    ('l2', 'O2', 'link', '', '91', 'dead', 'text', 8, 1, 1, 1);",
+        )
+        .unwrap();
+        // The first order's confirmation is dead, not sent: its link waits.
+        assert_eq!(
+            requeue(&c, "l1", 5).unwrap(),
+            Requeue::Done(Status::Waiting)
+        );
+        assert_eq!(requeue(&c, "l2", 5).unwrap(), Requeue::Done(Status::Queued));
+        assert_eq!(requeue(&c, "c1", 5).unwrap(), Requeue::Done(Status::Queued));
+        assert_eq!(
+            requeue(&c, "c1", 5).unwrap(),
+            Requeue::Refused(Status::Queued)
+        );
+        assert_eq!(
+            requeue(&c, "c2", 5).unwrap(),
+            Requeue::Refused(Status::Sent)
+        );
+        assert_eq!(requeue(&c, "nope", 5).unwrap(), Requeue::NotFound);
+        let attempts: i64 = c
+            .query_row("SELECT attempts FROM outbox WHERE id = 'c1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(attempts, 0);
     }
 
     #[test]

@@ -3,10 +3,16 @@
 //! constant time; without a token configured the whole API is 404. Tokens
 //! are masked everywhere in its answers, message texts included.
 
-use crate::admin_view;
+use crate::admin_view::chats::contact_view;
+use crate::admin_view::messages::{messages_with_status, Message, LISTABLE_STATUSES};
+use crate::admin_view::order::order_view;
+use crate::admin_view::orders::{
+    orders_list, OrderRow, OrdersQuery, ORDERS_DEFAULT_LIMIT, ORDERS_MAX_LIMIT,
+};
 use crate::clock::now_ms;
 use crate::domain::mask_digits;
 use crate::error::AppError;
+use crate::outbox::{self, Requeue, Status};
 use crate::state::AppState;
 use rocket::http::uri::{fmt::Path, Segments};
 use rocket::request::{FromRequest, Outcome, Request};
@@ -40,18 +46,18 @@ async fn orders(
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
     let limit = match limit {
-        None => admin_view::ORDERS_DEFAULT_LIMIT,
+        None => ORDERS_DEFAULT_LIMIT,
         Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=admin_view::ORDERS_MAX_LIMIT).contains(&n) => n,
+            Ok(n) if (1..=ORDERS_MAX_LIMIT).contains(&n) => n,
             _ => {
                 return Err(AppError::InvalidPayload(format!(
                     "limit must be a whole number from 1 to {}",
-                    admin_view::ORDERS_MAX_LIMIT
+                    ORDERS_MAX_LIMIT
                 )))
             }
         },
     };
-    let query = admin_view::OrdersQuery {
+    let query = OrdersQuery {
         limit,
         before: before.map(str::to_owned),
         search: q.map(str::to_owned),
@@ -59,9 +65,9 @@ async fn orders(
     let page = state
         .db
         .reads
-        .read(move |c| admin_view::orders_list(c, &query))
+        .read(move |c| orders_list(c, &query))
         .await??;
-    let rows: Vec<Value> = page.rows.iter().map(admin_view::OrderRow::json).collect();
+    let rows: Vec<Value> = page.rows.iter().map(OrderRow::json).collect();
     Ok(json!({"count": rows.len(), "orders": rows, "next_before": page.next_before}))
 }
 
@@ -76,8 +82,9 @@ async fn order(
     state
         .db
         .reads
-        .read(move |c| admin_view::order_view(c, &wanted))
+        .read(move |c| order_view(c, &wanted))
         .await?
+        .map(|view| view.json)
         .ok_or_else(|| AppError::NotFound(format!("no order {order_id}")))
 }
 
@@ -90,11 +97,7 @@ async fn contact(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Val
         Ok(bsuid) => bsuid.to_string(),
         Err(_) => mask_digits(&key),
     };
-    let view = state
-        .db
-        .reads
-        .read(move |c| admin_view::contact_view(c, &key))
-        .await?;
+    let view = state.db.reads.read(move |c| contact_view(c, &key)).await?;
     let Some(view) = view else {
         return Err(AppError::NotFound(format!(
             "no messages or orders for contact {shown}"
@@ -114,38 +117,56 @@ async fn messages(
     status: Option<&str>,
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
-    let status = status.unwrap_or(crate::outbox::DEAD).to_owned();
-    let known = admin_view::LISTABLE_STATUSES;
-    if !known.contains(&status.as_str()) {
-        return Err(AppError::InvalidPayload(format!(
-            "status must be one of {}",
-            known.join(", ")
-        )));
-    }
-    let wanted = status.clone();
+    let wanted = match status {
+        None => Status::Dead,
+        Some(text) => match Status::parse(text).filter(|s| LISTABLE_STATUSES.contains(s)) {
+            Some(status) => status,
+            None => {
+                return Err(AppError::InvalidPayload(format!(
+                    "status must be one of {}",
+                    LISTABLE_STATUSES.map(Status::as_str).join(", ")
+                )))
+            }
+        },
+    };
     let list: Vec<Value> = state
         .db
         .reads
-        .read(move |c| admin_view::messages_with_status(c, &wanted))
-        .await?;
-    Ok(json!({"status": status, "count": list.len(), "messages": list}))
+        .read(move |c| messages_with_status(c, wanted))
+        .await?
+        .iter()
+        .map(Message::json)
+        .collect();
+    Ok(json!({"status": wanted.as_str(), "count": list.len(), "messages": list}))
 }
 
-/// Queues a dead-lettered (or cancelled) message again (`admin_view::requeue`,
+/// Queues a dead-lettered (or cancelled) message again (`outbox::requeue`,
 /// the same path as the page's button).
 #[post("/admin/messages/<id>/retry")]
 async fn retry(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Value, AppError> {
     let id = id.to_owned();
     let now = now_ms();
     let shown = id.clone();
-    let result = state
+    let outcome = state
         .db
         .writer
-        .run(move |c| admin_view::requeue(c, &id, now))
+        .run(move |c| outbox::requeue(c, &id, now))
         .await?;
-    let next = result?;
+    let next = requeued(&shown, outcome)?;
     state.sender.wake();
     state.db.writer.announce();
     log::info!("admin: message {shown} queued again ({next})");
-    Ok(json!({"id": shown, "status": next}))
+    Ok(json!({"id": shown, "status": next.as_str()}))
+}
+
+/// A retry's answer, for the JSON retry and the page's button alike: the
+/// status the message is in now, or why it was not queued again (404, 409).
+pub(super) fn requeued(id: &str, outcome: Requeue) -> Result<Status, AppError> {
+    match outcome {
+        Requeue::Done(next) => Ok(next),
+        Requeue::NotFound => Err(AppError::NotFound(format!("no message {id}"))),
+        Requeue::Refused(status) => Err(AppError::Conflict(format!(
+            "message {id} is {status}; only dead or cancelled messages can be retried"
+        ))),
+    }
 }

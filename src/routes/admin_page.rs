@@ -1,12 +1,16 @@
 //! The merchant's page at `/admin` (SPEC §12): sign-in, overview, orders,
 //! one order's timeline, dead letters with a retry button, elder chats.
 //! Reads go through `admin_view`, the JSON API's own query layer; the retry
-//! button runs `admin_view::requeue`, the JSON retry's path. Without
+//! button runs `outbox::requeue`, the JSON retry's path. Without
 //! `ADMIN_TOKEN` every page is 404, like the API.
 
 use super::admin_page_session::{self as session, Session, Throttle, COOKIE, SESSION_TTL};
 use super::admin_page_views as views;
-use crate::admin_view::{self, OrdersQuery};
+use crate::admin_view::chats::latest_chats;
+use crate::admin_view::messages::messages_with_status;
+use crate::admin_view::order::{order_timeline, order_view};
+use crate::admin_view::orders::{orders_list, OrdersQuery, ORDERS_DEFAULT_LIMIT};
+use crate::admin_view::overview::{paid_per_day, queue_depth, Overview};
 use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -66,7 +70,7 @@ struct CacheState {
 pub struct Snapshot {
     pub counted_at: i64,
     taken: Instant,
-    pub overview: admin_view::Overview,
+    pub overview: Overview,
     /// Paid messages per day of the last 30 in the merchant's zone:
     /// (day start, count), oldest first.
     pub paid_by_day: Vec<(i64, i64)>,
@@ -98,11 +102,11 @@ fn count_overview(
         (views::PERIODS[1].1, now - 7 * day),
         (views::PERIODS[2].1, now - 30 * day),
     ];
-    let paid = admin_view::paid_per_day(c, &days)?;
+    let paid = paid_per_day(c, &days)?;
     Ok(Snapshot {
         counted_at: now,
         taken: Instant::now(),
-        overview: admin_view::overview(c, &windows)?,
+        overview: crate::admin_view::overview::overview(c, &windows)?,
         paid_by_day: days.into_iter().zip(paid).collect(),
     })
 }
@@ -338,7 +342,7 @@ async fn overview(
         .unwrap_or(0);
     let zone = &state.config.admin_time_zone;
     let snapshot = overview_snapshot(&page.overview, &state.db.reads, zone).await?;
-    let queue = state.db.reads.read(admin_view::queue_depth).await?;
+    let queue = state.db.reads.read(queue_depth).await?;
     let config = state.config.clone();
     let templates = state
         .db
@@ -436,7 +440,7 @@ async fn orders(
         .filter(|q| !q.is_empty())
         .map(str::to_owned);
     let query = OrdersQuery {
-        limit: admin_view::ORDERS_DEFAULT_LIMIT,
+        limit: ORDERS_DEFAULT_LIMIT,
         before: before.filter(|b| !b.is_empty()).map(str::to_owned),
         search: q.clone(),
     };
@@ -444,7 +448,7 @@ async fn orders(
     let page = state
         .db
         .reads
-        .read(move |c| admin_view::orders_list(c, &query))
+        .read(move |c| orders_list(c, &query))
         .await??;
     Ok(ok(views::orders(
         &page.rows,
@@ -468,8 +472,8 @@ async fn order(
         .db
         .reads
         .read(move |c| {
-            Ok(match admin_view::order_view(c, &wanted)? {
-                Some(view) => Some((view, admin_view::order_timeline(c, &wanted)?)),
+            Ok(match order_view(c, &wanted)? {
+                Some(view) => Some((view, order_timeline(c, &wanted)?)),
                 None => None,
             })
         })
@@ -489,7 +493,7 @@ async fn dead_letters(
     let list = state
         .db
         .reads
-        .read(|c| admin_view::messages_with_status(c, crate::outbox::DEAD))
+        .read(|c| messages_with_status(c, crate::outbox::Status::Dead))
         .await?;
     Ok(ok(views::dead_letters(&list, done, &ctx(&session, state))))
 }
@@ -505,11 +509,12 @@ async fn retry(
     let id = id.to_owned();
     let shown = id.clone();
     let now = now_ms();
-    let next = state
+    let outcome = state
         .db
         .writer
-        .run(move |c| admin_view::requeue(c, &id, now))
-        .await??;
+        .run(move |c| crate::outbox::requeue(c, &id, now))
+        .await?;
+    let next = super::admin::requeued(&shown, outcome)?;
     state.sender.wake();
     state.db.writer.announce();
     log::info!("admin page: message {shown} queued again ({next})");
@@ -525,12 +530,7 @@ async fn chats(auth: PageAuth, state: &State<AppState>) -> Result<Html, PageErro
     let (latest, unattributed) = state
         .db
         .reads
-        .read(|c| {
-            Ok((
-                admin_view::latest_chats(c, false, 50)?,
-                admin_view::latest_chats(c, true, 50)?,
-            ))
-        })
+        .read(|c| Ok((latest_chats(c, false, 50)?, latest_chats(c, true, 50)?)))
         .await?;
     Ok(ok(views::chats(
         &latest,

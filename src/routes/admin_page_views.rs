@@ -3,8 +3,13 @@
 //! nothing a customer or an elder wrote can reach the page as markup. No
 //! script at all; the funnel's bars are SVG drawn here.
 
-use crate::admin_view::{self, Chat, Event, Funnel, OrderRow, Overview, Progress, StepState};
+use crate::admin_view::chats::{contact_label, Chat};
+use crate::admin_view::messages::{is_sandbox_id, price_words, Message, SANDBOX_RECORDED};
+use crate::admin_view::order::{Event, OrderView};
+use crate::admin_view::orders::{progress_of, OrderRow, Progress, Stage, StepState};
+use crate::admin_view::overview::{Funnel, Overview};
 use crate::domain::AdminZone;
+use crate::outbox::{DeliveryState, Kind, Status};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
@@ -251,7 +256,7 @@ fn stage_words(progress: &Progress) -> Markup {
 fn stage_steps(progress: &Progress) -> Markup {
     html! {
         ol.stages #stages {
-            @for (stage, state) in admin_view::Stage::ALL.iter().zip(progress.steps) {
+            @for (stage, state) in Stage::ALL.iter().zip(progress.steps) {
                 @let (class, mark, said) = match state {
                     StepState::Done => ("done", "✓", "done"),
                     StepState::Failed => ("failed", "✗", "failed"),
@@ -314,61 +319,50 @@ pub fn orders(
     )
 }
 
-fn message_of<'v>(view: &'v Value, kind: &str) -> Option<&'v Value> {
-    view["messages"]
-        .as_array()
-        .and_then(|all| all.iter().find(|m| m["kind"] == kind))
-}
-
 /// Where the customer's message of this kind stands, in a few words.
-fn delivery(view: &Value, kind: &str) -> String {
-    let Some(m) = message_of(view, kind) else {
+fn delivery(view: &OrderView, kind: Kind) -> String {
+    let Some(m) = view.message(kind) else {
         return "not queued".into();
     };
-    let sandbox = admin_view::is_sandbox_id(m["graph_message_id"].as_str());
-    let price = match m["pricing"]["paid"].as_bool() {
-        Some(paid) => format!(
-            " · {}",
-            admin_view::price_words(paid, m["pricing"]["type"].as_str())
-        ),
+    let sandbox = is_sandbox_id(m.graph_message_id.as_deref());
+    let price = match m.pricing_paid {
+        Some(paid) => format!(" · {}", price_words(paid, m.pricing_type.as_deref())),
         None => String::new(),
     };
-    let state = match (text(&m["status"]), m["delivery_status"].as_str()) {
-        ("sent", None) if sandbox => admin_view::SANDBOX_RECORDED.into(),
-        (_, Some("read")) => "delivered, read".into(),
-        (_, Some("delivered")) => "delivered".into(),
-        (_, Some("failed")) => format!(
+    let state = match (m.status, m.delivery) {
+        (Status::Sent, None) if sandbox => SANDBOX_RECORDED.into(),
+        (_, Some(DeliveryState::Read)) => "delivered, read".into(),
+        (_, Some(DeliveryState::Delivered)) => "delivered".into(),
+        (_, Some(DeliveryState::Failed)) => format!(
             "failed at WhatsApp: {}",
-            m["delivery_error"].as_str().unwrap_or("no reason given")
+            m.delivery_error.as_deref().unwrap_or("no reason given")
         ),
-        ("sent", _) => "accepted by WhatsApp, not yet delivered".into(),
-        ("dead", _) => "dead-lettered".into(),
-        ("waiting", _) => "waiting for the confirmation".into(),
-        (status, _) => status.to_owned(),
+        (Status::Sent, _) => "accepted by WhatsApp, not yet delivered".into(),
+        (Status::Dead, _) => "dead-lettered".into(),
+        (Status::Waiting, _) => "waiting for the confirmation".into(),
+        (status, _) => status.as_str().to_owned(),
     };
     state + &price
 }
 
 /// The order's steps, from the same facts the orders list reads.
-fn order_progress(view: &Value) -> Progress {
+fn order_progress(view: &OrderView) -> Progress {
     let of = |kind| {
-        let m = message_of(view, kind);
-        (
-            m.and_then(|m| m["status"].as_str()),
-            m.and_then(|m| m["delivery_status"].as_str()),
-        )
+        let m = view.message(kind);
+        (m.map(|m| m.status), m.and_then(|m| m.delivery))
     };
-    admin_view::progress_of(
-        of("confirmation"),
-        of("link"),
-        view["funnel"]["link_opened"] == true,
-        view["funnel"]["elder_linked"] == true,
+    progress_of(
+        of(Kind::Confirmation),
+        of(Kind::Link),
+        view.json["funnel"]["link_opened"] == true,
+        view.json["funnel"]["elder_linked"] == true,
     )
 }
 
-pub fn order(view: &Value, timeline: &[Event], cx: &Ctx) -> Markup {
+pub fn order(order: &OrderView, timeline: &[Event], cx: &Ctx) -> Markup {
+    let view = &order.json;
     let o = &view["order"];
-    let progress = order_progress(view);
+    let progress = order_progress(order);
     let clicks = &view["invite_clicks"];
     layout(
         "Order",
@@ -380,8 +374,8 @@ pub fn order(view: &Value, timeline: &[Event], cx: &Ctx) -> Markup {
                 div.card {
                     dl.facts {
                         dt { "Stage" } dd { (stage_words(&progress)) (stage_steps(&progress)) }
-                        dt { "Confirmation" } dd #confirmation { (delivery(view, "confirmation")) }
-                        dt { "Link message" } dd #link { (delivery(view, "link")) }
+                        dt { "Confirmation" } dd #confirmation { (delivery(order, Kind::Confirmation)) }
+                        dt { "Link message" } dd #link { (delivery(order, Kind::Link)) }
                         dt { "Cost" } dd #order-cost { (view["paid_messages"]) " paid message(s)" }
                         dt { "Amount" } dd { (text(&o["amount"])) }
                         dt { "Customer" } dd { (o["customer_phone"].as_str().unwrap_or("no valid phone")) }
@@ -398,7 +392,7 @@ pub fn order(view: &Value, timeline: &[Event], cx: &Ctx) -> Markup {
                     @if contacts.is_empty() { p.muted { "No elder has written about this order yet." } }
                     @for c in &contacts {
                         @let said = c["messages"].as_array().cloned().unwrap_or_default();
-                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · " (admin_view::contact_label(c["wa_id"].as_str(), c["user_id"].as_str())) br; span.muted.small { "linked " (cx.when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
+                        p { img.icon src="/admin/static/chat.svg" alt=""; " " b { (c["profile_name"].as_str().unwrap_or("(no name)")) } " · " (contact_label(c["wa_id"].as_str(), c["user_id"].as_str())) br; span.muted.small { "linked " (cx.when_text(&c["linked_at"])) " · wrote " (said.len()) " message(s)" } }
                         @if let Some(last) = said.last() {
                             div.quote.small { (last["text"].as_str().map(str::to_owned).unwrap_or_else(|| format!("({} message)", text(&last["type"])))) }
                         }
@@ -423,7 +417,7 @@ pub fn order(view: &Value, timeline: &[Event], cx: &Ctx) -> Markup {
     )
 }
 
-pub fn dead_letters(messages: &[Value], done: Option<&str>, cx: &Ctx) -> Markup {
+pub fn dead_letters(messages: &[Message], done: Option<&str>, cx: &Ctx) -> Markup {
     layout(
         "Dead letters",
         Nav::Dead,
@@ -433,14 +427,14 @@ pub fn dead_letters(messages: &[Value], done: Option<&str>, cx: &Ctx) -> Markup 
             @if let Some(d) = done { div.notice role="status" { "Message " (d) " is queued again." } }
             @if messages.is_empty() { div.card { p.muted { "No dead letter. Every message went out or is on its way." } } }
             @for m in messages {
-                div.card.dead data-message=(text(&m["id"])) {
+                div.card.dead data-message=(m.id) {
                     p {
-                        b { (text(&m["kind"])) } " for order "
-                        a href=(format!("/admin/ui/orders/{}", crate::links::encode_uri_component(text(&m["order_id"])))) { (text(&m["order_id"])) }
-                        " · " (m["attempts"]) " attempt(s)"
+                        b { (m.kind.as_str()) } " for order "
+                        a href=(format!("/admin/ui/orders/{}", crate::links::encode_uri_component(&m.order_id))) { (m.order_id) }
+                        " · " (m.attempts) " attempt(s)"
                     }
-                    p.small { img.icon src="/admin/static/alert.svg" alt=""; " " (m["last_error"].as_str().unwrap_or("no error recorded")) }
-                    form method="post" action=(format!("/admin/ui/messages/{}/retry", text(&m["id"]))) {
+                    p.small { img.icon src="/admin/static/alert.svg" alt=""; " " (m.last_error.as_deref().unwrap_or("no error recorded")) }
+                    form method="post" action=(format!("/admin/ui/messages/{}/retry", m.id)) {
                         input type="hidden" name="csrf" value=(cx.csrf);
                         button type="submit" { "Send again" }
                     }

@@ -10,9 +10,10 @@ use crate::outbox;
 use crate::signature::{constant_time_eq, verify_meta};
 use crate::state::AppState;
 use crate::template_health::{self, News};
-use rocket::data::Data;
+use rocket::data::{self, Data, FromData};
 use rocket::http::Status;
-use rocket::request::{FromRequest, Outcome, Request};
+use rocket::outcome::Outcome;
+use rocket::request::Request;
 use rocket::serde::json::{json, Value};
 use rocket::{get, post, routes, FromForm, State};
 
@@ -45,42 +46,59 @@ fn verify(hub: Hub, state: &State<AppState>) -> (Status, (rocket::http::ContentT
     }
 }
 
-pub struct HubSignature(Option<String>);
+/// A webhook body Meta signed: read once as the exact bytes sent (413 past
+/// `BODY_LIMIT`), and its `X-Hub-Signature-256` checked over those bytes
+/// with `WHATSAPP_APP_SECRET` before the handler runs, as
+/// `gateways::Verified` does for the payment routes. Without an app secret
+/// (sandbox mode) the body is taken unsigned.
+pub struct HubSignature {
+    body: Vec<u8>,
+}
 
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for HubSignature {
-    type Error = std::convert::Infallible;
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        Outcome::Success(HubSignature(
-            req.headers()
-                .get_one("X-Hub-Signature-256")
-                .map(str::to_owned),
-        ))
+impl HubSignature {
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
     }
 }
 
-#[post("/webhooks/whatsapp", data = "<body>")]
+#[rocket::async_trait]
+impl<'r> FromData<'r> for HubSignature {
+    type Error = AppError;
+
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        let fail = |e: AppError| Outcome::Error((e.status(), e));
+        let Some(state) = req.rocket().state::<AppState>() else {
+            return fail(AppError::Internal("no AppState managed".into()));
+        };
+        let body = match crate::raw_body::read(data, BODY_LIMIT).await {
+            Ok(body) => body,
+            Err(e) => return fail(e),
+        };
+        if let Some(secret) = &state.config.app_secret {
+            match req.headers().get_one("X-Hub-Signature-256") {
+                None => {
+                    return fail(AppError::InvalidSignature(
+                        "X-Hub-Signature-256 header is required",
+                    ))
+                }
+                Some(sig) if !verify_meta(secret, sig, &body) => {
+                    return fail(AppError::InvalidSignature(
+                        "X-Hub-Signature-256 does not match",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Outcome::Success(HubSignature { body })
+    }
+}
+
+#[post("/webhooks/whatsapp", data = "<signed>")]
 async fn receive(
-    signature: HubSignature,
-    body: Data<'_>,
+    signed: Result<HubSignature, AppError>,
     state: &State<AppState>,
 ) -> Result<Value, AppError> {
-    let body = crate::raw_body::read(body, BODY_LIMIT).await?;
-    if let Some(secret) = &state.config.app_secret {
-        match &signature.0 {
-            None => {
-                return Err(AppError::InvalidSignature(
-                    "X-Hub-Signature-256 header is required",
-                ))
-            }
-            Some(sig) if !verify_meta(secret, sig, &body) => {
-                return Err(AppError::InvalidSignature(
-                    "X-Hub-Signature-256 does not match",
-                ))
-            }
-            Some(_) => {}
-        }
-    }
+    let body = signed?.into_body();
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {

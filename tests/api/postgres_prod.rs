@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use orderlink::db::sql::params;
 use orderlink::db::{Conn, Dialect};
+use orderlink::outbox::{Requeue, Status};
 
 use crate::postgres::postgres_url;
 use crate::support::child::run_cli;
@@ -257,9 +258,9 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
     let retry = std::thread::spawn(move || {
         let c = Conn::from(connect(&retry_url).unwrap());
         c.execute_batch("BEGIN").unwrap();
-        let answer = orderlink::admin_view::requeue(&c, "link", now).unwrap();
+        let answer = orderlink::outbox::requeue(&c, "link", now).unwrap();
         c.execute_batch("COMMIT").unwrap();
-        answer.map_err(|e| format!("{e:?}"))
+        answer
     });
     // The retry either waits for the outcome's row lock or (the old
     // read-then-write) finishes without it; either way, then commit.
@@ -288,7 +289,7 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
 
     // Assert: the confirmation is sent, so the link is queued, not waiting.
     assert_eq!(outbox_status(&sender, "conf"), "sent");
-    assert_eq!(answer, Ok("queued"));
+    assert_eq!(answer, Requeue::Done(Status::Queued));
     assert_eq!(outbox_status(&sender, "link"), "queued");
 }
 
@@ -331,22 +332,13 @@ fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
             )
             .unwrap();
         }
-        let requeue = |id: &str| {
-            orderlink::admin_view::requeue(c, id, 5)
-                .unwrap()
-                .map_err(|e| format!("{e:?}"))
-        };
+        let requeue = |id: &str| orderlink::outbox::requeue(c, id, 5).unwrap();
         // The link's confirmation is dead, not sent: the link waits.
-        assert_eq!(requeue("l"), Ok("waiting"), "{store}");
-        assert_eq!(requeue("c"), Ok("queued"), "{store}");
-        let sent = requeue("s").unwrap_err();
-        assert!(
-            sent.contains("Conflict") && sent.contains("is sent"),
-            "{store}: {sent}"
-        );
-        let again = requeue("c").unwrap_err();
-        assert!(again.contains("is queued"), "{store}: {again}");
-        assert!(requeue("nope").unwrap_err().contains("NotFound"), "{store}");
+        assert_eq!(requeue("l"), Requeue::Done(Status::Waiting), "{store}");
+        assert_eq!(requeue("c"), Requeue::Done(Status::Queued), "{store}");
+        assert_eq!(requeue("s"), Requeue::Refused(Status::Sent), "{store}");
+        assert_eq!(requeue("c"), Requeue::Refused(Status::Queued), "{store}");
+        assert_eq!(requeue("nope"), Requeue::NotFound, "{store}");
         let attempts: i64 = c
             .query_row("SELECT attempts FROM outbox WHERE id = 'c'", [], |r| {
                 r.get(0)
