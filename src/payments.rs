@@ -35,6 +35,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The `outcome` label of the payment webhook's metric: the response's
+    /// status, or `skipped_invalid_phone` when the order was recorded
+    /// without a message.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Processed { .. } => "processed",
+            Outcome::SkippedInvalidPhone { .. } => "skipped_invalid_phone",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::AlreadyConfirmed { .. } => "already_confirmed",
+            Outcome::Ignored => "ignored",
+            Outcome::Held { .. } => "held",
+        }
+    }
+}
+
 pub struct Context {
     pub now_ms: i64,
     pub token_ttl_ms: i64,

@@ -108,7 +108,7 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
     }
     crate::metrics::get().webhook(
         if S::NAMESPACED { S::NAME } else { "payment" },
-        crate::metrics::payment_outcome(&outcome),
+        outcome.label(),
     );
     Ok(respond(state, outcome))
 }
