@@ -5,9 +5,9 @@
 //! happen; the gauges that describe the database are read at scrape time:
 //! outbox depth through the `outbox_due` index, billable and paid messages
 //! from counts kept as statuses arrive (`outbox::delivery`'s `count_billable`,
-//! `count_paid`). One process
-//! serves one database, so one process-wide set of families is enough: the
-//! sender reaches it without a handle threaded through its constructor.
+//! `count_paid`). Each app `app::build` makes has its own `Metrics`, managed
+//! as Rocket state for the routes and handed to its sender, so two apps in
+//! one process (the tests) never count into each other's numbers.
 //! Label values are bounded sets (sources, outcomes, kinds, Graph error
 //! codes): never an order id, a phone number or a token.
 
@@ -17,7 +17,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The `Content-Type` of the classic text format (what `TextEncoder` writes).
@@ -46,13 +46,6 @@ pub struct Metrics {
     template_events: IntCounterVec,
     whatsapp_errors: IntCounterVec,
     paid: IntGaugeVec,
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process's metrics.
-pub fn get() -> &'static Metrics {
-    &METRICS
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -85,8 +78,15 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     g
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Metrics {
+    /// Every family registered, those with known label values at zero.
+    pub fn new() -> Metrics {
         let r = Registry::new();
         let paused = IntGauge::new(
             "orderlink_sending_paused",
@@ -319,9 +319,6 @@ impl Metrics {
             .and_then(|()| String::from_utf8(out).map_err(|e| e.to_string())))
     }
 }
-
-/// Set by `AppError`'s responder: the code a request was refused with.
-pub struct Refused(pub &'static str);
 
 /// Meta's pricing categories are a short list of lowercase words; anything
 /// else (a value this build has not seen) is folded into `other` so a

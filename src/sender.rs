@@ -14,6 +14,7 @@ use crate::config::{Config, LinkIn};
 use crate::db::Db;
 use crate::domain::{InviteToken, Money, OrderId};
 use crate::links;
+use crate::metrics::Metrics;
 use crate::outbox::{self, Due, Kind, LinkVia, Recipient, Variant};
 use crate::pacer::Pacer;
 use crate::whatsapp::{
@@ -332,6 +333,8 @@ struct Shared {
     transport: Box<dyn Transport>,
     /// `WHATSAPP_MAX_MPS`, or this instance's share of it (`crate::roster`).
     pacer: Arc<Pacer>,
+    /// The app's metrics (the same the routes count into).
+    metrics: Arc<Metrics>,
     /// This sender's name in `claimed_by`; each claim adds its sequence
     /// number, so a slow send whose lease another claim took over (even in
     /// this process) cannot overwrite the newer outcome.
@@ -347,9 +350,14 @@ pub struct Sender {
 
 impl Sender {
     /// A sender with no threads: the caller drives it with `deliver_next`.
-    pub fn new(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+    pub fn new(
+        db: Db,
+        config: Arc<Config>,
+        transport: Box<dyn Transport>,
+        metrics: Arc<Metrics>,
+    ) -> Sender {
         let pacer = Arc::new(Pacer::new(config.max_mps));
-        Sender::paced(db, config, transport, pacer)
+        Sender::paced(db, config, transport, pacer, metrics)
     }
 
     /// A sender with no threads whose sends `pacer` spaces (shared with the
@@ -359,6 +367,7 @@ impl Sender {
         config: Arc<Config>,
         transport: Box<dyn Transport>,
         pacer: Arc<Pacer>,
+        metrics: Arc<Metrics>,
     ) -> Sender {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -373,6 +382,7 @@ impl Sender {
             }),
             changed: Condvar::new(),
             pacer,
+            metrics,
             db,
             transport,
             config,
@@ -387,9 +397,14 @@ impl Sender {
 
     /// The sender with its `SEND_WORKERS` threads, each a loop around
     /// `deliver_next` on the wall clock.
-    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+    pub fn start(
+        db: Db,
+        config: Arc<Config>,
+        transport: Box<dyn Transport>,
+        metrics: Arc<Metrics>,
+    ) -> Sender {
         let pacer = Arc::new(Pacer::new(config.max_mps));
-        Sender::start_paced(db, config, transport, pacer)
+        Sender::start_paced(db, config, transport, pacer, metrics)
     }
 
     /// `start`, with the sends spaced by `pacer`.
@@ -398,9 +413,10 @@ impl Sender {
         config: Arc<Config>,
         transport: Box<dyn Transport>,
         pacer: Arc<Pacer>,
+        metrics: Arc<Metrics>,
     ) -> Sender {
         let workers = config.send_workers;
-        let sender = Sender::paced(db, config, transport, pacer);
+        let sender = Sender::paced(db, config, transport, pacer, metrics);
         let handles = (0..workers)
             .map(|i| {
                 let sender = sender.clone();
@@ -644,7 +660,9 @@ impl Sender {
         }
         let started = Instant::now();
         let outcome = shared.transport.send(&message);
-        crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
+        shared
+            .metrics
+            .send_result(job.kind.as_str(), &outcome, started.elapsed());
         // Backoffs, Retry-After and pauses count from the answer, not from
         // the step's start: the call itself may have taken seconds.
         let answered = now + entered.elapsed().as_millis() as i64;
@@ -727,7 +745,7 @@ impl Sender {
                 (decision, Step::Unsure)
             }
         };
-        crate::metrics::get().message(
+        self.shared.metrics.message(
             job.kind.as_str(),
             match step {
                 Step::Sent => "sent",
@@ -1637,6 +1655,7 @@ mod tests {
             Arc::new(config(&[])),
             Box::new(transport),
             pacer,
+            Arc::new(crate::metrics::Metrics::new()),
         );
         Rig {
             _dir: dir,
