@@ -4,6 +4,7 @@
 use crate::config::{Config, Mode};
 use crate::db::pool::PgPool;
 use crate::db::{self, Db, ReadPool, Writer};
+use crate::metrics::Metrics;
 use crate::pacer::Pacer;
 use crate::routes;
 use crate::sender::Sender;
@@ -204,7 +205,17 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     } else {
         Pacer::new(config.max_mps)
     });
-    let sender = Sender::start_paced(db.clone(), config.clone(), transport, pacer.clone());
+    // This app's own numbers: the routes, the webhook fairing and the
+    // sender count into one `Metrics`, and another app in the process
+    // (the tests build several) into its own.
+    let metrics = Arc::new(Metrics::new());
+    let sender = Sender::start_paced(
+        db.clone(),
+        config.clone(),
+        transport,
+        pacer.clone(),
+        metrics.clone(),
+    );
     let roster = shared.then(|| crate::roster::join(&db, config.max_mps, pacer, sender.clone()));
     let held = start_held_payments(&db, &config, &sender)?;
     let listener = config.database_url.as_deref().map(|url| {
@@ -233,10 +244,11 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
             sender,
         })
         .manage(routes::admin_page::PageState::default())
+        .manage(metrics.clone())
         .mount("/", routes::routes())
         .register("/", routes::catchers())
         .attach(routes::request_log::RequestLog)
-        .attach(routes::metrics::WebhookTimer)
+        .attach(routes::metrics::WebhookTimer(metrics))
         .attach(halt_sends_on_shutdown(sender_for_halt))
         .attach(rocket::fairing::AdHoc::on_liftoff("listening", |rocket| {
             Box::pin(async move {
@@ -336,5 +348,51 @@ pub fn announce(config: &Config) {
             crate::pg::redact(url)
         ),
         None => log::info!("database: {}", config.database_path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rocket::http::{Header, Status};
+    use rocket::local::blocking::Client;
+
+    fn app(dir: &std::path::Path) -> (Client, Services) {
+        let path = dir.join("o.db");
+        let path = path.to_str().unwrap();
+        let config =
+            Config::from_source(&[("DATABASE_PATH", path), ("METRICS_TOKEN", "scrape")]).unwrap();
+        let (rocket, services) = build(config, figment()).unwrap();
+        (Client::untracked(rocket).unwrap(), services)
+    }
+
+    fn scrape(client: &Client) -> String {
+        let res = client
+            .get("/metrics")
+            .header(Header::new("Authorization", "Bearer scrape"))
+            .dispatch();
+        assert_eq!(res.status(), Status::Ok);
+        res.into_string().unwrap()
+    }
+
+    #[test]
+    fn two_apps_in_one_process_count_into_their_own_metrics() {
+        let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, one_services) = app(one_dir.path());
+        let (two, two_services) = app(two_dir.path());
+
+        let refused = one
+            .post("/webhooks/payment")
+            .body("not json")
+            .dispatch()
+            .status();
+        assert!(refused.code >= 400, "{refused}");
+
+        let series = "orderlink_webhooks_total{outcome=";
+        assert!(scrape(&one).contains(series), "{}", scrape(&one));
+        assert!(!scrape(&two).contains(series), "{}", scrape(&two));
+        drop((one, two));
+        one_services.shutdown();
+        two_services.shutdown();
     }
 }

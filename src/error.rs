@@ -90,6 +90,11 @@ impl From<crate::db::DbError> for AppError {
     }
 }
 
+/// The code a request was refused with, kept in the request's local cache
+/// by `AppError`'s responder (or, for Rocket's catchers, by the webhook
+/// metrics fairing from the status), so the metrics count the refusal.
+pub struct Refused(pub &'static str);
+
 pub fn json_error(status: Status, code: &str, message: &str) -> Response<'static> {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
     Response::build()
@@ -104,7 +109,7 @@ impl<'r> Responder<'r, 'static> for AppError {
         let status = self.status();
         let path = req.uri().path();
         // The metrics count a refused webhook under the code it was refused with.
-        req.local_cache(|| crate::metrics::Refused(self.code()));
+        req.local_cache(|| Refused(self.code()));
         match &self {
             AppError::Unavailable(cause) | AppError::Internal(cause) => {
                 log::error!("{} {path}: {} ({cause})", req.method(), status.code)

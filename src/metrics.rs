@@ -4,9 +4,10 @@
 //! Counters and histograms live in memory and are bumped where things
 //! happen; the gauges that describe the database are read at scrape time:
 //! outbox depth through the `outbox_due` index, billable and paid messages
-//! from counts kept as statuses arrive (`count_billable`, `count_paid`). One process
-//! serves one database, so one process-wide set of families is enough: the
-//! sender reaches it without a handle threaded through its constructor.
+//! from counts kept as statuses arrive (`outbox::delivery`'s `count_billable`,
+//! `count_paid`). Each app `app::build` makes has its own `Metrics`, managed
+//! as Rocket state for the routes and handed to its sender, so two apps in
+//! one process (the tests) never count into each other's numbers.
 //! Label values are bounded sets (sources, outcomes, kinds, Graph error
 //! codes): never an order id, a phone number or a token.
 
@@ -16,7 +17,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The `Content-Type` of the classic text format (what `TextEncoder` writes).
@@ -45,13 +46,6 @@ pub struct Metrics {
     template_events: IntCounterVec,
     whatsapp_errors: IntCounterVec,
     paid: IntGaugeVec,
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process's metrics.
-pub fn get() -> &'static Metrics {
-    &METRICS
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -84,8 +78,15 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     g
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Metrics {
+    /// Every family registered, those with known label values at zero.
+    pub fn new() -> Metrics {
         let r = Registry::new();
         let paused = IntGauge::new(
             "orderlink_sending_paused",
@@ -288,7 +289,7 @@ impl Metrics {
         for (state, n) in DEPTH_STATES.iter().zip(depth) {
             self.outbox.with_label_values(&[state]).set(n);
         }
-        // Kept by `count_billable` as statuses arrive: a few rows at any size.
+        // Kept by `outbox::delivery` as statuses arrive: a few rows at any size.
         let mut stmt = conn
             .prepare_cached("SELECT category, messages FROM billable_counts WHERE messages > 0")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -319,59 +320,6 @@ impl Metrics {
     }
 }
 
-/// Adds `delta` to the billable count of message `graph_message_id`'s
-/// category when the row is billable: called with -1 before its pricing
-/// changes and +1 after, in the same transaction, so `billable_counts`
-/// always equals a count over `outbox` without the scrape having to make it.
-pub fn count_billable(
-    conn: &Conn,
-    graph_message_id: &str,
-    delta: i64,
-) -> Result<(), crate::db::DbError> {
-    conn.prepare_cached(
-        "INSERT INTO billable_counts (category, messages)
-         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
-          WHERE graph_message_id = ?1 AND pricing_billable = TRUE
-         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
-    )?
-    .execute(crate::db::sql::params![graph_message_id, delta])?;
-    Ok(())
-}
-
-/// `count_billable` for paid messages (`pricing_paid`, V12): keeps
-/// `paid_counts` equal to a count over `outbox`.
-pub fn count_paid(
-    conn: &Conn,
-    graph_message_id: &str,
-    delta: i64,
-) -> Result<(), crate::db::DbError> {
-    conn.prepare_cached(
-        "INSERT INTO paid_counts (category, messages)
-         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
-          WHERE graph_message_id = ?1 AND pricing_paid = TRUE
-         ON CONFLICT (category) DO UPDATE SET messages = paid_counts.messages + ?2",
-    )?
-    .execute(crate::db::sql::params![graph_message_id, delta])?;
-    Ok(())
-}
-
-/// The `outcome` label of a payment webhook: its response's status, or
-/// `skipped_invalid_phone` when the order was recorded without a message.
-pub fn payment_outcome(outcome: &crate::payments::Outcome) -> &'static str {
-    use crate::payments::Outcome;
-    match outcome {
-        Outcome::Processed { .. } => "processed",
-        Outcome::SkippedInvalidPhone { .. } => "skipped_invalid_phone",
-        Outcome::Duplicate { .. } => "duplicate",
-        Outcome::AlreadyConfirmed { .. } => "already_confirmed",
-        Outcome::Ignored => "ignored",
-        Outcome::Held { .. } => "held",
-    }
-}
-
-/// Set by `AppError`'s responder: the code a request was refused with.
-pub struct Refused(pub &'static str);
-
 /// Meta's pricing categories are a short list of lowercase words; anything
 /// else (a value this build has not seen) is folded into `other` so a
 /// payload cannot mint unbounded series.
@@ -393,155 +341,6 @@ fn bounded_category(category: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use crate::outbox::DeliveryState;
-    use crate::outbox::{apply_status, Pricing, StatusUpdate};
-
-    mod embedded {
-        refinery::embed_migrations!("migrations");
-    }
-
-    fn kept(conn: &Conn) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT category, messages FROM billable_counts WHERE messages > 0 ORDER BY 1")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    }
-
-    fn counted(conn: &Conn) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare(
-                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
-                 WHERE pricing_billable = TRUE GROUP BY 1 ORDER BY 1",
-            )
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    }
-
-    fn status(
-        id: &str,
-        state: DeliveryState,
-        billable: Option<bool>,
-        category: Option<&str>,
-    ) -> StatusUpdate {
-        StatusUpdate {
-            message_id: id.to_owned(),
-            state,
-            error_code: None,
-            error_title: None,
-            pricing: Some(Pricing {
-                billable,
-                category: category.map(str::to_owned),
-                pricing_type: None,
-            }),
-        }
-    }
-
-    /// A database at migration `version` holding one order's three sent
-    /// messages (one billable, two unpriced), then migrated to the latest:
-    /// what a migration that counts what is there finds.
-    fn sent_rows_migrated_from(version: i32) -> (tempfile::TempDir, Conn) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::db::open_writer(&dir.path().join("m.db")).unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(version))
-            .run(&mut conn)
-            .unwrap();
-        conn.execute_batch(
-            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
-               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
-             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
-                                 next_attempt_at, created_at, updated_at, graph_message_id,
-                                 pricing_billable, pricing_category)
-               VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1', TRUE, 'utility'),
-                      ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2', NULL, NULL),
-                      ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3', NULL, NULL);",
-        )
-        .unwrap();
-        crate::db::migrate(&mut conn).unwrap();
-        (dir, Conn::from(conn))
-    }
-
-    #[test]
-    fn billable_counts_equal_a_count_over_the_outbox_whatever_statuses_arrive() {
-        // Arrange: a database from before V8 with one billable message,
-        // then migrated (the migration counts what is there).
-        let (_dir, conn) = sent_rows_migrated_from(6);
-        assert_eq!(kept(&conn), vec![("utility".to_owned(), 1)]);
-
-        // Act and assert: after every status, the kept counts are the count.
-        use DeliveryState::*;
-        for s in [
-            status("g2", Delivered, Some(true), Some("marketing")),
-            status("g2", Read, Some(true), Some("marketing")),
-            status("g1", Read, Some(false), Some("utility")),
-            status("g3", Delivered, None, Some("service")),
-            status("g3", Read, Some(true), None),
-            status("g2", Read, Some(true), Some("utility")),
-            status("g9", Sent, Some(true), Some("utility")),
-        ] {
-            apply_status(&conn, &s, 2).unwrap();
-            assert_eq!(kept(&conn), counted(&conn), "after {s:?}");
-        }
-        assert_eq!(
-            kept(&conn),
-            vec![("service".to_owned(), 1), ("utility".to_owned(), 1)]
-        );
-    }
-
-    fn paid_kept(conn: &Conn) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT category, messages FROM paid_counts WHERE messages > 0 ORDER BY 1")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    }
-
-    fn paid_counted(conn: &Conn) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare(
-                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
-                 WHERE pricing_billable = TRUE AND pricing_type IS NULL
-                    OR pricing_type = 'regular'
-                 GROUP BY 1 ORDER BY 1",
-            )
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    }
-
-    #[test]
-    fn paid_counts_follow_the_pricing_type_whatever_statuses_arrive() {
-        // Arrange: a database from before V12 with one billable message
-        // (no type then: billable decides) and two unpriced ones.
-        let (_dir, conn) = sent_rows_migrated_from(10);
-        assert_eq!(paid_kept(&conn), vec![("utility".to_owned(), 1)]);
-
-        let typed = |id: &str, billable: Option<bool>, category: &str, t: Option<&str>| {
-            let mut s = status(id, DeliveryState::Delivered, billable, Some(category));
-            s.pricing.as_mut().unwrap().pricing_type = t.map(str::to_owned);
-            s
-        };
-        for s in [
-            // Free inside the customer's window, though still "billable".
-            typed("g2", Some(true), "service", Some("free_customer_service")),
-            typed("g3", None, "service", Some("free_entry_point")),
-            typed("g1", Some(true), "utility", Some("regular")),
-            // A later status that names only the category keeps the type.
-            typed("g1", None, "marketing", None),
-        ] {
-            apply_status(&conn, &s, 2).unwrap();
-            assert_eq!(paid_kept(&conn), paid_counted(&conn), "after {s:?}");
-        }
-        assert_eq!(paid_kept(&conn), vec![("marketing".to_owned(), 1)]);
-        // The billable gauge still counts what Meta called billable.
-        assert_eq!(
-            kept(&conn),
-            vec![("marketing".to_owned(), 1), ("service".to_owned(), 1)]
-        );
-    }
 
     #[test]
     fn categories_are_bounded() {

@@ -35,6 +35,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The `outcome` label of the payment webhook's metric: the response's
+    /// status, or `skipped_invalid_phone` when the order was recorded
+    /// without a message.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Processed { .. } => "processed",
+            Outcome::SkippedInvalidPhone { .. } => "skipped_invalid_phone",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::AlreadyConfirmed { .. } => "already_confirmed",
+            Outcome::Ignored => "ignored",
+            Outcome::Held { .. } => "held",
+        }
+    }
+}
+
 pub struct Context {
     pub now_ms: i64,
     pub token_ttl_ms: i64,
@@ -229,10 +245,9 @@ pub fn note_order_id_source(conn: &Conn, order_id: &OrderId, source: &str) -> Re
 /// The id and expiry of an invite token just made, for the redirect's
 /// memory of tokens.
 pub fn token_made(conn: &Conn, token: &str) -> Result<Option<(String, i64)>, DbError> {
-    Ok(conn
-        .prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
+    conn.prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
         .query_row(params![token], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+        .optional()
 }
 
 #[cfg(test)]

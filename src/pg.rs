@@ -3,7 +3,7 @@
 //! copy-to postgres://…` moving a stopped SQLite database into an empty
 //! PostgreSQL one. The server's statements go through `db::sql`.
 
-use crate::db;
+use crate::db::open;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::Client;
@@ -159,8 +159,8 @@ pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
         return Err(format!("DATABASE_PATH {} does not exist", source.display()));
     }
     let _lock = lock_stopped(source)?;
-    let mut lite = db::open_writer(source).map_err(|e| format!("{}: {e}", source.display()))?;
-    let pending = db::pending_migrations(&mut lite).map_err(|e| format!("migrations: {e}"))?;
+    let mut lite = open::open_writer(source).map_err(|e| format!("{}: {e}", source.display()))?;
+    let pending = open::pending_migrations(&mut lite).map_err(|e| format!("migrations: {e}"))?;
     if !pending.is_empty() {
         return Err(format!(
             "{} has {} migration(s) pending ({}); run `orderlink migrate` first, so both sides have the same schema",

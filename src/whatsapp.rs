@@ -3,7 +3,7 @@
 //! answer into what the sender should do next.
 
 use crate::domain::Bsuid;
-use crate::outbox::Recipient;
+use crate::outbox::row::Recipient;
 use serde::Serialize;
 use std::time::Duration;
 

@@ -40,7 +40,7 @@ pub fn measure(scratch: &Path, quick: bool, report: &mut Report) {
     );
     let conn =
         orderlink::db::Conn::from(orderlink::db::open_reader(&db).expect("a read connection"));
-    let metrics = orderlink::metrics::get();
+    let metrics = orderlink::metrics::Metrics::new();
     // Every series a busy server has, so the encoding is timed at full size.
     for source in ["payment", "razorpay", "stripe", "cashfree", "whatsapp"] {
         for outcome in [

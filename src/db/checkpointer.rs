@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::periodic::Periodic;
 
-use super::BUSY_TIMEOUT;
+use super::open::BUSY_TIMEOUT;
 
 /// Copies the WAL back into the database file in the background, so the
 /// writer never pays for it and the WAL stays small.

@@ -16,8 +16,8 @@
 //! at once instead of queueing behind it: webhooks get their 503, the
 //! sender keeps its outcomes and tries again, and nothing spins.
 
+use super::error::DbError;
 use super::sql::Conn;
-use super::DbError;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
@@ -63,9 +63,6 @@ const PING_WAIT: Duration = Duration::from_secs(2);
 /// (SERIALIZABLE was tried: on these small hot tables nearly every pair of
 /// concurrent webhooks failed each other, and 503s came back at 64 at once.)
 pub(crate) const BEGIN: &str = "BEGIN";
-
-/// Runs of one job before its error is the answer.
-pub(crate) const MAX_RUNS: u32 = 12;
 
 /// A job's work: runs on a connection (or, given `None`, learns that none
 /// could be had), says whether it succeeded, and returns what to tell the

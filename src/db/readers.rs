@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::error::DbError;
+use super::open::open_reader;
 use super::pool::{PgJob, PgPool, Priority, Respond};
 use super::sql::Conn;
-use super::{open_reader, DbError};
 
 /// Read connections open at most.
 const MAX_READERS: usize = 4;

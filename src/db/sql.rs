@@ -8,7 +8,7 @@
 //! PostgreSQL checks strictly (an i64 bound to an INTEGER column, BOOLEAN
 //! kept as 0/1 by SQLite, SUM of a BIGINT being NUMERIC, COUNT being INT8).
 
-use super::DbError;
+use super::error::DbError;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -894,7 +894,9 @@ macro_rules! sql_params {
         &[$(&$p as &dyn $crate::db::sql::Param),+] as &[&dyn $crate::db::sql::Param]
     };
 }
-pub use crate::sql_params as params;
+// `#[macro_export]` puts the macro at the crate root; this names it where
+// its room is, so callers write `db::sql::params!` like every other name.
+pub use sql_params as params;
 
 /// `.optional()` on a query's result, as with rusqlite.
 pub trait OptionalExtension<T> {

@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::pool::{PgJob, PgPool, Priority, Respond, Work, BEGIN, MAX_RUNS};
+use super::error::{DbError, MAX_RUNS};
+use super::pool::{PgJob, PgPool, Priority, Respond, Work, BEGIN};
 use super::sql::Conn;
-use super::DbError;
 
 /// Upper bound of requests folded into one transaction; keeps a commit's
 /// latency bounded when the queue is long.
@@ -298,7 +298,8 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{open_writer, prepare_path, ReadPool};
+    use crate::db::open::{open_writer, prepare_path};
+    use crate::db::readers::ReadPool;
     use rusqlite::Connection;
     use std::path::PathBuf;
 

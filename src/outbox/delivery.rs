@@ -5,7 +5,8 @@
 //! parses statuses; every write to a sent message's state lives here, on the
 //! outbox side.
 
-use super::DeliveryState;
+use super::row::DeliveryState;
+use super::window;
 use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 
@@ -46,6 +47,12 @@ pub struct StatusUpdate {
     pub error_code: Option<i64>,
     pub error_title: Option<String>,
     pub pricing: Option<Pricing>,
+}
+
+/// Whether this status may put its message back in the queue (the
+/// webhook then wakes the sender).
+pub fn may_requeue(s: &StatusUpdate) -> bool {
+    s.state == DeliveryState::Failed && window::requeues_on(s.error_code)
 }
 
 /// Moves a message's delivery state up the order of SPEC §9 only, and
@@ -96,8 +103,8 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     if s.pricing.is_some() {
         let pricing = pricing.over(recorded);
         // The metrics' counts follow the row (out before, in after).
-        crate::metrics::count_billable(conn, &s.message_id, -1)?;
-        crate::metrics::count_paid(conn, &s.message_id, -1)?;
+        count_billable(conn, &s.message_id, -1)?;
+        count_paid(conn, &s.message_id, -1)?;
         conn.prepare_cached(
             "UPDATE outbox SET pricing_billable = ?2, pricing_category = ?3, pricing_type = ?4,
                     pricing_paid = ?5
@@ -110,8 +117,8 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
             pricing.pricing_type,
             pricing.paid()
         ])?;
-        crate::metrics::count_billable(conn, &s.message_id, 1)?;
-        crate::metrics::count_paid(conn, &s.message_id, 1)?;
+        count_billable(conn, &s.message_id, 1)?;
+        count_paid(conn, &s.message_id, 1)?;
     }
     let Some(next) = DeliveryState::advance(current, s.state) else {
         return Ok(false);
@@ -130,7 +137,13 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     )?
     .execute(params![s.message_id, next, error, now])?;
     if next == DeliveryState::Failed {
-        super::window::after_failure(conn, s, error.as_deref().unwrap_or_default(), now)?;
+        window::after_failure(
+            conn,
+            &s.message_id,
+            s.error_code,
+            error.as_deref().unwrap_or_default(),
+            now,
+        )?;
     }
     Ok(true)
 }
@@ -191,13 +204,43 @@ pub fn move_reply_slots(conn: &Conn, from: &str, into: &str) -> Result<(), DbErr
          WHERE kind = ?3 AND slot = ?1
            AND order_id NOT IN (SELECT order_id FROM outbox WHERE kind = ?3 AND slot = ?2)",
     )?
-    .execute(params![from, into, super::Kind::ElderReply])?;
+    .execute(params![from, into, super::row::Kind::ElderReply])?;
+    Ok(())
+}
+
+/// Adds `delta` to the billable count of message `graph_message_id`'s
+/// category when the row is billable: called with -1 before its pricing
+/// changes and +1 after, in the same transaction, so `billable_counts`
+/// always equals a count over `outbox` without the metrics scrape having
+/// to make it (it reads the table: `metrics::Metrics::render`).
+fn count_billable(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO billable_counts (category, messages)
+         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
+          WHERE graph_message_id = ?1 AND pricing_billable = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
+    )?
+    .execute(params![graph_message_id, delta])?;
+    Ok(())
+}
+
+/// `count_billable` for paid messages (`pricing_paid`, V12): keeps
+/// `paid_counts` equal to a count over `outbox`.
+fn count_paid(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO paid_counts (category, messages)
+         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
+          WHERE graph_message_id = ?1 AND pricing_paid = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = paid_counts.messages + ?2",
+    )?
+    .execute(params![graph_message_id, delta])?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Pricing;
+    use super::{apply_status, DeliveryState, Pricing, StatusUpdate};
+    use crate::db::sql::Conn;
 
     fn priced(pricing_type: Option<&str>, billable: Option<bool>) -> Pricing {
         Pricing {
@@ -235,5 +278,151 @@ mod tests {
         assert_eq!(merged.category.as_deref(), Some("marketing"));
         assert_eq!(merged.pricing_type.as_deref(), Some("regular"));
         assert_eq!(merged.paid(), Some(true));
+    }
+
+    mod embedded {
+        refinery::embed_migrations!("migrations");
+    }
+
+    fn kept(conn: &Conn) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT category, messages FROM billable_counts WHERE messages > 0 ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn counted(conn: &Conn) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+                 WHERE pricing_billable = TRUE GROUP BY 1 ORDER BY 1",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn status(
+        id: &str,
+        state: DeliveryState,
+        billable: Option<bool>,
+        category: Option<&str>,
+    ) -> StatusUpdate {
+        StatusUpdate {
+            message_id: id.to_owned(),
+            state,
+            error_code: None,
+            error_title: None,
+            pricing: Some(Pricing {
+                billable,
+                category: category.map(str::to_owned),
+                pricing_type: None,
+            }),
+        }
+    }
+
+    /// A database at migration `version` holding one order's three sent
+    /// messages (one billable, two unpriced), then migrated to the latest:
+    /// what a migration that counts what is there finds.
+    fn sent_rows_migrated_from(version: i32) -> (tempfile::TempDir, Conn) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::open_writer(&dir.path().join("m.db")).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(version))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
+               VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
+             INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                                 next_attempt_at, created_at, updated_at, graph_message_id,
+                                 pricing_billable, pricing_category)
+               VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1', TRUE, 'utility'),
+                      ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2', NULL, NULL),
+                      ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3', NULL, NULL);",
+        )
+        .unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        (dir, Conn::from(conn))
+    }
+
+    #[test]
+    fn billable_counts_equal_a_count_over_the_outbox_whatever_statuses_arrive() {
+        // Arrange: a database from before V8 with one billable message,
+        // then migrated (the migration counts what is there).
+        let (_dir, conn) = sent_rows_migrated_from(6);
+        assert_eq!(kept(&conn), vec![("utility".to_owned(), 1)]);
+
+        // Act and assert: after every status, the kept counts are the count.
+        use DeliveryState::*;
+        for s in [
+            status("g2", Delivered, Some(true), Some("marketing")),
+            status("g2", Read, Some(true), Some("marketing")),
+            status("g1", Read, Some(false), Some("utility")),
+            status("g3", Delivered, None, Some("service")),
+            status("g3", Read, Some(true), None),
+            status("g2", Read, Some(true), Some("utility")),
+            status("g9", Sent, Some(true), Some("utility")),
+        ] {
+            apply_status(&conn, &s, 2).unwrap();
+            assert_eq!(kept(&conn), counted(&conn), "after {s:?}");
+        }
+        assert_eq!(
+            kept(&conn),
+            vec![("service".to_owned(), 1), ("utility".to_owned(), 1)]
+        );
+    }
+
+    fn paid_kept(conn: &Conn) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT category, messages FROM paid_counts WHERE messages > 0 ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn paid_counted(conn: &Conn) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+                 WHERE pricing_billable = TRUE AND pricing_type IS NULL
+                    OR pricing_type = 'regular'
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn paid_counts_follow_the_pricing_type_whatever_statuses_arrive() {
+        // Arrange: a database from before V12 with one billable message
+        // (no type then: billable decides) and two unpriced ones.
+        let (_dir, conn) = sent_rows_migrated_from(10);
+        assert_eq!(paid_kept(&conn), vec![("utility".to_owned(), 1)]);
+
+        let typed = |id: &str, billable: Option<bool>, category: &str, t: Option<&str>| {
+            let mut s = status(id, DeliveryState::Delivered, billable, Some(category));
+            s.pricing.as_mut().unwrap().pricing_type = t.map(str::to_owned);
+            s
+        };
+        for s in [
+            // Free inside the customer's window, though still "billable".
+            typed("g2", Some(true), "service", Some("free_customer_service")),
+            typed("g3", None, "service", Some("free_entry_point")),
+            typed("g1", Some(true), "utility", Some("regular")),
+            // A later status that names only the category keeps the type.
+            typed("g1", None, "marketing", None),
+        ] {
+            apply_status(&conn, &s, 2).unwrap();
+            assert_eq!(paid_kept(&conn), paid_counted(&conn), "after {s:?}");
+        }
+        assert_eq!(paid_kept(&conn), vec![("marketing".to_owned(), 1)]);
+        // The billable gauge still counts what Meta called billable.
+        assert_eq!(
+            kept(&conn),
+            vec![("marketing".to_owned(), 1), ("service".to_owned(), 1)]
+        );
     }
 }

@@ -21,7 +21,8 @@
 //! one PostgreSQL connection and the send turning unsure on another cannot
 //! miss each other (each sees the other's committed write).
 
-use super::{after_sent, Status};
+use super::follow_up::{after_sent, cancel_link_of_dead};
+use super::row::{truncate, Kind, Status};
 use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use serde_json::Value;
@@ -92,7 +93,7 @@ impl Proof {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proven {
     pub order_id: String,
-    pub kind: super::Kind,
+    pub kind: Kind,
     pub message_id: String,
 }
 
@@ -216,20 +217,6 @@ pub fn prove_row(conn: &Conn, id: &str, message_id: &str, now: i64) -> Result<()
     prove(conn, id, message_id, now).map(drop)
 }
 
-/// The message `id` was sent: the proofs kept for its order and recipient
-/// were about it (see the module's note) and must not prove a later one.
-pub fn forget_proofs(conn: &Conn, id: &str) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "DELETE FROM unsure_proofs WHERE graph_message_id IN (
-             SELECT p.graph_message_id FROM unsure_proofs p, outbox o
-             WHERE o.id = ?1 AND p.order_id = o.order_id
-               AND ((o.recipient <> '' AND p.recipient = o.recipient)
-                    OR (o.recipient_user_id IS NOT NULL AND p.recipient_user_id = o.recipient_user_id)))",
-    )?
-    .execute([id])?;
-    Ok(())
-}
-
 /// The claim `claim` sent the row and lost the answer: it waits until
 /// `until` for a proof (one kept already settles it at once). With
 /// `give_up` (its attempts are spent) it is dead-lettered instead of
@@ -278,7 +265,7 @@ pub fn mark_unsure(
             attempts,
             until,
             since,
-            super::truncate(&error),
+            truncate(&error),
             now,
             Status::Sending,
             claim
@@ -288,7 +275,7 @@ pub fn mark_unsure(
     }
     let proven = settle(conn, id, now)?;
     if give_up && proven.is_none() {
-        super::cancel_link_of_dead(conn, id, now)?;
+        cancel_link_of_dead(conn, id, now)?;
     }
     Ok(proven)
 }
@@ -297,7 +284,7 @@ pub fn mark_unsure(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lapsed {
     pub order_id: String,
-    pub kind: super::Kind,
+    pub kind: Kind,
     pub proven: Option<String>,
     /// It had been unsure before: dead-lettered, never sent a third time.
     pub gave_up: bool,
@@ -310,7 +297,7 @@ pub struct Lapsed {
 /// that was unsure before may have gone twice already: dead-lettered (a
 /// proof still records it sent).
 pub fn lapse(conn: &Conn, now: i64, wait_ms: i64, lease_ms: i64) -> Result<Vec<Lapsed>, DbError> {
-    let rows: Vec<(String, String, super::Kind, Status)> = conn
+    let rows: Vec<(String, String, Kind, Status)> = conn
         .prepare_cached(
             "UPDATE outbox SET
                     status = CASE WHEN unsure_until IS NULL THEN ?2 ELSE ?6 END,
@@ -341,7 +328,7 @@ pub fn lapse(conn: &Conn, now: i64, wait_ms: i64, lease_ms: i64) -> Result<Vec<L
         let proven = settle(conn, &id, now)?.map(|p| p.message_id);
         let gave_up = status == Status::Dead && proven.is_none();
         if gave_up {
-            super::cancel_link_of_dead(conn, &id, now)?;
+            cancel_link_of_dead(conn, &id, now)?;
         }
         out.push(Lapsed {
             order_id,

@@ -7,7 +7,7 @@
 //! state, so a status Meta delivers twice, or that two instances receive
 //! at once, requeues at most once.
 
-use super::{DeliveryState, Kind, LinkVia, Status, StatusUpdate, Variant};
+use super::row::{Kind, LinkVia, Status, Variant};
 use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::whatsapp::{BSUID_REFUSED, OUTSIDE_WINDOW};
@@ -47,11 +47,9 @@ pub fn set_link_via(conn: &Conn, id: &str, claim: &str, via: LinkVia) -> Result<
     Ok(())
 }
 
-/// Whether this status may put its message back in the queue (the
-/// webhook then wakes the sender).
-pub fn may_requeue(s: &StatusUpdate) -> bool {
-    s.state == DeliveryState::Failed
-        && matches!(s.error_code, Some(OUTSIDE_WINDOW) | Some(BSUID_REFUSED))
+/// The codes of a `failed` status that `after_failure` may act on.
+pub(super) fn requeues_on(code: Option<i64>) -> bool {
+    matches!(code, Some(OUTSIDE_WINDOW) | Some(BSUID_REFUSED))
 }
 
 /// What a `failed` status just recorded means for the message beyond its
@@ -60,17 +58,18 @@ pub fn may_requeue(s: &StatusUpdate) -> bool {
 /// The other codes (131026, 131049, 130472, …) end it where it stands.
 pub(super) fn after_failure(
     conn: &Conn,
-    s: &StatusUpdate,
+    message_id: &str,
+    error_code: Option<i64>,
     error: &str,
     now: i64,
 ) -> Result<(), DbError> {
-    let (requeued, what) = match s.error_code {
+    let (requeued, what) = match error_code {
         Some(OUTSIDE_WINDOW) => (
-            refused_outside_window(conn, &s.message_id, error, now)?,
+            refused_outside_window(conn, message_id, error, now)?,
             "a later status refused the link text outside the 24-hour window (131047); the link goes as the invite template",
         ),
         Some(BSUID_REFUSED) => (
-            refused_bsuid(conn, &s.message_id, error, now)?,
+            refused_bsuid(conn, message_id, error, now)?,
             "a later status refused a message sent to a BSUID (131062); sending it to the phone number",
         ),
         _ => (false, ""),

@@ -8,9 +8,11 @@ use crate::gateways::cashfree::Cashfree;
 use crate::gateways::razorpay::Razorpay;
 use crate::gateways::stripe::Stripe;
 use crate::gateways::Verified;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use rocket::serde::json::Value;
 use rocket::{post, routes, State};
+use std::sync::Arc;
 
 pub fn routes() -> Vec<rocket::Route> {
     routes![razorpay, stripe, cashfree]
@@ -20,22 +22,25 @@ pub fn routes() -> Vec<rocket::Route> {
 async fn razorpay(
     webhook: Result<Verified<Razorpay>, AppError>,
     state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
 ) -> Result<Value, AppError> {
-    accept(state, webhook?).await
+    accept(state, metrics, webhook?).await
 }
 
 #[post("/webhooks/stripe", data = "<webhook>")]
 async fn stripe(
     webhook: Result<Verified<Stripe>, AppError>,
     state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
 ) -> Result<Value, AppError> {
-    accept(state, webhook?).await
+    accept(state, metrics, webhook?).await
 }
 
 #[post("/webhooks/cashfree", data = "<webhook>")]
 async fn cashfree(
     webhook: Result<Verified<Cashfree>, AppError>,
     state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
 ) -> Result<Value, AppError> {
-    accept(state, webhook?).await
+    accept(state, metrics, webhook?).await
 }

@@ -10,6 +10,7 @@ use crate::db::DbError;
 use crate::domain::{InviteToken, OrderId};
 use crate::error::AppError;
 use crate::links;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::token_cache::CachedToken;
 use rocket::http::{ContentType, Header, Status};
@@ -17,6 +18,7 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, head, routes, State};
 use std::io::Cursor;
+use std::sync::Arc;
 
 pub fn routes() -> Vec<rocket::Route> {
     routes![invite, invite_head]
@@ -127,18 +129,34 @@ struct Found {
 }
 
 #[get("/w/invite/<token>")]
-async fn invite(token: &str, user_agent: UserAgent, state: &State<AppState>) -> InviteAnswer {
-    answer(token, false, user_agent, state).await
+async fn invite(
+    token: &str,
+    user_agent: UserAgent,
+    state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
+) -> InviteAnswer {
+    answer(token, false, user_agent, state, metrics).await
 }
 
 /// Rocket would answer `HEAD` through the `GET` route, but by then the
 /// request reads as a `GET`: this route keeps the method known.
 #[head("/w/invite/<token>")]
-async fn invite_head(token: &str, user_agent: UserAgent, state: &State<AppState>) -> InviteAnswer {
-    answer(token, true, user_agent, state).await
+async fn invite_head(
+    token: &str,
+    user_agent: UserAgent,
+    state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
+) -> InviteAnswer {
+    answer(token, true, user_agent, state, metrics).await
 }
 
-async fn answer(token: &str, head: bool, user_agent: UserAgent, state: &AppState) -> InviteAnswer {
+async fn answer(
+    token: &str,
+    head: bool,
+    user_agent: UserAgent,
+    state: &AppState,
+    metrics: &Metrics,
+) -> InviteAnswer {
     let Some(token) = InviteToken::parse(token) else {
         return InviteAnswer::Page(not_found_page());
     };
@@ -166,7 +184,7 @@ async fn answer(token: &str, head: bool, user_agent: UserAgent, state: &AppState
     // Recorded all the same (someone fetched the link), as a click that is
     // not a person's: the same column that sets preview fetchers apart.
     let preview = !is_person(head, user_agent.0.as_deref());
-    crate::metrics::get().invite_click(preview);
+    metrics.invite_click(preview);
     state.clicks.record(Click {
         token_id: found.token_id,
         order_id: found.order_id,

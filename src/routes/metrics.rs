@@ -2,13 +2,14 @@
 //! token, 404 when `METRICS_TOKEN` is unset (as the admin API is without
 //! its token), so a server never exposes its numbers by default.
 
-use crate::error::AppError;
-use crate::metrics;
+use crate::error::{AppError, Refused};
+use crate::metrics::{self, Metrics};
 use crate::state::AppState;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::{ContentType, Method};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{get, routes, Data, Response, State};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub fn routes() -> Vec<rocket::Route> {
@@ -31,17 +32,19 @@ impl<'r> FromRequest<'r> for Scraper {
 async fn scrape(
     _scraper: Scraper,
     state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
 ) -> Result<(ContentType, String), AppError> {
     let paused = state.sender.is_paused();
     let config = state.config.clone();
+    let metrics = Arc::clone(metrics);
     let text = state
         .db
         .reads
         .read(move |conn| {
             let held = crate::template_health::health(conn, &config)?.held;
             let roles: Vec<&str> = held.iter().map(|(role, _)| *role).collect();
-            metrics::get().templates_held(&roles);
-            metrics::get().render(conn, paused)
+            metrics.templates_held(&roles);
+            metrics.render(conn, paused)
         })
         .await?
         .map_err(AppError::Internal)?;
@@ -56,7 +59,8 @@ const SOURCES: [&str; 5] = ["payment", "razorpay", "stripe", "cashfree", "whatsa
 
 /// Times every webhook (`orderlink_webhook_duration_seconds`) and counts the
 /// refused ones under their error code; handlers count the ones they answer.
-pub struct WebhookTimer;
+/// Holds the same `Metrics` the app manages as state.
+pub struct WebhookTimer(pub Arc<Metrics>);
 
 struct Started(Instant);
 
@@ -88,14 +92,14 @@ impl Fairing for WebhookTimer {
         let Some(source) = webhook_source(req) else {
             return;
         };
-        let m = metrics::get();
+        let m = &self.0;
         let status = res.status().code;
         if status >= 400 {
             // Refusals made by Rocket's catchers (a gateway route whose
             // secret is unset forwards to the 404 catcher) carry no
             // `AppError`: the catchers' own codes, from the status.
             let refused = req.local_cache(|| {
-                metrics::Refused(match status {
+                Refused(match status {
                     400 => "bad_request",
                     401 => "unauthorized",
                     404 => "not_found",

@@ -8,11 +8,13 @@ use crate::error::AppError;
 use crate::gateways::standard::Standard;
 use crate::gateways::{Source, Verified};
 use crate::held_payments;
+use crate::metrics::Metrics;
 use crate::payments::{self, Context, Outcome};
 use crate::state::AppState;
 use crate::token_cache::CachedToken;
 use rocket::serde::json::{json, Value};
 use rocket::{post, routes, State};
+use std::sync::Arc;
 
 pub fn routes() -> Vec<rocket::Route> {
     routes![payment_webhook]
@@ -22,12 +24,17 @@ pub fn routes() -> Vec<rocket::Route> {
 async fn payment_webhook(
     webhook: Result<Verified<Standard>, AppError>,
     state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
 ) -> Result<Value, AppError> {
-    accept(state, webhook?).await
+    accept(state, metrics, webhook?).await
 }
 
 /// Record, wake the senders, answer: the same for every source.
-pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result<Value, AppError> {
+pub async fn accept<S: Source>(
+    state: &AppState,
+    metrics: &Metrics,
+    webhook: Verified<S>,
+) -> Result<Value, AppError> {
     let awaits_order = webhook.awaits_order();
     let (key, event, order_id_source) = webhook.into_parts();
     let wait_ms = state.config.razorpay_order_wait.as_millis() as i64;
@@ -99,9 +106,9 @@ pub async fn accept<S: Source>(state: &AppState, webhook: Verified<S>) -> Result
         state.sender.wake();
         state.db.writer.announce();
     }
-    crate::metrics::get().webhook(
+    metrics.webhook(
         if S::NAMESPACED { S::NAME } else { "payment" },
-        crate::metrics::payment_outcome(&outcome),
+        outcome.label(),
     );
     Ok(respond(state, outcome))
 }

@@ -6,6 +6,7 @@
 use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::inbound::{self, Carried, Stored};
+use crate::metrics::Metrics;
 use crate::outbox;
 use crate::signature::{constant_time_eq, verify_meta};
 use crate::state::AppState;
@@ -16,6 +17,7 @@ use rocket::outcome::Outcome;
 use rocket::request::Request;
 use rocket::serde::json::{json, Value};
 use rocket::{get, post, routes, FromForm, State};
+use std::sync::Arc;
 
 const BODY_LIMIT: u64 = 1024 * 1024;
 
@@ -97,6 +99,7 @@ impl<'r> FromData<'r> for HubSignature {
 async fn receive(
     signed: Result<HubSignature, AppError>,
     state: &State<AppState>,
+    metrics: &State<Arc<Metrics>>,
 ) -> Result<Value, AppError> {
     let body = signed?.into_body();
     let payload: Value = match serde_json::from_slice(&body) {
@@ -105,7 +108,7 @@ async fn receive(
             log::warn!(
                 "POST /webhooks/whatsapp: signed body is not JSON ({e}); acknowledged and dropped"
             );
-            crate::metrics::get().webhook("whatsapp", "ignored");
+            metrics.webhook("whatsapp", "ignored");
             return Ok(json!({"status": "ignored"}));
         }
     };
@@ -187,7 +190,7 @@ async fn receive(
             ),
         }
     }
-    report_template_news(state, &reported);
+    report_template_news(state, metrics, &reported);
     let mut new_replies = false;
     for (wamid, stored) in &results {
         match stored {
@@ -209,7 +212,7 @@ async fn receive(
                 );
                 new_replies |= *new_link && reply_configured;
                 if *new_link {
-                    crate::metrics::get().elder_linked();
+                    metrics.elder_linked();
                 }
             }
         }
@@ -220,16 +223,15 @@ async fn receive(
         state.sender.wake();
         state.db.writer.announce();
     }
-    crate::metrics::get().webhook("whatsapp", "processed");
+    metrics.webhook("whatsapp", "processed");
     Ok(json!({"status": "ok", "messages": counts.0, "statuses": counts.1}))
 }
 
 /// Says what Meta's template webhooks and value-level errors mean for this
 /// shop (SPEC §9): a log line each, the metric, and, when the confirmation
 /// or invite template is approved again, sending resumes at once.
-fn report_template_news(state: &AppState, news: &News) {
+fn report_template_news(state: &AppState, metrics: &Metrics, news: &News) {
     let config = &state.config;
-    let metrics = crate::metrics::get();
     for s in &news.statuses {
         metrics.template_event(&s.event);
         let why = s

@@ -21,6 +21,7 @@ mod testing;
 use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::outbox::{self, Due, Kind, Variant};
 use crate::pacer::Pacer;
 use crate::whatsapp::Transport;
@@ -105,6 +106,8 @@ struct Shared {
     transport: Box<dyn Transport>,
     /// `WHATSAPP_MAX_MPS`, or this instance's share of it (`crate::roster`).
     pacer: Arc<Pacer>,
+    /// The app's metrics (the same the routes count into).
+    metrics: Arc<Metrics>,
     /// This sender's name in `claimed_by`; each claim adds its sequence
     /// number, so a slow send whose lease another claim took over (even in
     /// this process) cannot overwrite the newer outcome.
@@ -124,9 +127,14 @@ pub struct Sender {
 
 impl Sender {
     /// A sender with no threads: the caller drives it with `deliver_next`.
-    pub fn new(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+    pub fn new(
+        db: Db,
+        config: Arc<Config>,
+        transport: Box<dyn Transport>,
+        metrics: Arc<Metrics>,
+    ) -> Sender {
         let pacer = Arc::new(Pacer::new(config.max_mps));
-        Sender::paced(db, config, transport, pacer)
+        Sender::paced(db, config, transport, pacer, metrics)
     }
 
     /// A sender with no threads whose sends `pacer` spaces (shared with the
@@ -136,6 +144,7 @@ impl Sender {
         config: Arc<Config>,
         transport: Box<dyn Transport>,
         pacer: Arc<Pacer>,
+        metrics: Arc<Metrics>,
     ) -> Sender {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -150,6 +159,7 @@ impl Sender {
             }),
             changed: Condvar::new(),
             pacer,
+            metrics,
             db,
             transport,
             config,
@@ -165,9 +175,14 @@ impl Sender {
 
     /// The sender with its `SEND_WORKERS` threads, each a loop around
     /// `deliver_next` on the system clock.
-    pub fn start(db: Db, config: Arc<Config>, transport: Box<dyn Transport>) -> Sender {
+    pub fn start(
+        db: Db,
+        config: Arc<Config>,
+        transport: Box<dyn Transport>,
+        metrics: Arc<Metrics>,
+    ) -> Sender {
         let pacer = Arc::new(Pacer::new(config.max_mps));
-        Sender::start_paced(db, config, transport, pacer)
+        Sender::start_paced(db, config, transport, pacer, metrics)
     }
 
     /// `start`, with the sends spaced by `pacer`.
@@ -176,9 +191,10 @@ impl Sender {
         config: Arc<Config>,
         transport: Box<dyn Transport>,
         pacer: Arc<Pacer>,
+        metrics: Arc<Metrics>,
     ) -> Sender {
         let workers = config.send_workers;
-        let sender = Sender::paced(db, config, transport, pacer);
+        let sender = Sender::paced(db, config, transport, pacer, metrics);
         let handles = (0..workers)
             .map(|i| {
                 let sender = sender.clone();
@@ -434,7 +450,9 @@ impl Sender {
         }
         let started = shared.clock.stopwatch();
         let outcome = shared.transport.send(&message);
-        crate::metrics::get().send_result(job.kind.as_str(), &outcome, started.elapsed());
+        shared
+            .metrics
+            .send_result(job.kind.as_str(), &outcome, started.elapsed());
         // Backoffs, Retry-After and pauses count from the answer, not from
         // the step's start: the call itself may have taken seconds.
         let answered = now + entered.elapsed().as_millis() as i64;
@@ -517,7 +535,7 @@ impl Sender {
                 (decision, Step::Unsure)
             }
         };
-        crate::metrics::get().message(
+        self.shared.metrics.message(
             job.kind.as_str(),
             match step {
                 Step::Sent => "sent",
@@ -949,6 +967,7 @@ mod tests {
             Arc::new(config(&[])),
             Box::new(transport),
             pacer,
+            Arc::new(crate::metrics::Metrics::new()),
         )
         .with_clock(clock.clone());
         Rig {
