@@ -5,8 +5,8 @@
 //! messages delivered, a third of the links opened, a tenth of the orders
 //! with an elder who wrote, a few dead letters.
 
-use crate::child::free_port;
 use crate::http::{self, Load};
+use crate::ports::free_port;
 use crate::report::{Report, Row};
 use serde_json::json;
 use std::io::{Read, Write};

@@ -12,6 +12,9 @@ mod gateways;
 mod http;
 mod metrics;
 mod pg;
+// The test harness's own, so the bench and the tests find ports alike.
+#[path = "../../tests/common/ports.rs"]
+mod ports;
 mod report;
 
 use child::{CeilingServer, Options, Orderlink};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::child::*;
+use crate::support::ports::free_port;
 use crate::support::store::skip_on_postgres;
 use crate::support::*;
 

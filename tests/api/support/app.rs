@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::child::free_port;
+use super::ports::free_port;
 
 use super::fake_graph::FakeGraph;
 use super::signing::{now_secs, sign};

@@ -7,6 +7,8 @@ pub mod child;
 pub mod fake_graph;
 pub mod meta;
 pub mod pg_cluster;
+#[path = "../../common/ports.rs"]
+pub mod ports;
 pub mod signing;
 pub mod store;
 
