@@ -4,8 +4,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use orderlink::clock::now_ms;
 use serde_json::{json, Value};
 
 use crate::support::app::APP_SECRET;
@@ -14,13 +15,6 @@ use crate::support::*;
 
 const ORDER: &str = "ORD-1042";
 const CUSTOMER: &str = "919876543210";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn inbound_count(app: &TestApp) -> i64 {
     app.count("SELECT COUNT(*) FROM inbound_messages")
