@@ -613,7 +613,7 @@ pub struct OutboxRow {
 }
 
 /// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
