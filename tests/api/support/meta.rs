@@ -89,6 +89,12 @@ pub fn text_payload(from: &str, name: &str, wamid: &str, body: &str) -> Value {
     inbound_payload(&[(from, name)], vec![text_message(from, wamid, body)])
 }
 
+/// The text an elder sends after tapping `processed`'s wa.me link: its
+/// prefilled text, token and all, from `from` (profile `name`).
+pub fn prefilled_text_payload(from: &str, name: &str, wamid: &str, processed: &Processed) -> Value {
+    text_payload(from, name, wamid, &prefilled_text(&processed.whatsapp_link))
+}
+
 /// One `statuses[]` entry.
 pub fn status(message_id: &str, status: &str, recipient: &str) -> Value {
     json!({
