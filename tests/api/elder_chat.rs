@@ -1032,11 +1032,11 @@ fn admin_get(app: &TestApp, path: &str) -> Resp {
 /// username-only elder linked by the token and replied to once.
 fn username_elder_linked_in(app_of: impl FnOnce(&FakeGraph) -> TestApp) -> (FakeGraph, TestApp) {
     let (graph, app, processed) = order_paid_in(app_of);
-    app.deliver(&username_text_payload(
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
     wait_for_user_replies(&graph, ELDER_BSUID, 1);
     (graph, app)
@@ -1080,11 +1080,11 @@ fn username_only_elder_is_linked_by_token_and_replied_to_at_their_bsuid() {
     let wamid = fresh_wamid();
 
     // Act: the elder, who hides their number behind a username, sends the prefilled text.
-    app.deliver(&username_text_payload(
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &wamid,
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
 
     // Assert: stored, attributed, linked, the token consumed ...

@@ -374,6 +374,21 @@ pub const ELDER_BSUID: &str = "IN.1648738043044942";
 /// The BSUID Meta gives the same elder after a change.
 pub const ELDER_NEW_BSUID: &str = "IN.7730215586402219";
 
+/// [`prefilled_text_payload`] from a username-only user (BSUID `user_id`).
+pub fn username_prefilled_text_payload(
+    user_id: &str,
+    name: &str,
+    wamid: &str,
+    processed: &Processed,
+) -> Value {
+    username_text_payload(
+        user_id,
+        name,
+        wamid,
+        &prefilled_text(&processed.whatsapp_link),
+    )
+}
+
 /// A text from a username-only user: BSUID, no phone number anywhere.
 pub fn username_text_payload(user_id: &str, name: &str, wamid: &str, body: &str) -> Value {
     envelope(json!({
