@@ -574,7 +574,7 @@ fn elder_writes_by_bsuid(
         ELDER_BSUID,
         "Asha Devi",
         &fresh_wamid(),
-        &processed,
+        processed,
     ));
     let reply = graph.wait_for("the reply to the BSUID", PATIENCE, |all| {
         all.iter().any(|r| r.body.get("recipient").is_some())
