@@ -15,7 +15,6 @@ mod support;
 #[path = "api/admin_page_seed.rs"]
 mod admin_page_seed;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -26,6 +25,7 @@ use serde_json::json;
 
 use admin_page_seed::*;
 use support::meta::*;
+use support::ports::free_port;
 use support::*;
 
 /// One browser at a time: two cores, and chromium is heavy.
@@ -53,13 +53,6 @@ fn find_binary(var: &str, names: &[&str]) -> Option<PathBuf> {
         }
     }
     None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A headless chromium session through its own chromedriver, driven

@@ -5,9 +5,10 @@
 //! messages delivered, a third of the links opened, a tenth of the orders
 //! with an elder who wrote, a few dead letters.
 
-use crate::child::free_port;
 use crate::http::{self, Load};
+use crate::ports::free_port;
 use crate::report::{Report, Row};
+use orderlink::clock::now_ms;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +25,7 @@ const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// messages, dead letters.
 pub(crate) fn shape(path: &Path, days: i64) {
     let conn = crate::ceiling::open_migrated(path);
-    let now = crate::events::now_ms();
+    let now = now_ms();
     let span_s = days * 86_400;
     conn.execute_batch(&format!(
         "BEGIN;
@@ -222,7 +223,7 @@ pub fn measure(bin: &Path, rocket_toml: &Path, scratch: &Path, quick: bool, repo
             );
             let mut took_us: Vec<u32> = (0..if quick { 10 } else { 30 })
                 .map(|_| {
-                    let now = crate::events::now_ms();
+                    let now = now_ms();
                     let windows = [
                         ("Today", now - now.rem_euclid(86_400_000)),
                         ("7 days", now - 7 * 86_400_000),

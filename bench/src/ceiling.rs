@@ -2,6 +2,7 @@
 //! measured in the same run as the product.
 
 use crate::events;
+use orderlink::clock::now_ms;
 use orderlink::domain::PaymentEvent;
 use orderlink::payments::{self, Context};
 use std::path::Path;
@@ -84,7 +85,7 @@ pub fn sqlite(dir: &Path, sync: &str, n: usize, deadline: Duration) -> SqliteCei
         }
         conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
         let ctx = Context {
-            now_ms: events::now_ms(),
+            now_ms: now_ms(),
             token_ttl_ms: ttl,
             link_message: true,
         };

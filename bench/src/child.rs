@@ -3,7 +3,8 @@
 //! read from /proc, so they are measured apart from the load generator.
 
 use crate::http;
-use std::net::{SocketAddr, TcpListener};
+use crate::ports::free_port;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,13 +45,6 @@ pub fn pin_self_to_cpu1() {
         ok,
         "taskset could not pin the bench to CPU 1 (needs 2 CPUs and util-linux)"
     );
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
 }
 
 fn clock_ticks() -> f64 {

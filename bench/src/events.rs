@@ -1,23 +1,17 @@
 //! Payment events as the gateway sends them (SPEC §4), signed requests, and
 //! databases pre-populated through the product's own unit of work.
 
+use orderlink::clock::now_ms;
 use orderlink::domain::PaymentEvent;
 use orderlink::payments::{self, Context};
 use orderlink::signature::WebhookSecret;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const PHONE: &str = "+91 98765 43210";
 const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
 
 /// A `payment_succeeded` body shaped like SPEC §4's example.
 pub fn payment_body(event_id: &str, order_id: &str) -> String {

@@ -12,11 +12,15 @@ mod gateways;
 mod http;
 mod metrics;
 mod pg;
+// The test harness's own, so the bench and the tests find ports alike.
+#[path = "../../tests/common/ports.rs"]
+mod ports;
 mod report;
 
 use child::{CeilingServer, Options, Orderlink};
 use fake_graph::FakeGraph;
 use http::{Load, LoadResult};
+use orderlink::clock::now_ms;
 use report::{Report, Row};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -350,7 +354,7 @@ fn micro() {
     use orderlink::signature::WebhookSecret;
     let secret = WebhookSecret::parse(events::SECRET).expect("secret");
     let body = events::payment_body("evt_micro_000001", "ORD-micro-000001");
-    let ts = events::now_ms() / 1000;
+    let ts = now_ms() / 1000;
     let sig = secret.sign("msg_micro", &ts.to_string(), body.as_bytes());
     let phones: Vec<String> = (0..1000)
         .map(|i| format!("+91 98{:03} {:05}", i, i * 7))

@@ -10,6 +10,7 @@ use crate::events;
 use crate::fake_graph::FakeGraph;
 use crate::http::{self, Load, LoadResult};
 use crate::report::{Report, Row};
+use orderlink::clock::now_ms;
 use orderlink::db::Conn;
 use orderlink::domain::PaymentEvent;
 use orderlink::payments::{self, Context};
@@ -140,7 +141,7 @@ fn raw(url: &str, phase: &str, threads: usize, n: usize, deadline: Duration) -> 
                     let began = Instant::now();
                     conn.execute_batch("BEGIN").expect("begin");
                     let ctx = Context {
-                        now_ms: events::now_ms(),
+                        now_ms: now_ms(),
                         token_ttl_ms: TOKEN_TTL_MS,
                         link_message: true,
                     };
@@ -414,7 +415,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     for chunk in (0..orders).collect::<Vec<_>>().chunks(1_000) {
         conn.execute_batch("BEGIN").expect("begin");
         let ctx = Context {
-            now_ms: events::now_ms(),
+            now_ms: now_ms(),
             token_ttl_ms: TOKEN_TTL_MS,
             link_message: true,
         };

@@ -415,24 +415,24 @@ fn contact_view_lists_the_orders_linked_to_a_sender_and_its_messages() {
     let app = admin_app(&graph);
     let first = pay_and_send(&app, "ORD-1");
     let second = pay_and_send(&app, "ORD-2");
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_A,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&first.whatsapp_link),
+        &first,
     ));
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_A,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&second.whatsapp_link),
+        &second,
     ));
     app.deliver(&text_payload(ELDER_A, "Asha", &fresh_wamid(), "thank you"));
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_B,
         "Bala",
         &fresh_wamid(),
-        &prefilled_text(&first.whatsapp_link),
+        &first,
     ));
 
     // Act

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use orderlink::clock::now_ms;
 use orderlink::db::sql::params;
 use orderlink::db::Conn;
 
@@ -14,13 +15,6 @@ use crate::support::TestApp;
 
 pub const ADMIN_TOKEN: &str = "adm-page-7f3e1c-merchant-secret";
 const DAY: i64 = 86_400_000;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
 
 /// How far one seeded order got.
 struct Seeded {

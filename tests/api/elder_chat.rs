@@ -4,8 +4,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use orderlink::clock::now_ms;
 use serde_json::{json, Value};
 
 use crate::support::app::APP_SECRET;
@@ -15,15 +16,57 @@ use crate::support::*;
 const ORDER: &str = "ORD-1042";
 const CUSTOMER: &str = "919876543210";
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 fn inbound_count(app: &TestApp) -> i64 {
     app.count("SELECT COUNT(*) FROM inbound_messages")
+}
+
+// The arranges most tests here share. Each returns the fake Graph API with the
+// app: bind it to a name (`_graph` when unused), since dropping it stops the fake.
+
+/// The fake Graph API, an app made by `app_of`, and ORDER paid with its
+/// confirmation and link accepted by Meta.
+fn order_paid_in(app_of: impl FnOnce(&FakeGraph) -> TestApp) -> (FakeGraph, TestApp, Processed) {
+    let graph = FakeGraph::start();
+    let app = app_of(&graph);
+    let processed = pay_and_send(&app, ORDER);
+    (graph, app, processed)
+}
+
+/// [`order_paid_in`] the app with the elder reply and the verify token set.
+fn order_paid() -> (FakeGraph, TestApp, Processed) {
+    order_paid_in(app_with_reply)
+}
+
+/// [`order_paid_in`], then ELDER_A (profile `name`) sends the prefilled text
+/// and gets the one reply: an elder linked by number.
+fn elder_a_linked_in(
+    app_of: impl FnOnce(&FakeGraph) -> TestApp,
+    name: &str,
+) -> (FakeGraph, TestApp, Processed) {
+    let (graph, app, processed) = order_paid_in(app_of);
+    app.deliver(&prefilled_text_payload(
+        ELDER_A,
+        name,
+        &fresh_wamid(),
+        &processed,
+    ));
+    wait_for_replies(&graph, ELDER_A, 1);
+    (graph, app, processed)
+}
+
+/// The id Meta gave ORDER's message of `kind` when it accepted it.
+fn graph_id(app: &TestApp, kind: &str) -> String {
+    app.outbox_row(ORDER, kind)
+        .graph_message_id
+        .unwrap_or_else(|| panic!("no graph message id for the {kind} of {ORDER}"))
+}
+
+/// The order a stored inbound message is attributed to; panics when the
+/// message was not stored at all.
+fn order_of(app: &TestApp, wamid: &str) -> Option<String> {
+    inbound_row(app, wamid)
+        .unwrap_or_else(|| panic!("message {wamid} is not stored"))
+        .order_id
 }
 
 // ---------------------------------------------------------------- handshake
@@ -135,16 +178,8 @@ fn verification_handshake_is_refused_when_no_verify_token_is_configured() {
 #[test]
 fn inbound_webhook_with_a_missing_or_wrong_signature_is_401_and_stores_nothing() {
     // Arrange: a body that would link an elder, were it accepted.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    let body = text_payload(
-        ELDER_A,
-        "Asha",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    )
-    .to_string();
+    let (graph, app, processed) = order_paid();
+    let body = prefilled_text_payload(ELDER_A, "Asha", &fresh_wamid(), &processed).to_string();
     let right = meta_signature(APP_SECRET, &body);
     let right_hex = right.strip_prefix("sha256=").unwrap().to_string();
     let mut flipped = right.clone();
@@ -265,9 +300,7 @@ fn unsigned_inbound_webhook_is_accepted_in_sandbox_mode_without_an_app_secret() 
 #[test]
 fn text_with_the_token_links_the_sender_consumes_the_token_and_sends_one_reply() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid();
     let wamid = fresh_wamid();
     let text = prefilled_text(&processed.whatsapp_link);
     let before = now_ms();
@@ -330,16 +363,9 @@ fn text_with_the_token_links_the_sender_consumes_the_token_and_sends_one_reply()
 #[test]
 fn the_same_wamid_delivered_three_times_is_stored_once_and_replied_to_once() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid();
     let wamid = fresh_wamid();
-    let payload = text_payload(
-        ELDER_A,
-        "Asha",
-        &wamid,
-        &prefilled_text(&processed.whatsapp_link),
-    );
+    let payload = prefilled_text_payload(ELDER_A, "Asha", &wamid, &processed);
 
     // Act: Meta re-delivers, once right away and once after the reply went out.
     app.deliver(&payload);
@@ -363,24 +389,18 @@ fn the_same_wamid_delivered_three_times_is_stored_once_and_replied_to_once() {
 
 #[test]
 fn the_same_wamid_delivered_concurrently_is_stored_once_and_replied_to_once() {
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    let wamid = fresh_wamid();
-    let body = text_payload(
-        ELDER_A,
-        "Asha",
-        &wamid,
-        &prefilled_text(&processed.whatsapp_link),
-    )
-    .to_string();
+    // Arrange
+    let (graph, app, processed) = order_paid();
+    let body = prefilled_text_payload(ELDER_A, "Asha", &fresh_wamid(), &processed).to_string();
 
+    // Act: Meta delivers it eight times at once.
     std::thread::scope(|s| {
         for _ in 0..8 {
             s.spawn(|| assert_eq!(app.post_whatsapp(&body).status, 200));
         }
     });
 
+    // Assert
     wait_for_replies(&graph, ELDER_A, 1);
     app.assert_sends_settled(&graph, 3);
     assert_eq!(inbound_count(&app), 1);
@@ -390,9 +410,7 @@ fn the_same_wamid_delivered_concurrently_is_stored_once_and_replied_to_once() {
 #[test]
 fn token_in_upper_case_is_attributed_to_its_order() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid();
     let wamid = fresh_wamid();
 
     // Act
@@ -404,10 +422,7 @@ fn token_in_upper_case_is_attributed_to_its_order() {
     ));
 
     // Assert
-    assert_eq!(
-        inbound_row(&app, &wamid).and_then(|r| r.order_id),
-        Some(ORDER.to_string())
-    );
+    assert_eq!(order_of(&app, &wamid), Some(ORDER.to_string()));
     assert_eq!(linked_senders(&app, ORDER), vec![ELDER_A.to_string()]);
     assert!(consumed_at(&app, &processed.token).is_some());
     wait_for_replies(&graph, ELDER_A, 1);
@@ -437,14 +452,8 @@ fn token_inside_other_words_is_attributed_to_its_order() {
     ));
 
     // Assert
-    assert_eq!(
-        inbound_row(&app, &wamid_a).and_then(|r| r.order_id),
-        Some("ORD-1".to_string())
-    );
-    assert_eq!(
-        inbound_row(&app, &wamid_b).and_then(|r| r.order_id),
-        Some("ORD-2".to_string())
-    );
+    assert_eq!(order_of(&app, &wamid_a), Some("ORD-1".to_string()));
+    assert_eq!(order_of(&app, &wamid_b), Some("ORD-2".to_string()));
     assert_eq!(linked_senders(&app, "ORD-1"), vec![ELDER_A.to_string()]);
     assert_eq!(linked_senders(&app, "ORD-2"), vec![ELDER_B.to_string()]);
     assert!(consumed_at(&app, &first.token).is_some());
@@ -454,9 +463,7 @@ fn token_inside_other_words_is_attributed_to_its_order() {
 #[test]
 fn expired_token_is_recorded_but_links_nothing_and_gets_no_reply() {
     // Arrange: the token's lifetime is over.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid();
     let changed = app
         .db_rw()
         .execute(
@@ -490,23 +497,15 @@ fn expired_token_is_recorded_but_links_nothing_and_gets_no_reply() {
 #[test]
 fn a_second_elder_on_the_same_token_gets_a_link_and_a_reply_of_their_own() {
     // Arrange: the first elder is already linked.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    let text = prefilled_text(&processed.whatsapp_link);
-    app.deliver(&text_payload(ELDER_A, "Asha", &fresh_wamid(), &text));
-    wait_for_replies(&graph, ELDER_A, 1);
+    let (graph, app, processed) = elder_a_linked_in(app_with_reply, "Asha");
     let first_use = consumed_at(&app, &processed.token).expect("consumed_at");
 
     // Act
     let wamid = fresh_wamid();
-    app.deliver(&text_payload(ELDER_B, "Bala", &wamid, &text));
+    app.deliver(&prefilled_text_payload(ELDER_B, "Bala", &wamid, &processed));
 
     // Assert
-    assert_eq!(
-        inbound_row(&app, &wamid).and_then(|r| r.order_id),
-        Some(ORDER.to_string())
-    );
+    assert_eq!(order_of(&app, &wamid), Some(ORDER.to_string()));
     assert_eq!(
         linked_senders(&app, ORDER),
         vec![ELDER_A.to_string(), ELDER_B.to_string()]
@@ -536,18 +535,18 @@ fn follow_up_without_a_token_from_a_linked_sender_goes_to_their_most_recently_li
     let app = app_with_reply(&graph);
     let older = pay_and_send(&app, "ORD-OLD");
     let newer = pay_and_send(&app, "ORD-NEW");
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_A,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&newer.whatsapp_link),
+        &newer,
     ));
     wait_for_replies(&graph, ELDER_A, 1);
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_A,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&older.whatsapp_link),
+        &older,
     ));
     wait_for_replies(&graph, ELDER_A, 2);
     let wamid = fresh_wamid();
@@ -578,16 +577,7 @@ fn follow_up_without_a_token_from_a_linked_sender_goes_to_their_most_recently_li
 #[test]
 fn message_without_a_token_from_an_unknown_sender_is_stored_unattributed() {
     // Arrange: an order exists, and a linked elder, but the stranger is neither.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&text_payload(
-        ELDER_A,
-        "Asha",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_replies(&graph, ELDER_A, 1);
+    let (graph, app, _processed) = elder_a_linked_in(app_with_reply, "Asha");
     let (plain, unknown_uuid) = (fresh_wamid(), fresh_wamid());
 
     // Act
@@ -683,17 +673,9 @@ fn non_text_messages_are_stored_with_their_type_and_acknowledged() {
 #[test]
 fn statuses_arriving_read_sent_delivered_leave_the_confirmation_read() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    pay_and_send(&app, ORDER);
-    let confirmation = app
-        .outbox_row(ORDER, "confirmation")
-        .graph_message_id
-        .expect("confirmation graph id");
-    let link = app
-        .outbox_row(ORDER, "link")
-        .graph_message_id
-        .expect("link graph id");
+    let (_graph, app, _processed) = order_paid();
+    let confirmation = graph_id(&app, "confirmation");
+    let link = graph_id(&app, "link");
 
     // Act: one webhook each for the confirmation; the link's in one body, out of order.
     for s in ["read", "sent", "delivered"] {
@@ -723,13 +705,8 @@ fn statuses_arriving_read_sent_delivered_leave_the_confirmation_read() {
 #[test]
 fn failed_status_records_metas_error_code_and_title() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    pay_and_send(&app, ORDER);
-    let link = app
-        .outbox_row(ORDER, "link")
-        .graph_message_id
-        .expect("link graph id");
+    let (_graph, app, _processed) = order_paid();
+    let link = graph_id(&app, "link");
 
     // Act
     app.deliver(&statuses_payload(vec![
@@ -747,10 +724,7 @@ fn failed_status_records_metas_error_code_and_title() {
         "error {error:?} lacks the title"
     );
     // The confirmation is untouched.
-    let confirmation = app
-        .outbox_row(ORDER, "confirmation")
-        .graph_message_id
-        .unwrap();
+    let confirmation = graph_id(&app, "confirmation");
     assert_ne!(
         delivery_of(&app, &confirmation).0.as_deref(),
         Some("failed")
@@ -760,13 +734,8 @@ fn failed_status_records_metas_error_code_and_title() {
 #[test]
 fn status_for_an_unknown_message_id_is_acknowledged_and_changes_nothing() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    pay_and_send(&app, ORDER);
-    let confirmation = app
-        .outbox_row(ORDER, "confirmation")
-        .graph_message_id
-        .unwrap();
+    let (_graph, app, _processed) = order_paid();
+    let confirmation = graph_id(&app, "confirmation");
     let before = delivery_of(&app, &confirmation);
 
     // Act
@@ -856,16 +825,15 @@ fn status_that_beats_the_send_response_is_kept_and_applied_when_the_id_is_record
 #[test]
 fn without_elder_reply_text_a_newly_linked_elder_is_linked_but_sent_nothing() {
     // Arrange: ELDER_REPLY_TEXT unset.
-    let graph = FakeGraph::start();
-    let app = TestApp::builder(&graph).without("ELDER_REPLY_TEXT").spawn();
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) =
+        order_paid_in(|graph| TestApp::builder(graph).without("ELDER_REPLY_TEXT").spawn());
 
     // Act
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_A,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
 
     // Assert
@@ -877,17 +845,15 @@ fn without_elder_reply_text_a_newly_linked_elder_is_linked_but_sent_nothing() {
 #[test]
 fn elder_reply_refused_transiently_by_meta_is_retried_and_delivered_once() {
     // Arrange: the first attempt at the reply meets a 503, the next one succeeds.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid();
     graph.script([Reply::status(503)]);
 
     // Act
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER_A,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
 
     // Assert
@@ -929,12 +895,12 @@ fn done_means_two_elders_from_one_forwarded_link_show_up_linked_replied_once_and
 ) {
     // Arrange: the shop with replies and the admin API on; two paid orders.
     const ADMIN: &str = "done-means-admin-token";
-    let graph = FakeGraph::start();
-    let app = TestApp::builder(&graph)
-        .env("ELDER_REPLY_TEXT", REPLY_TEXT)
-        .env("ADMIN_TOKEN", ADMIN)
-        .spawn();
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid_in(|graph| {
+        TestApp::builder(graph)
+            .env("ELDER_REPLY_TEXT", REPLY_TEXT)
+            .env("ADMIN_TOKEN", ADMIN)
+            .spawn()
+    });
     let other = pay_and_send(&app, "ORD-2000");
     let link = link_the_customer_received(&graph, ORDER);
     assert_eq!(link, processed.whatsapp_link);
@@ -961,11 +927,8 @@ fn done_means_two_elders_from_one_forwarded_link_show_up_linked_replied_once_and
     app.deliver(&from_a);
     wait_for_replies(&graph, ELDER_A, 1);
     wait_for_replies(&graph, ELDER_B, 1);
-    let confirmation_id = app
-        .outbox_row(ORDER, "confirmation")
-        .graph_message_id
-        .unwrap();
-    let link_id = app.outbox_row(ORDER, "link").graph_message_id.unwrap();
+    let confirmation_id = graph_id(&app, "confirmation");
+    let link_id = graph_id(&app, "link");
     app.deliver(&statuses_payload(vec![
         status(&confirmation_id, "delivered", CUSTOMER),
         status(&link_id, "sent", CUSTOMER),
@@ -1065,20 +1028,21 @@ fn admin_get(app: &TestApp, path: &str) -> Resp {
     app.admin("GET", path, Some(&format!("Bearer {ADMIN}")))
 }
 
-/// Waits until `n` requests addressed to the BSUID were accepted by the fake.
-/// The arrange of most username-only tests: the order paid and both messages
-/// sent, then the username-only elder linked by the token and replied to once.
-fn link_username_elder(app: &TestApp, graph: &FakeGraph) {
-    let processed = pay_and_send(app, ORDER);
-    app.deliver(&username_text_payload(
+/// The arrange of most username-only tests: [`order_paid_in`], then the
+/// username-only elder linked by the token and replied to once.
+fn username_elder_linked_in(app_of: impl FnOnce(&FakeGraph) -> TestApp) -> (FakeGraph, TestApp) {
+    let (graph, app, processed) = order_paid_in(app_of);
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
-    wait_for_user_replies(graph, ELDER_BSUID, 1);
+    wait_for_user_replies(&graph, ELDER_BSUID, 1);
+    (graph, app)
 }
 
+/// Waits until `n` requests addressed to the BSUID `user_id` were accepted by the fake.
 fn wait_for_user_replies(graph: &FakeGraph, user_id: &str, n: usize) -> Vec<RecordedRequest> {
     graph.wait_for(
         &format!("{n} accepted message(s) to {user_id}"),
@@ -1112,17 +1076,15 @@ fn contacts(app: &TestApp) -> Vec<(Option<String>, Option<String>)> {
 #[test]
 fn username_only_elder_is_linked_by_token_and_replied_to_at_their_bsuid() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply_and_admin(&graph);
-    let processed = pay_and_send(&app, ORDER);
+    let (graph, app, processed) = order_paid_in(app_with_reply_and_admin);
     let wamid = fresh_wamid();
 
     // Act: the elder, who hides their number behind a username, sends the prefilled text.
-    app.deliver(&username_text_payload(
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &wamid,
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
 
     // Assert: stored, attributed, linked, the token consumed ...
@@ -1156,9 +1118,7 @@ fn username_only_elder_is_linked_by_token_and_replied_to_at_their_bsuid() {
 #[test]
 fn follow_up_from_a_username_only_elder_goes_to_their_order_without_a_second_reply() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    link_username_elder(&app, &graph);
+    let (graph, app) = username_elder_linked_in(app_with_reply);
     let wamid = fresh_wamid();
 
     // Act
@@ -1179,14 +1139,9 @@ fn follow_up_from_a_username_only_elder_goes_to_their_order_without_a_second_rep
 #[test]
 fn status_of_the_reply_to_a_bsuid_recipient_is_applied_with_its_pricing() {
     // Arrange: the username-only elder was replied to.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    link_username_elder(&app, &graph);
+    let (_graph, app) = username_elder_linked_in(app_with_reply);
     app.wait_for_outbox_status(ORDER, "elder_reply", "sent", PATIENCE);
-    let reply_id = app
-        .outbox_row(ORDER, "elder_reply")
-        .graph_message_id
-        .expect("reply graph id");
+    let reply_id = graph_id(&app, "elder_reply");
 
     // Act: Meta's statuses name the recipient by BSUID only.
     app.deliver(&statuses_payload(vec![
@@ -1205,9 +1160,7 @@ fn status_of_the_reply_to_a_bsuid_recipient_is_applied_with_its_pricing() {
 #[test]
 fn a_contact_seen_with_both_ids_is_one_contact_found_by_either_in_the_admin_api() {
     // Arrange: the elder first writes as a username-only user and is linked.
-    let graph = FakeGraph::start();
-    let app = app_with_reply_and_admin(&graph);
-    link_username_elder(&app, &graph);
+    let (graph, app) = username_elder_linked_in(app_with_reply_and_admin);
     let wamid = fresh_wamid();
 
     // Act: later Meta shares the number too.
@@ -1224,10 +1177,7 @@ fn a_contact_seen_with_both_ids_is_one_contact_found_by_either_in_the_admin_api(
         contacts(&app),
         vec![(Some(ELDER_A.to_string()), Some(ELDER_BSUID.to_string()))]
     );
-    assert_eq!(
-        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
-        Some(ORDER)
-    );
+    assert_eq!(order_of(&app, &wamid).as_deref(), Some(ORDER));
     app.assert_sends_settled(&graph, 3);
     for key in [ELDER_BSUID, ELDER_A, &format!("%2B{ELDER_A}")] {
         let resp = admin_get(&app, &format!("/admin/contacts/{key}"));
@@ -1259,16 +1209,7 @@ fn a_contact_seen_with_both_ids_is_one_contact_found_by_either_in_the_admin_api(
 fn an_elder_linked_by_number_is_still_recognised_when_only_their_bsuid_arrives() {
     // Arrange: linked by number (as every elder was before usernames), then
     // one message carrying both ids.
-    let graph = FakeGraph::start();
-    let app = app_with_reply_and_admin(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&text_payload(
-        ELDER_A,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_replies(&graph, ELDER_A, 1);
+    let (graph, app, _processed) = elder_a_linked_in(app_with_reply_and_admin, "Asha Devi");
     app.deliver(&both_ids_text_payload(
         ELDER_A,
         ELDER_BSUID,
@@ -1287,10 +1228,7 @@ fn an_elder_linked_by_number_is_still_recognised_when_only_their_bsuid_arrives()
     ));
 
     // Assert
-    assert_eq!(
-        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
-        Some(ORDER)
-    );
+    assert_eq!(order_of(&app, &wamid).as_deref(), Some(ORDER));
     assert_eq!(contacts(&app).len(), 1);
     app.assert_sends_settled(&graph, 3);
 }
@@ -1313,9 +1251,7 @@ fn unknown_contact_in_the_admin_api_is_404_without_the_whole_id_in_the_log() {
 #[test]
 fn user_id_update_carries_the_links_over_to_the_new_bsuid() {
     // Arrange: a username-only elder linked to the order.
-    let graph = FakeGraph::start();
-    let app = app_with_reply_and_admin(&graph);
-    link_username_elder(&app, &graph);
+    let (graph, app) = username_elder_linked_in(app_with_reply_and_admin);
     let wamid = fresh_wamid();
 
     // Act: Meta reports the new BSUID; the elder writes with it.
@@ -1329,10 +1265,7 @@ fn user_id_update_carries_the_links_over_to_the_new_bsuid() {
 
     // Assert: the follow-up lands on the order; no second reply; the admin
     // finds the contact by its new id.
-    assert_eq!(
-        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
-        Some(ORDER)
-    );
+    assert_eq!(order_of(&app, &wamid).as_deref(), Some(ORDER));
     assert_eq!(
         linked_senders(&app, ORDER),
         vec![ELDER_NEW_BSUID.to_string()]
@@ -1350,16 +1283,7 @@ fn user_id_update_carries_the_links_over_to_the_new_bsuid() {
 fn user_changed_number_carries_the_links_over_to_the_new_number() {
     // Arrange: an elder linked by number.
     const NEW_NUMBER: &str = "919833333333";
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&text_payload(
-        ELDER_A,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_replies(&graph, ELDER_A, 1);
+    let (graph, app, _processed) = elder_a_linked_in(app_with_reply, "Asha Devi");
     let wamid = fresh_wamid();
 
     // Act: Meta's system message, then a follow-up from the new number.
@@ -1372,10 +1296,7 @@ fn user_changed_number_carries_the_links_over_to_the_new_number() {
     ));
 
     // Assert
-    assert_eq!(
-        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
-        Some(ORDER)
-    );
+    assert_eq!(order_of(&app, &wamid).as_deref(), Some(ORDER));
     assert_eq!(linked_senders(&app, ORDER), vec![NEW_NUMBER.to_string()]);
     app.assert_sends_settled(&graph, 3);
 }
@@ -1383,9 +1304,7 @@ fn user_changed_number_carries_the_links_over_to_the_new_number() {
 #[test]
 fn user_changed_user_id_system_message_carries_the_links_over_to_the_new_bsuid() {
     // Arrange: a username-only elder linked to the order.
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    link_username_elder(&app, &graph);
+    let (graph, app) = username_elder_linked_in(app_with_reply);
     let wamid = fresh_wamid();
 
     // Act
@@ -1402,10 +1321,7 @@ fn user_changed_user_id_system_message_carries_the_links_over_to_the_new_bsuid()
     ));
 
     // Assert
-    assert_eq!(
-        inbound_row(&app, &wamid).unwrap().order_id.as_deref(),
-        Some(ORDER)
-    );
+    assert_eq!(order_of(&app, &wamid).as_deref(), Some(ORDER));
     assert_eq!(
         linked_senders(&app, ORDER),
         vec![ELDER_NEW_BSUID.to_string()]
@@ -1418,16 +1334,7 @@ fn a_number_change_reported_after_the_elder_wrote_from_the_new_number_joins_the_
     // Arrange: linked by the old number; the first message from the new
     // number arrives before Meta's notice and is unattributed.
     const NEW_NUMBER: &str = "919833333333";
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    let processed = pay_and_send(&app, ORDER);
-    app.deliver(&text_payload(
-        ELDER_A,
-        "Asha Devi",
-        &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
-    ));
-    wait_for_replies(&graph, ELDER_A, 1);
+    let (graph, app, _processed) = elder_a_linked_in(app_with_reply, "Asha Devi");
     let early = fresh_wamid();
     app.deliver(&text_payload(
         NEW_NUMBER,
@@ -1435,7 +1342,7 @@ fn a_number_change_reported_after_the_elder_wrote_from_the_new_number_joins_the_
         &early,
         "It's me, new phone",
     ));
-    assert_eq!(inbound_row(&app, &early).unwrap().order_id, None);
+    assert_eq!(order_of(&app, &early), None);
     let later = fresh_wamid();
 
     // Act
@@ -1443,10 +1350,7 @@ fn a_number_change_reported_after_the_elder_wrote_from_the_new_number_joins_the_
     app.deliver(&text_payload(NEW_NUMBER, "Asha Devi", &later, "Any news?"));
 
     // Assert: one contact on the new number, linked to the order.
-    assert_eq!(
-        inbound_row(&app, &later).unwrap().order_id.as_deref(),
-        Some(ORDER)
-    );
+    assert_eq!(order_of(&app, &later).as_deref(), Some(ORDER));
     assert_eq!(linked_senders(&app, ORDER), vec![NEW_NUMBER.to_string()]);
     assert_eq!(contacts(&app), vec![(Some(NEW_NUMBER.to_string()), None)]);
     app.assert_sends_settled(&graph, 3);
@@ -1457,10 +1361,8 @@ fn a_number_change_reported_after_the_elder_wrote_from_the_new_number_joins_the_
 #[test]
 fn a_late_sent_after_failed_leaves_the_message_failed_with_its_error() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    pay_and_send(&app, ORDER);
-    let link = app.outbox_row(ORDER, "link").graph_message_id.unwrap();
+    let (_graph, app, _processed) = order_paid();
+    let link = graph_id(&app, "link");
 
     // Act: Meta's `sent` arrives after its `failed`.
     app.deliver(&statuses_payload(vec![failed_status(
@@ -1480,10 +1382,8 @@ fn a_late_sent_after_failed_leaves_the_message_failed_with_its_error() {
 #[test]
 fn delivered_after_failed_wins_and_keeps_the_error_as_history() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    pay_and_send(&app, ORDER);
-    let link = app.outbox_row(ORDER, "link").graph_message_id.unwrap();
+    let (_graph, app, _processed) = order_paid();
+    let link = graph_id(&app, "link");
 
     // Act
     app.deliver(&statuses_payload(vec![
@@ -1502,13 +1402,8 @@ fn delivered_after_failed_wins_and_keeps_the_error_as_history() {
 #[test]
 fn each_status_records_what_the_message_cost() {
     // Arrange
-    let graph = FakeGraph::start();
-    let app = app_with_reply(&graph);
-    pay_and_send(&app, ORDER);
-    let confirmation = app
-        .outbox_row(ORDER, "confirmation")
-        .graph_message_id
-        .unwrap();
+    let (_graph, app, _processed) = order_paid();
+    let confirmation = graph_id(&app, "confirmation");
 
     // Act: Meta's status carries `pricing` (billable, category).
     app.deliver(&statuses_payload(vec![status(

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::app::APP_SECRET;
+use crate::support::app::{tail, APP_SECRET};
 use crate::support::child::requests_per_message;
 use crate::support::pg_cluster::PgCluster;
 use crate::support::store::on_postgres;
@@ -241,11 +241,6 @@ fn given_up(app: &TestApp, order: &str, kind: &str) -> bool {
             && row
                 .last_error
                 .is_some_and(|e| e.contains("not sent a third time")))
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Whether a message's first request falls in the slow `percent`: a stable

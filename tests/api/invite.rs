@@ -1,6 +1,6 @@
 //! SPEC §6: GET /w/invite/{token} — redirect, click log, 404 and 410 pages.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -90,10 +90,7 @@ fn invite_clicks_are_logged_with_user_agent_and_preview_flag() {
             .unwrap_or_else(|e| panic!("no click row for {ua}: {e}"));
         assert_eq!(order_id, ORDER);
         assert_eq!(is_preview, preview, "is_preview for {ua}");
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let now_ms = orderlink::clock::now_ms();
         assert!(
             (now_ms - clicked_at).abs() < 60_000,
             "clicked_at {clicked_at} is not Unix ms now"
@@ -183,10 +180,7 @@ fn expired_invite_token_is_410_html_with_a_plain_chat_link() {
     let graph = FakeGraph::start();
     let app = TestApp::builder(&graph).env("TOKEN_TTL_DAYS", "0").spawn();
     let processed = pay(&app, &payment_event(ORDER));
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = orderlink::clock::now_ms();
     let expires_at = app.count(&format!(
         "SELECT expires_at FROM whatsapp_tokens WHERE token = '{}'",
         processed.token

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ::postgres::Client;
 use serde_json::Value;
@@ -314,10 +314,7 @@ fn a_killed_instances_rows_are_sent_by_the_other_after_their_lease_at_most_the_i
     // Act: kill -9 while sends are in flight, then start the other.
     first.kill9();
     let killed = Instant::now();
-    let killed_wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let killed_wall = orderlink::clock::now_ms();
     let sent_before_kill: BTreeSet<(String, String)> =
         copies(&graph.requests()).into_keys().collect();
     let _second = instance(&graph, &db, &env);

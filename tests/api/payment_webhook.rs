@@ -73,10 +73,7 @@ fn new_payment_marks_the_order_paid_with_one_token_and_two_messages() {
         .unwrap();
     assert_eq!(tokens, vec![processed.token]);
     assert_eq!(app.count("SELECT COUNT(*) FROM webhook_events"), 1);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = orderlink::clock::now_ms();
     for sql in [
         "SELECT created_at FROM orders",
         "SELECT created_at FROM whatsapp_tokens",

@@ -17,8 +17,8 @@ use rusqlite::types::Value;
 
 use crate::support::child::{open_read_only, run_cli};
 use crate::support::meta::{
-    app_with_reply_on_sqlite, fresh_wamid, pay_and_send, prefilled_text, status, statuses_payload,
-    text_payload, wait_for_replies, MetaApi,
+    app_with_reply_on_sqlite, fresh_wamid, pay_and_send, prefilled_text_payload, status,
+    statuses_payload, wait_for_replies, MetaApi,
 };
 use crate::support::store::Scratch;
 use crate::support::{pay, payment_event, FakeGraph, Reply, PATIENCE};
@@ -308,11 +308,11 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
     assert_eq!(opened.status, 302, "invite: {}", opened.body);
     let preview = app.get_no_redirect_with(&invite_path, &[("User-Agent", "WhatsApp/2.23.20.0 A")]);
     assert!(preview.status < 400, "preview: {}", preview.body);
-    app.deliver(&text_payload(
+    app.deliver(&prefilled_text_payload(
         ELDER,
         "Asha",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
     wait_for_replies(&graph, ELDER, 1);
     app.wait_for_outbox_status(PAID, "elder_reply", "sent", PATIENCE);

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::app::tail;
 use crate::support::child::*;
+use crate::support::ports::free_port;
 use crate::support::store::skip_on_postgres;
 use crate::support::*;
 
@@ -105,11 +107,6 @@ fn wait_for_outbox_drained(app: &TestApp, sent: i64, timeout: Duration) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn orders_in(conn: &orderlink::db::Conn) -> BTreeSet<String> {

@@ -570,11 +570,11 @@ fn elder_writes_by_bsuid(
     app: &TestApp,
     processed: &Processed,
 ) -> RecordedRequest {
-    app.deliver(&username_text_payload(
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        processed,
     ));
     let reply = graph.wait_for("the reply to the BSUID", PATIENCE, |all| {
         all.iter().any(|r| r.body.get("recipient").is_some())
@@ -634,11 +634,11 @@ fn a_131062_answer_with_no_number_known_ends_the_reply() {
     });
     let app = app_with_reply(&graph);
     let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
 
     let row = app.wait_for_outbox_status(ORDER, "elder_reply", "dead", PATIENCE);
@@ -744,11 +744,11 @@ fn a_131062_answer_sends_the_reply_again_to_the_number_meta_has_shown_since() {
         Some(Reply::meta_error(400, 131062))
     });
     let processed = pay_and_send(&app, ORDER);
-    app.deliver(&username_text_payload(
+    app.deliver(&username_prefilled_text_payload(
         ELDER_BSUID,
         "Asha Devi",
         &fresh_wamid(),
-        &prefilled_text(&processed.whatsapp_link),
+        &processed,
     ));
 
     let again = wait_for_replies(&graph, ELDER_A, 1);

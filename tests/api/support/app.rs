@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::child::free_port;
+use super::ports::free_port;
 
 use super::fake_graph::FakeGraph;
 use super::signing::{now_secs, sign};
@@ -613,7 +613,7 @@ pub struct OutboxRow {
 }
 
 /// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -16,6 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::app::{Resp, APP_SECRET, BUSINESS_NUMBER, GRAPH_TOKEN, PHONE_NUMBER_ID, WEBHOOK_SECRET};
 use super::fake_graph::RecordedRequest;
+use super::ports::free_port;
 use super::signing::{now_secs, sign};
 
 /// Posts signed payment webhooks to one app over its own keep-alive
@@ -172,14 +172,6 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
         let _ = pipe.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
     })
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
 }
 
 /// `orderlink serve` started through `sh` under `umask`, so the test sees the

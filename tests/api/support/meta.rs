@@ -89,6 +89,12 @@ pub fn text_payload(from: &str, name: &str, wamid: &str, body: &str) -> Value {
     inbound_payload(&[(from, name)], vec![text_message(from, wamid, body)])
 }
 
+/// The text an elder sends after tapping `processed`'s wa.me link: its
+/// prefilled text, token and all, from `from` (profile `name`).
+pub fn prefilled_text_payload(from: &str, name: &str, wamid: &str, processed: &Processed) -> Value {
+    text_payload(from, name, wamid, &prefilled_text(&processed.whatsapp_link))
+}
+
 /// One `statuses[]` entry.
 pub fn status(message_id: &str, status: &str, recipient: &str) -> Value {
     json!({
@@ -367,6 +373,21 @@ pub fn elder_replies(app: &TestApp, order_id: &str) -> Vec<(String, String)> {
 pub const ELDER_BSUID: &str = "IN.1648738043044942";
 /// The BSUID Meta gives the same elder after a change.
 pub const ELDER_NEW_BSUID: &str = "IN.7730215586402219";
+
+/// [`prefilled_text_payload`] from a username-only user (BSUID `user_id`).
+pub fn username_prefilled_text_payload(
+    user_id: &str,
+    name: &str,
+    wamid: &str,
+    processed: &Processed,
+) -> Value {
+    username_text_payload(
+        user_id,
+        name,
+        wamid,
+        &prefilled_text(&processed.whatsapp_link),
+    )
+}
 
 /// A text from a username-only user: BSUID, no phone number anywhere.
 pub fn username_text_payload(user_id: &str, name: &str, wamid: &str, body: &str) -> Value {

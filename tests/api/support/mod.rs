@@ -7,12 +7,13 @@ pub mod child;
 pub mod fake_graph;
 pub mod meta;
 pub mod pg_cluster;
+#[path = "../../common/ports.rs"]
+pub mod ports;
 pub mod signing;
 pub mod store;
 
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 pub use app::{fresh_webhook_id, wait_until, Resp, TestApp, TestAppBuilder, BUSINESS_NUMBER};
@@ -55,28 +56,36 @@ pub fn payment_event_with(order_id: &str, data: Value) -> Value {
     event
 }
 
-/// JavaScript's `encodeURIComponent`: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
-pub fn encode_uri_component(s: &str) -> String {
-    const SET: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'!')
-        .remove(b'~')
-        .remove(b'*')
-        .remove(b'\'')
-        .remove(b'(')
-        .remove(b')');
-    utf8_percent_encode(s, SET).to_string()
+// The tests check the product's encoding of the wa.me link, so they must not
+// encode with a copy of the product's encoder: what they expect is written out
+// here, computed with JavaScript's `encodeURIComponent` (node), as SPEC §5 says.
+
+/// `encodeURIComponent("Hi, I\u{2019}m contacting on behalf of order ")`.
+const PREFILLED_BEFORE_ORDER: &str =
+    "Hi%2C%20I%E2%80%99m%20contacting%20on%20behalf%20of%20order%20";
+/// `encodeURIComponent(". Token: ")`.
+const PREFILLED_BEFORE_TOKEN: &str = ".%20Token%3A%20";
+
+/// `encodeURIComponent` of an order id or a token, whose characters SPEC §4
+/// limits to `A-Z a-z 0-9 - _ . : /`: of those, JavaScript escapes only `:`
+/// (`%3A`) and `/` (`%2F`). Any other character is a mistake in the test.
+fn encoded_id(id: &str) -> String {
+    id.chars()
+        .map(|c| match c {
+            ':' => "%3A".to_string(),
+            '/' => "%2F".to_string(),
+            c if c.is_ascii_alphanumeric() || "-_.".contains(c) => c.to_string(),
+            c => panic!("{c:?} in {id:?}: outside SPEC §4's alphabet, add its encoding here"),
+        })
+        .collect()
 }
 
 /// The wa.me link of SPEC §5 for this order and token.
 pub fn wa_me_link(order_id: &str, token: &str) -> String {
     format!(
-        "https://wa.me/{BUSINESS_NUMBER}?text={}",
-        encode_uri_component(&format!(
-            "Hi, I\u{2019}m contacting on behalf of order {order_id}. Token: {token}"
-        ))
+        "https://wa.me/{BUSINESS_NUMBER}?text={PREFILLED_BEFORE_ORDER}{}{PREFILLED_BEFORE_TOKEN}{}",
+        encoded_id(order_id),
+        encoded_id(token)
     )
 }
 
@@ -106,16 +115,24 @@ pub fn assert_is_lowercase_v4(token: &str) {
 mod tests {
     use super::*;
 
+    // Whole links from node's `encodeURIComponent`, so the pieces above are
+    // checked against JavaScript as one string.
     #[test]
-    fn encode_uri_component_matches_javascript_for_the_spec_message() {
+    fn wa_me_link_matches_javascript_for_the_spec_message() {
         assert_eq!(
-            encode_uri_component("Hi, I\u{2019}m contacting on behalf of order ORD-1042. Token: x"),
-            "Hi%2C%20I%E2%80%99m%20contacting%20on%20behalf%20of%20order%20ORD-1042.%20Token%3A%20x"
+            wa_me_link("ORD-1042", "x"),
+            "https://wa.me/919999900000?text=Hi%2C%20I%E2%80%99m%20contacting%20on%20behalf%20of%20order%20ORD-1042.%20Token%3A%20x"
         );
         assert_eq!(
-            encode_uri_component("a/b:c_d~e!f*g'h(i)"),
-            "a%2Fb%3Ac_d~e!f*g'h(i)"
+            wa_me_link("shop/2026:ORD-7", "3f2b8c1e-9d4a-4e6b-8f0a-1c2d3e4f5a6b"),
+            "https://wa.me/919999900000?text=Hi%2C%20I%E2%80%99m%20contacting%20on%20behalf%20of%20order%20shop%2F2026%3AORD-7.%20Token%3A%203f2b8c1e-9d4a-4e6b-8f0a-1c2d3e4f5a6b"
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside SPEC")]
+    fn wa_me_link_refuses_a_character_it_has_no_encoding_for() {
+        wa_me_link("ORD 1", "x");
     }
 }
 

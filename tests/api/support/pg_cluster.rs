@@ -62,7 +62,7 @@ impl PgCluster {
         if as_postgres {
             chown_postgres(dir.path());
         }
-        let port = super::child::free_port();
+        let port = super::ports::free_port();
         let cluster = PgCluster {
             bin,
             dir,
