@@ -32,8 +32,6 @@ pub struct Services {
     /// On PostgreSQL: wakes this instance's senders when any instance
     /// queues a message (`LISTEN`, SPEC §13).
     listener: Option<db::notify::Listener>,
-    /// Clicks answered and not yet written.
-    clicks: crate::clicks::ClickLog,
 }
 
 /// What each store runs beside the server.
@@ -64,8 +62,6 @@ impl Services {
             roster.stop();
         }
         drop(self.listener);
-        // Every request has been answered: its clicks are all collected.
-        self.clicks.stop();
         self.db.writer.close();
         match self.store {
             Store::Sqlite {
@@ -222,10 +218,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         let sender = sender.clone();
         db::notify::Listener::start(url, move || sender.wake())
     });
-    let clicks = crate::clicks::ClickLog::start(db.writer.clone())
-        .map_err(|e| format!("cannot start the click log: {e}"))?;
     let services = Services {
-        clicks: clicks.clone(),
         listener,
         sender: sender.clone(),
         db: db.clone(),
@@ -237,7 +230,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let sender_for_halt = sender.clone();
     let rocket = rocket::custom(figment)
         .manage(AppState {
-            clicks: clicks.clone(),
+            clicks: crate::clicks::ClickLog::new(db.writer.clone()),
             tokens: crate::token_cache::TokenCache::default(),
             config,
             db,

@@ -1,22 +1,13 @@
 //! The invite click log. A redirect must not wait for a disk write, and a
-//! burst of clicks should not cost the writer a commit each: clicks collect
-//! in memory, in the order they were answered, and a thread of their own
-//! stores what collected every [`FLUSH_EVERY`] in one write. Stopping it
-//! (a clean shutdown, before the writer closes) stores what is left.
+//! burst of clicks should not cost the writer one savepoint each: clicks
+//! collect in memory and one writer job stores everything collected when it
+//! runs.
 
 use crate::db::sql::params;
 use crate::db::{DbError, Writer};
 use crate::ids::new_id;
-use crate::periodic::Periodic;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// How long a click may wait in memory. At thousands of clicks a second
-/// one commit (an fsync) per flush instead of per handful of clicks was a
-/// quarter of a redirect's cost; a tenth of a second is nothing to the
-/// merchant's page, which counts people, not milliseconds.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-#[derive(Clone)]
 pub struct Click {
     pub token_id: String,
     pub order_id: String,
@@ -28,83 +19,60 @@ pub struct Click {
     pub preview: bool,
 }
 
-type Pending = Arc<Mutex<Vec<Click>>>;
+#[derive(Default)]
+struct Pending {
+    clicks: Vec<Click>,
+    /// A flush job is queued and has not taken the buffer yet.
+    scheduled: bool,
+}
 
 #[derive(Clone)]
 pub struct ClickLog {
-    pending: Pending,
-    flusher: Arc<Mutex<Option<Periodic>>>,
+    pending: Arc<Mutex<Pending>>,
+    writer: Writer,
 }
 
 impl ClickLog {
-    pub fn start(writer: Writer) -> std::io::Result<ClickLog> {
-        let pending: Pending = Default::default();
-        let theirs = pending.clone();
-        let flusher = Periodic::spawn("click-log", move |stop| loop {
-            let stopping = stop.wait(FLUSH_EVERY);
-            flush(&writer, &theirs, stopping);
-            if stopping {
-                return;
-            }
-        })?;
-        Ok(ClickLog {
-            pending,
-            flusher: Arc::new(Mutex::new(Some(flusher))),
-        })
+    pub fn new(writer: Writer) -> ClickLog {
+        ClickLog {
+            pending: Arc::new(Mutex::new(Pending::default())),
+            writer,
+        }
     }
 
     pub fn record(&self, click: Click) {
-        self.pending.lock().expect("click log lock").push(click);
-    }
-
-    /// Stores what is collected and stops the thread; call before the
-    /// writer closes.
-    pub fn stop(&self) {
-        if let Some(flusher) = self.flusher.lock().expect("click log lock").take() {
-            flusher.stop();
+        let schedule = {
+            let mut pending = self.pending.lock().expect("click log lock");
+            pending.clicks.push(click);
+            !std::mem::replace(&mut pending.scheduled, true)
+        };
+        // One flush at a time: it takes everything that arrived until it
+        // runs.
+        if schedule {
+            let pending = self.pending.clone();
+            self.writer.spawn(move |conn| {
+                let batch = {
+                    let mut pending = pending.lock().expect("click log lock");
+                    pending.scheduled = false;
+                    std::mem::take(&mut pending.clicks)
+                };
+                let stored = (|| -> Result<(), DbError> {
+                    let mut insert = conn.prepare_cached(
+                        "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for c in &batch {
+                        insert.execute(params![new_id(), c.token_id, c.order_id, c.at, c.user_agent, c.preview])?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = &stored {
+                    log::error!("click log: {} click(s) not stored yet: {e}", batch.len());
+                    // Back in the buffer: the next click's flush retries them.
+                    pending.lock().expect("click log lock").clicks.extend(batch);
+                }
+                stored
+            });
         }
-    }
-}
-
-/// One write for everything collected; what the database refuses goes back
-/// in front of what came meanwhile, for the next round.
-fn flush(writer: &Writer, pending: &Pending, last: bool) {
-    let batch = std::mem::take(&mut *pending.lock().expect("click log lock"));
-    if batch.is_empty() {
-        return;
-    }
-    let batch = Arc::new(batch);
-    let rows = batch.clone();
-    let stored = writer.run_blocking(move |conn| {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for c in rows.iter() {
-            insert.execute(params![
-                new_id(),
-                c.token_id,
-                c.order_id,
-                c.at,
-                c.user_agent,
-                c.preview
-            ])?;
-        }
-        Ok::<_, DbError>(())
-    });
-    if let Err(e) = stored {
-        // The job has ended and dropped its handle; a copy if it has not.
-        let batch = Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone());
-        if last {
-            log::error!(
-                "click log: {} click(s) not stored at shutdown: {e}",
-                batch.len()
-            );
-            return;
-        }
-        log::error!("click log: {} click(s) not stored yet: {e}", batch.len());
-        let mut pending = pending.lock().expect("click log lock");
-        let later = std::mem::replace(&mut *pending, batch);
-        pending.extend(later);
     }
 }

@@ -1,8 +1,5 @@
 //! Entry point: logging, configuration, then the chosen command.
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let _ = dotenvy::dotenv();
     orderlink::logging::init();
