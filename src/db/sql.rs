@@ -374,7 +374,9 @@ fn pg_values<'a>(prepared: &Prepared, binds: &Binds<'a>) -> Result<Vec<Value<'a>
 }
 
 /// `?N` becomes `$N`, and `:name` becomes `$k` (k counting distinct names
-/// in order of appearance); string literals, quoted names and `::` casts
+/// in order of appearance); string literals, quoted names, comments
+/// (`-- …` and `/* … */`), dollar-quoted bodies (`$$ … $$`, `$tag$ … $tag$`),
+/// `::` casts and a `?` not followed by a digit (PostgreSQL's JSON operator)
 /// are left alone.
 fn rewrite_placeholders(sql: &str) -> (String, Option<Vec<String>>) {
     let bytes = sql.as_bytes();
@@ -391,9 +393,28 @@ fn rewrite_placeholders(sql: &str) -> (String, Option<Vec<String>>) {
                 out.push_str(&sql[i..end]);
                 i = end;
             }
-            b'?' => {
+            b'?' if i + 1 < bytes.len() && bytes[i + 1].is_ascii_digit() => {
                 out.push('$');
                 i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                let end = sql[i..].find('\n').map_or(sql.len(), |j| i + j);
+                out.push_str(&sql[i..end]);
+                i = end;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = sql[i + 2..].find("*/").map_or(sql.len(), |j| i + 2 + j + 2);
+                out.push_str(&sql[i..end]);
+                i = end;
+            }
+            b'$' if dollar_tag(&sql[i..]).is_some() => {
+                let tag = dollar_tag(&sql[i..]).expect("just matched");
+                let body = i + tag.len();
+                let end = sql[body..]
+                    .find(tag)
+                    .map_or(sql.len(), |j| body + j + tag.len());
+                out.push_str(&sql[i..end]);
+                i = end;
             }
             b':' if i + 1 < bytes.len() && bytes[i + 1] == b':' => {
                 out.push_str("::");
@@ -428,6 +449,20 @@ fn rewrite_placeholders(sql: &str) -> (String, Option<Vec<String>>) {
         }
     }
     (out, (!names.is_empty()).then_some(names))
+}
+
+/// The opening tag of a dollar-quoted string (`$$` or `$name$`) at the start
+/// of `sql`; `$1` is a placeholder, not a tag.
+fn dollar_tag(sql: &str) -> Option<&str> {
+    let rest = sql.strip_prefix('$')?;
+    let len = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    if rest.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    (rest.as_bytes().get(len) == Some(&b'$')).then(|| &sql[..len + 2])
 }
 
 /// One row of either store.
@@ -505,6 +540,9 @@ pub enum Value<'a> {
     Bool(bool),
     Text(&'a str),
     Blob(&'a [u8]),
+    /// A `u64` above `i64::MAX`: neither store has a column for it, so
+    /// binding it is an error, never a silently smaller number.
+    TooLarge(u64),
 }
 
 impl Value<'_> {
@@ -516,6 +554,7 @@ impl Value<'_> {
             Value::Bool(_) => "a boolean",
             Value::Text(_) => "text",
             Value::Blob(_) => "a blob",
+            Value::TooLarge(_) => "an integer above 2^63-1",
         }
     }
 }
@@ -668,7 +707,7 @@ impl FromValue for usize {
 
 impl Param for u64 {
     fn value(&self) -> Value<'_> {
-        Value::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+        i64::try_from(*self).map_or(Value::TooLarge(*self), Value::Int)
     }
 }
 
@@ -689,6 +728,11 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(b as i64)),
             Value::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
             Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::TooLarge(n) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("{n} is out of range for an SQLite integer").into(),
+                ))
+            }
         })
     }
 }
@@ -755,8 +799,13 @@ impl<'a> FromSql<'a> for PgCell<'a> {
             Type::FLOAT4 => Value::Real(f32::from_sql(ty, raw)?.into()),
             Type::NUMERIC => numeric(raw)?,
             Type::BYTEA => Value::Blob(<&[u8]>::from_sql(ty, raw)?),
-            // TEXT, VARCHAR, BPCHAR, NAME and anything else textual.
-            _ => Value::Text(<&str>::from_sql(&Type::TEXT, raw)?),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                Value::Text(<&str>::from_sql(ty, raw)?)
+            }
+            // A UUID, TIMESTAMPTZ or JSONB column read as text would work
+            // here and nowhere on SQLite: a column type the schema gains
+            // must be added above, on purpose.
+            _ => return Err(format!("orderlink does not read columns of type {ty}").into()),
         }))
     }
 
@@ -930,6 +979,53 @@ mod tests {
             "WHERE (a, b) < ($1, $2) AND c = ':no' LIMIT $3 OR d = $1"
         );
         assert_eq!(names.unwrap(), vec![":at", ":id", ":limit"]);
+    }
+
+    /// An apostrophe in a comment once left every later placeholder as
+    /// SQLite wrote it; comments and dollar-quoted bodies are copied as they
+    /// are, and a `?` that is not `?N` is PostgreSQL's operator.
+    #[test]
+    fn comments_dollar_quotes_and_the_json_operator_are_left_alone() {
+        assert_eq!(
+            rewrite_placeholders("SELECT ?1 -- the customer's ?2\nFROM t WHERE a = ?2").0,
+            "SELECT $1 -- the customer's ?2\nFROM t WHERE a = $2"
+        );
+        assert_eq!(
+            rewrite_placeholders("SELECT /* it's :x ?3 */ ?1, :y").0,
+            "SELECT /* it's :x ?3 */ $1, $1"
+        );
+        assert_eq!(
+            rewrite_placeholders("DO $$ BEGIN PERFORM ':x ?1'; END $$; SELECT ?2").0,
+            "DO $$ BEGIN PERFORM ':x ?1'; END $$; SELECT $2"
+        );
+        assert_eq!(
+            rewrite_placeholders("SELECT $body$ it's ?1 $body$, ?1").0,
+            "SELECT $body$ it's ?1 $body$, $1"
+        );
+        assert_eq!(
+            rewrite_placeholders("SELECT data ? 'key' FROM t WHERE id = ?1").0,
+            "SELECT data ? 'key' FROM t WHERE id = $1"
+        );
+        assert_eq!(dollar_tag("$1, $2"), None);
+        assert_eq!(dollar_tag("$$ x"), Some("$$"));
+        assert_eq!(dollar_tag("$tag$ x"), Some("$tag$"));
+    }
+
+    #[test]
+    fn a_u64_too_large_for_either_store_is_an_error_not_a_smaller_number() {
+        let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
+        conn.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+        let fits: u64 = i64::MAX as u64;
+        conn.execute("INSERT INTO t (n) VALUES (?1)", params![fits])
+            .unwrap();
+        let err = conn
+            .execute("INSERT INTO t (n) VALUES (?1)", params![fits + 1])
+            .unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]
