@@ -2,7 +2,10 @@
 //! that can only hold valid values: a `PaymentEvent` that exists is one the
 //! webhook may act on.
 
-use super::{Money, Note, OrderId, PhoneE164, Region};
+use super::money::Money;
+use super::note::Note;
+use super::order_id::OrderId;
+use super::phone::{PhoneE164, Region};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
