@@ -3,6 +3,7 @@
 
 use crate::config::{Config, Mode};
 use crate::db::pool::PgPool;
+use crate::db::MayRunTwice;
 use crate::db::{self, Db, ReadPool, Writer};
 use crate::metrics::Metrics;
 use crate::pacer::Pacer;
@@ -275,7 +276,9 @@ fn start_held_payments(
                 token_ttl_ms,
                 link_message,
             };
-            match writer.run_blocking(move |c| crate::held_payments::release_due(c, &ctx)) {
+            match writer.run_blocking(MayRunTwice::new(move |c| {
+                crate::held_payments::release_due(c, &ctx)
+            })) {
                 Ok(queued) if !queued.is_empty() => sender.wake(),
                 Ok(_) => {}
                 Err(crate::db::DbError::Closed) => return,

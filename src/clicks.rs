@@ -4,6 +4,7 @@
 //! runs.
 
 use crate::db::sql::params;
+use crate::db::MayRunTwice;
 use crate::db::{DbError, Writer};
 use crate::ids::new_id;
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,7 @@ impl ClickLog {
         // runs.
         if schedule {
             let pending = self.pending.clone();
-            self.writer.spawn(move |conn| {
+            self.writer.spawn(MayRunTwice::new(move |conn| {
                 let batch = {
                     let mut pending = pending.lock().expect("click log lock");
                     pending.scheduled = false;
@@ -72,7 +73,7 @@ impl ClickLog {
                     pending.lock().expect("click log lock").clicks.extend(batch);
                 }
                 stored
-            });
+            }));
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::clock::now_ms;
 use crate::db::sql::{params, Conn};
 use crate::db::Db;
 use crate::db::DbError;
+use crate::db::MayRunTwice;
 use crate::pacer::{share, Pacer};
 use crate::periodic::Periodic;
 use crate::sender::Sender;
@@ -127,13 +128,13 @@ pub fn join(db: &Db, cap: u32, pacer: Arc<Pacer>, sender: Sender) -> Roster {
             let me = me.to_owned();
             // The time is read when the job runs, not when it was queued.
             writer
-                .run_blocking(move |c| refresh(c, &me, now_ms()))
+                .run_blocking(MayRunTwice::new(move |c| refresh(c, &me, now_ms())))
                 .map_err(|e| e.to_string())
         },
         move || sender.wake(),
         move |me: &str| {
             let me = me.to_owned();
-            if let Err(e) = last.run_blocking(move |c| leave(c, &me)) {
+            if let Err(e) = last.run_blocking(MayRunTwice::new(move |c| leave(c, &me))) {
                 log::warn!("roster: this instance's row was not removed ({e}); the others count it for {LIVE_FOR:?} more");
             }
         },

@@ -25,7 +25,7 @@ pub use open::{
 };
 pub use readers::ReadPool;
 pub use sql::{Conn, Dialect};
-pub use writer::Writer;
+pub use writer::{MayRunTwice, Writer};
 
 /// Both halves, as the rest of the program sees the database.
 #[derive(Clone)]

@@ -36,6 +36,26 @@ enum Target {
     Pg(Arc<PgPool>, Arc<std::sync::atomic::AtomicBool>),
 }
 
+/// A writer's job, which may run more than once: on PostgreSQL a job whose
+/// transaction another one got in the way of is rolled back and run again
+/// from the start (up to `MAX_RUNS` times), so it must do nothing outside
+/// its transaction (no send, no counter, no log it cannot repeat) and must
+/// read what it needs again each time. On SQLite it runs once, in a
+/// savepoint of the group commit. Wrapping the closure says so where it is
+/// written.
+pub struct MayRunTwice<F>(F);
+
+impl<F> MayRunTwice<F> {
+    /// The bound here, not only on the writer's methods, lets the compiler
+    /// see the closure's argument as any `&Conn`.
+    pub fn new<R>(work: F) -> MayRunTwice<F>
+    where
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
+    {
+        MayRunTwice(work)
+    }
+}
+
 impl Writer {
     pub fn start(conn: rusqlite::Connection) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>();
@@ -62,7 +82,10 @@ impl Writer {
     /// Queues `work`; it runs inside a savepoint of the next batch, and its
     /// result is delivered once that batch is committed (or has failed).
     /// An `Err` from `work` rolls back only its own savepoint.
-    pub fn submit<R, F>(&self, work: F) -> oneshot::Receiver<Result<R, DbError>>
+    pub fn submit<R, F>(
+        &self,
+        MayRunTwice(work): MayRunTwice<F>,
+    ) -> oneshot::Receiver<Result<R, DbError>>
     where
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
@@ -111,7 +134,7 @@ impl Writer {
     }
 
     /// For async handlers: waits without blocking the executor.
-    pub async fn run<R, F>(&self, work: F) -> Result<R, DbError>
+    pub async fn run<R, F>(&self, MayRunTwice(work): MayRunTwice<F>) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
@@ -122,7 +145,7 @@ impl Writer {
     }
 
     /// For worker threads (never call from async code).
-    pub fn run_blocking<R, F>(&self, work: F) -> Result<R, DbError>
+    pub fn run_blocking<R, F>(&self, work: MayRunTwice<F>) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
@@ -134,7 +157,7 @@ impl Writer {
 
     /// Fire and forget: the write joins the next batch; nobody waits on its
     /// fsync (used for the click log, which must not slow a redirect).
-    pub fn spawn<F>(&self, work: F)
+    pub fn spawn<F>(&self, work: MayRunTwice<F>)
     where
         F: Fn(&Conn) -> Result<(), DbError> + Send + 'static,
     {
@@ -317,12 +340,14 @@ mod tests {
     fn a_failing_job_rolls_back_only_itself() {
         let (_dir, conn, path) = temp_db();
         let (writer, handle) = Writer::start(conn);
-        let a = writer.submit(|c| c.execute("INSERT INTO t VALUES ('a')", []));
-        let b = writer.submit(|c| {
+        let a = writer.submit(MayRunTwice::new(|c| {
+            c.execute("INSERT INTO t VALUES ('a')", [])
+        }));
+        let b = writer.submit(MayRunTwice::new(|c| {
             c.execute("INSERT INTO t VALUES ('b')", [])?;
             c.execute("INSERT INTO t VALUES ('a')", [])?; // conflicts
             Ok(())
-        });
+        }));
         assert_eq!(a.blocking_recv().unwrap().unwrap(), 1);
         assert!(b.blocking_recv().unwrap().is_err());
         writer.close();
@@ -342,9 +367,11 @@ mod tests {
     fn a_panicking_job_is_reported_and_the_writer_survives() {
         let (_dir, conn, _path) = temp_db();
         let (writer, handle) = Writer::start(conn);
-        let bad: Result<(), DbError> = writer.run_blocking(|_| panic!("boom"));
+        let bad: Result<(), DbError> = writer.run_blocking(MayRunTwice::new(|_| panic!("boom")));
         assert!(matches!(bad, Err(DbError::Panicked)));
-        let good = writer.run_blocking(|c| c.execute("INSERT INTO t VALUES ('x')", []));
+        let good = writer.run_blocking(MayRunTwice::new(|c| {
+            c.execute("INSERT INTO t VALUES ('x')", [])
+        }));
         assert_eq!(good.unwrap(), 1);
         writer.close();
         handle.join().unwrap();

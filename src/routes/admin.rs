@@ -10,6 +10,7 @@ use crate::admin_view::orders::{
     orders_list, OrderRow, OrdersQuery, ORDERS_DEFAULT_LIMIT, ORDERS_MAX_LIMIT,
 };
 use crate::clock::now_ms;
+use crate::db::MayRunTwice;
 use crate::domain::mask_digits;
 use crate::error::AppError;
 use crate::outbox::{self, Requeue, Status};
@@ -150,7 +151,7 @@ async fn retry(_admin: Admin, id: &str, state: &State<AppState>) -> Result<Value
     let outcome = state
         .db
         .writer
-        .run(move |c| outbox::requeue(c, &id, now))
+        .run(MayRunTwice::new(move |c| outbox::requeue(c, &id, now)))
         .await?;
     let next = requeued(&shown, outcome)?;
     state.sender.wake();

@@ -12,6 +12,7 @@ use crate::admin_view::order::{order_timeline, order_view};
 use crate::admin_view::orders::{orders_list, OrdersQuery, ORDERS_DEFAULT_LIMIT};
 use crate::admin_view::overview::{paid_per_day, queue_depth, Overview};
 use crate::clock::now_ms;
+use crate::db::MayRunTwice;
 use crate::error::AppError;
 use crate::state::AppState;
 use maud::Markup;
@@ -394,7 +395,7 @@ async fn sign_in(
     let (cookie, _session) = state
         .db
         .writer
-        .run(move |c| session::open(c, &token, now))
+        .run(MayRunTwice::new(move |c| session::open(c, &token, now)))
         .await?;
     let secure = state.config.app_base_url.starts_with("https://");
     jar.add(
@@ -420,7 +421,9 @@ async fn sign_out(
     state
         .db
         .writer
-        .run(move |c| session::close(c, &session.id_hash))
+        .run(MayRunTwice::new(move |c| {
+            session::close(c, &session.id_hash)
+        }))
         .await?;
     jar.remove(Cookie::build(COOKIE).path("/admin"));
     log::info!("admin page: signed out");
@@ -512,7 +515,9 @@ async fn retry(
     let outcome = state
         .db
         .writer
-        .run(move |c| crate::outbox::requeue(c, &id, now))
+        .run(MayRunTwice::new(move |c| {
+            crate::outbox::requeue(c, &id, now)
+        }))
         .await?;
     let next = super::admin::requeued(&shown, outcome)?;
     state.sender.wake();

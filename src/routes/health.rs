@@ -3,6 +3,7 @@
 
 use crate::clock::now_ms;
 use crate::db::damage;
+use crate::db::MayRunTwice;
 use crate::outbox;
 use crate::state::AppState;
 use rocket::http::Status;
@@ -19,7 +20,7 @@ async fn healthz(state: &State<AppState>) -> (Status, Value) {
         let verdict = state
             .db
             .writer
-            .run(|c| Ok(c.lite().map(damage::quick_check)))
+            .run(MayRunTwice::new(|c| Ok(c.lite().map(damage::quick_check))))
             .await;
         if let Ok(Some(Ok(()))) = verdict {
             damage::clear();
@@ -35,11 +36,11 @@ async fn healthz(state: &State<AppState>) -> (Status, Value) {
     let probe = state
         .db
         .writer
-        .run(move |c| {
+        .run(MayRunTwice::new(move |c| {
             c.prepare_cached("UPDATE heartbeat SET beat_at = ?1 WHERE id = 1")?
                 .execute([now])?;
             outbox::depth(c)
-        })
+        }))
         .await;
     match probe {
         Ok((queued, dead)) => (

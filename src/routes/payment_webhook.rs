@@ -3,6 +3,7 @@
 //! unit of work, wake the senders, answer. Nothing here waits on WhatsApp.
 
 use crate::clock::now_ms;
+use crate::db::MayRunTwice;
 use crate::domain::EventKind;
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
@@ -46,9 +47,8 @@ pub async fn accept<S: Source>(
     let (outcome, made) = state
         .db
         .writer
-        .run(move |conn| {
-            // A job may run again (PostgreSQL retries a serialization
-            // failure), so the event it adjusts is its own copy.
+        .run(MayRunTwice::new(move |conn| {
+            // It may run twice, so the event it adjusts is its own copy.
             let mut event = event.clone();
             let mut has_order = false;
             if S::NAMESPACED {
@@ -95,7 +95,7 @@ pub async fn accept<S: Source>(
                 _ => None,
             };
             Ok((outcome, made))
-        })
+        }))
         .await?;
     if let (Outcome::Processed { token, .. }, Some(made)) = (&outcome, made) {
         if let Some(t) = crate::domain::InviteToken::parse(token.as_str()) {

@@ -4,6 +4,7 @@
 //! logged instead.
 
 use crate::clock::now_ms;
+use crate::db::MayRunTwice;
 use crate::error::AppError;
 use crate::inbound::{self, Carried, Stored};
 use crate::metrics::Metrics;
@@ -129,7 +130,7 @@ async fn receive(
     let (carried, results) = state
         .db
         .writer
-        .run(move |conn| {
+        .run(MayRunTwice::new(move |conn| {
             // Before the messages: a notice of a new number comes with (or
             // before) the first message from it.
             let mut carried = Vec::with_capacity(changes.len());
@@ -163,7 +164,7 @@ async fn receive(
                 template_health::apply(conn, &news, now)?;
             }
             Ok((carried, (stored, proven)))
-        })
+        }))
         .await?;
     let (results, proven) = results;
     for p in &proven {

@@ -21,6 +21,7 @@ mod testing;
 use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
+use crate::db::MayRunTwice;
 use crate::metrics::Metrics;
 use crate::outbox::{self, Due, Kind, Variant};
 use crate::pacer::Pacer;
@@ -309,7 +310,7 @@ impl Sender {
                 .shared
                 .db
                 .writer
-                .run_blocking(move |c| outbox::release(c, &claim, &ids))
+                .run_blocking(MayRunTwice::new(move |c| outbox::release(c, &claim, &ids)))
             {
                 log::warn!("sender: claimed messages not given back ({e}); they are due again when their lease ends");
             }
@@ -341,7 +342,7 @@ impl Sender {
         let wait = shared.config.unsure_wait.as_millis() as i64;
         let result = {
             let claim = claim.clone();
-            shared.db.writer.run_blocking(move |c| {
+            shared.db.writer.run_blocking(MayRunTwice::new(move |c| {
                 // A lease that ran out: its sender may have sent (§5).
                 let lapsed = outbox::unsure::lapse(c, now, wait, lease)?;
                 let rows = outbox::claim(c, &claim, now, now + lease, limit)?;
@@ -351,7 +352,7 @@ impl Sender {
                     None
                 };
                 Ok((rows, next, lapsed))
-            })
+            }))
         };
         let (rows, next) = match result {
             Ok((rows, next, lapsed)) => {
@@ -633,7 +634,7 @@ impl Sender {
         self.shared
             .db
             .writer
-            .run_blocking(move |c| match decision.clone() {
+            .run_blocking(MayRunTwice::new(move |c| match decision.clone() {
                 Decision::Sent {
                     message_id,
                     variant,
@@ -680,7 +681,7 @@ impl Sender {
                     }
                 }),
                 Decision::Fault { .. } => Ok(()),
-            })
+            }))
     }
 
     fn is_stopping(&self) -> bool {
@@ -1150,7 +1151,9 @@ mod tests {
         let stale = rig
             .db
             .writer
-            .run_blocking(|c| outbox::claim(c, "gone:0", T0, T0 + 30_000, 10))
+            .run_blocking(MayRunTwice::new(|c| {
+                outbox::claim(c, "gone:0", T0, T0 + 30_000, 10)
+            }))
             .unwrap();
         assert_eq!(stale.len(), 1);
         // Held until its lease runs out.
@@ -1166,9 +1169,9 @@ mod tests {
         let id = stale[0].id.clone();
         rig.db
             .writer
-            .run_blocking(move |c| {
+            .run_blocking(MayRunTwice::new(move |c| {
                 outbox::mark_retry(c, &id, "gone:0", 1, Variant::Template, T0, "late", T0)
-            })
+            }))
             .unwrap();
         assert_eq!(rig.drain(T0 + 24 * HOUR), vec![]);
         assert_eq!(rig.sent.lock().unwrap().len(), 2);
@@ -1202,7 +1205,9 @@ mod tests {
         let proven = rig
             .db
             .writer
-            .run_blocking(move |c| outbox::unsure::record_proof(c, &p, T0 + 1000))
+            .run_blocking(MayRunTwice::new(move |c| {
+                outbox::unsure::record_proof(c, &p, T0 + 1000)
+            }))
             .unwrap();
         assert_eq!(proven.map(|p| p.kind), Some(Kind::Confirmation));
         // The link goes at once; the confirmation never again.
@@ -1257,7 +1262,9 @@ mod tests {
         let stale = rig
             .db
             .writer
-            .run_blocking(|c| outbox::claim(c, "gone:0", T0, T0 + 30_000, 1))
+            .run_blocking(MayRunTwice::new(|c| {
+                outbox::claim(c, "gone:0", T0, T0 + 30_000, 1)
+            }))
             .unwrap();
         let order = stale[0].order_id.clone();
         let other = if order == "ORD-1" { "ORD-2" } else { "ORD-1" };
@@ -1277,11 +1284,11 @@ mod tests {
         let none = rig
             .db
             .writer
-            .run_blocking(move |c| {
+            .run_blocking(MayRunTwice::new(move |c| {
                 outbox::unsure::record_proof(c, &p, T0 + 1)?;
                 // The real one, while the dead sender's lease still holds.
                 outbox::unsure::record_proof(c, &proof(&o, "wamid.INFLIGHT"), T0 + 2)
-            })
+            }))
             .unwrap();
         assert_eq!(none, None);
         // The lease runs out: settled by the kept proof, never resent.
