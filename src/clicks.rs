@@ -60,7 +60,7 @@ impl ClickLog {
                 let stored = (|| -> Result<(), DbError> {
                     let mut insert = conn.prepare_cached(
                         "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     )?;
                     for c in &batch {
                         insert.execute(params![new_id(), c.token_id, c.order_id, c.at, c.user_agent, c.preview])?;

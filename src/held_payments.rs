@@ -33,7 +33,7 @@ pub fn hold(
     let claimed = conn
         .prepare_cached(
             "INSERT INTO webhook_events (idempotency_key, event_id, event_type, order_id, processed_at)
-             VALUES (?1, ?2, 'payment_succeeded', NULL, ?3)
+             VALUES ($1, $2, 'payment_succeeded', NULL, $3)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )?
         .execute(params![key, event.event_id, now])?;
@@ -46,7 +46,7 @@ pub fn hold(
         "INSERT INTO held_payments (source, payment_id, idempotency_key, order_id, order_id_source,
                                     user_id, total_amount, currency, customer_phone_e164, note,
                                     received_at, due_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (source, payment_id) DO NOTHING",
     )?
     .execute(params![
@@ -78,14 +78,14 @@ pub fn hold(
 pub fn settle(conn: &Conn, source: &str, payment_id: &str, order_id: &str) -> Result<(), DbError> {
     let key: Option<String> = conn
         .prepare_cached(
-            "SELECT idempotency_key FROM held_payments WHERE source = ?1 AND payment_id = ?2",
+            "SELECT idempotency_key FROM held_payments WHERE source = $1 AND payment_id = $2",
         )?
         .query_row(params![source, payment_id], |r| r.get(0))
         .optional()?;
     if let Some(key) = key {
-        conn.prepare_cached("DELETE FROM held_payments WHERE source = ?1 AND payment_id = ?2")?
+        conn.prepare_cached("DELETE FROM held_payments WHERE source = $1 AND payment_id = $2")?
             .execute(params![source, payment_id])?;
-        conn.prepare_cached("UPDATE webhook_events SET order_id = ?2 WHERE idempotency_key = ?1")?
+        conn.prepare_cached("UPDATE webhook_events SET order_id = $2 WHERE idempotency_key = $1")?
             .execute(params![key, order_id])?;
     }
     Ok(())
@@ -97,7 +97,7 @@ pub fn settle(conn: &Conn, source: &str, payment_id: &str, order_id: &str) -> Re
 pub fn release_due(conn: &Conn, ctx: &Context) -> Result<Vec<String>, DbError> {
     let due: Vec<(String, String)> = conn
         .prepare_cached(
-            "SELECT source, payment_id FROM held_payments WHERE due_at <= ?1
+            "SELECT source, payment_id FROM held_payments WHERE due_at <= $1
              ORDER BY due_at, source, payment_id LIMIT 20",
         )?
         .query_map([ctx.now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -109,7 +109,7 @@ pub fn release_due(conn: &Conn, ctx: &Context) -> Result<Vec<String>, DbError> {
             .prepare_cached(
                 "SELECT idempotency_key, order_id, order_id_source, user_id, total_amount, currency,
                         customer_phone_e164, note
-                 FROM held_payments WHERE source = ?1 AND payment_id = ?2",
+                 FROM held_payments WHERE source = $1 AND payment_id = $2",
             )?
             .query_row(params![source, payment_id], |r| {
                 Ok((
@@ -128,7 +128,7 @@ pub fn release_due(conn: &Conn, ctx: &Context) -> Result<Vec<String>, DbError> {
         let Some((key, order_id, field, user_id, amount, currency, phone, note)) = row else {
             continue;
         };
-        conn.prepare_cached("DELETE FROM held_payments WHERE source = ?1 AND payment_id = ?2")?
+        conn.prepare_cached("DELETE FROM held_payments WHERE source = $1 AND payment_id = $2")?
             .execute(params![source, payment_id])?;
         let (Ok(order), Ok(amount)) = (OrderId::parse(&order_id), Money::new(amount, &currency))
         else {
@@ -155,11 +155,11 @@ pub fn release_due(conn: &Conn, ctx: &Context) -> Result<Vec<String>, DbError> {
         };
         if let Some(field) = field {
             conn.prepare_cached(
-                "UPDATE orders SET order_id_source = COALESCE(order_id_source, ?2) WHERE id = ?1",
+                "UPDATE orders SET order_id_source = COALESCE(order_id_source, $2) WHERE id = $1",
             )?
             .execute(params![recorded_under, field])?;
         }
-        conn.prepare_cached("UPDATE webhook_events SET order_id = ?2 WHERE idempotency_key = ?1")?
+        conn.prepare_cached("UPDATE webhook_events SET order_id = $2 WHERE idempotency_key = $1")?
             .execute(params![key, recorded_under])?;
         log::info!(
             "{source} payment for gateway order {order_id}: no order.paid named another order; confirmed under {order_id}"

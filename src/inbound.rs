@@ -369,8 +369,8 @@ fn new_contact_id() -> String {
 
 fn contact_by(conn: &Conn, column: &str, value: &str) -> Result<Option<String>, DbError> {
     let sql = match column {
-        "user_id" => "SELECT id FROM contacts WHERE user_id = ?1",
-        _ => "SELECT id FROM contacts WHERE wa_id = ?1",
+        "user_id" => "SELECT id FROM contacts WHERE user_id = $1",
+        _ => "SELECT id FROM contacts WHERE wa_id = $1",
     };
     conn.prepare_cached(sql)?
         .query_row([value], |r| r.get(0))
@@ -396,17 +396,17 @@ fn find_contact(conn: &Conn, who: &Sender) -> Result<Option<String>, DbError> {
 fn merge_contacts(conn: &Conn, from: &str, into: &str) -> Result<usize, DbError> {
     let moved = conn
         .prepare_cached(
-            "UPDATE contact_links SET contact_id = ?2
-             WHERE contact_id = ?1
-               AND order_id NOT IN (SELECT order_id FROM contact_links WHERE contact_id = ?2)",
+            "UPDATE contact_links SET contact_id = $2
+             WHERE contact_id = $1
+               AND order_id NOT IN (SELECT order_id FROM contact_links WHERE contact_id = $2)",
         )?
         .execute(params![from, into])?;
-    conn.prepare_cached("DELETE FROM contact_links WHERE contact_id = ?1")?
+    conn.prepare_cached("DELETE FROM contact_links WHERE contact_id = $1")?
         .execute([from])?;
-    conn.prepare_cached("UPDATE inbound_messages SET contact_id = ?2 WHERE contact_id = ?1")?
+    conn.prepare_cached("UPDATE inbound_messages SET contact_id = $2 WHERE contact_id = $1")?
         .execute(params![from, into])?;
     outbox::move_reply_slots(conn, from, into)?;
-    conn.prepare_cached("DELETE FROM contacts WHERE id = ?1")?
+    conn.prepare_cached("DELETE FROM contacts WHERE id = $1")?
         .execute([from])?;
     Ok(moved)
 }
@@ -415,17 +415,17 @@ fn merge_contacts(conn: &Conn, from: &str, into: &str) -> Result<usize, DbError>
 /// wins), taking them from any other contact that held them.
 fn set_identity(conn: &Conn, id: &str, who: &Sender, now: i64) -> Result<(), DbError> {
     if let Some(user_id) = &who.user_id {
-        conn.prepare_cached("UPDATE contacts SET user_id = NULL WHERE user_id = ?1 AND id <> ?2")?
+        conn.prepare_cached("UPDATE contacts SET user_id = NULL WHERE user_id = $1 AND id <> $2")?
             .execute(params![user_id, id])?;
     }
     if let Some(wa_id) = &who.wa_id {
-        conn.prepare_cached("UPDATE contacts SET wa_id = NULL WHERE wa_id = ?1 AND id <> ?2")?
+        conn.prepare_cached("UPDATE contacts SET wa_id = NULL WHERE wa_id = $1 AND id <> $2")?
             .execute(params![wa_id, id])?;
     }
     conn.prepare_cached(
-        "UPDATE contacts SET user_id = COALESCE(?2, user_id), wa_id = COALESCE(?3, wa_id),
-                updated_at = ?4
-         WHERE id = ?1",
+        "UPDATE contacts SET user_id = COALESCE($2, user_id), wa_id = COALESCE($3, wa_id),
+                updated_at = $4
+         WHERE id = $1",
     )?
     .execute(params![id, who.user_id, who.wa_id, now])?;
     Ok(())
@@ -459,7 +459,7 @@ fn resolve_contact(
             let id = new_contact_id();
             conn.prepare_cached(
                 "INSERT INTO contacts (id, wa_id, user_id, profile_name, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                 VALUES ($1, $2, $3, $4, $5, $5)",
             )?
             .execute(params![id, who.wa_id, who.user_id, profile_name, now])?;
             return Ok(id);
@@ -467,7 +467,7 @@ fn resolve_contact(
     };
     set_identity(conn, &id, who, now)?;
     if let Some(name) = profile_name {
-        conn.prepare_cached("UPDATE contacts SET profile_name = ?2 WHERE id = ?1")?
+        conn.prepare_cached("UPDATE contacts SET profile_name = $2 WHERE id = $1")?
             .execute(params![id, name])?;
     }
     Ok(id)
@@ -503,7 +503,7 @@ pub fn apply_identity_change(
     };
     set_identity(conn, &target, &change.new, now)?;
     let links = conn
-        .prepare_cached("SELECT COUNT(*) FROM contact_links WHERE contact_id = ?1")?
+        .prepare_cached("SELECT COUNT(*) FROM contact_links WHERE contact_id = $1")?
         .query_row([&target], |r| r.get::<_, i64>(0))?;
     Ok(Carried::Links(links as usize))
 }
@@ -517,7 +517,7 @@ pub fn store_message(
     now: i64,
 ) -> Result<Stored, DbError> {
     let exists = conn
-        .prepare_cached("SELECT 1 FROM inbound_messages WHERE wamid = ?1")?
+        .prepare_cached("SELECT 1 FROM inbound_messages WHERE wamid = $1")?
         .query_row([&msg.wamid], |_| Ok(()))
         .optional()?
         .is_some();
@@ -530,7 +530,7 @@ pub fn store_message(
         for token in InviteToken::find_all(body) {
             let row = conn
                 .prepare_cached(
-                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = ?1",
+                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = $1",
                 )?
                 .query_row([token.as_string()], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -553,13 +553,13 @@ pub fn store_message(
             let new_link = conn
                 .prepare_cached(
                     "INSERT INTO contact_links (id, order_id, contact_id, profile_name, token_id, linked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (order_id, contact_id) DO NOTHING",
                 )?
                 .execute(params![crate::ids::new_id(), order_id, contact_id, msg.profile_name, token_id, now])?
                 == 1;
             conn.prepare_cached(
-                "UPDATE whatsapp_tokens SET consumed_at = ?2 WHERE id = ?1 AND consumed_at IS NULL",
+                "UPDATE whatsapp_tokens SET consumed_at = $2 WHERE id = $1 AND consumed_at IS NULL",
             )?
             .execute(params![token_id, now])?;
             if new_link && reply_configured {
@@ -584,7 +584,7 @@ pub fn store_message(
         None => {
             let linked: Option<String> = conn
                 .prepare_cached(
-                    "SELECT order_id FROM contact_links WHERE contact_id = ?1
+                    "SELECT order_id FROM contact_links WHERE contact_id = $1
                      ORDER BY linked_at DESC, id DESC LIMIT 1",
                 )?
                 .query_row([&contact_id], |r| r.get(0))
@@ -607,7 +607,7 @@ pub fn store_message(
         "INSERT INTO inbound_messages (id, wamid, contact_id, wa_id, user_id, profile_name,
                                        message_type, body, sent_at, received_at, attribution,
                                        order_id, token_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )?
     .execute(params![
         crate::ids::new_id(),
@@ -630,7 +630,7 @@ pub fn store_message(
 /// The elder's number when known, else their BSUID (SPEC §9).
 fn reply_recipient(conn: &Conn, contact_id: &str) -> Result<Recipient, DbError> {
     let (wa_id, user_id): (Option<String>, Option<Bsuid>) = conn
-        .prepare_cached("SELECT wa_id, user_id FROM contacts WHERE id = ?1")?
+        .prepare_cached("SELECT wa_id, user_id FROM contacts WHERE id = $1")?
         .query_row([contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(match (wa_id, user_id) {
         (Some(digits), _) => Recipient::Phone(digits),

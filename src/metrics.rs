@@ -274,7 +274,7 @@ impl Metrics {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.paused.set(i64::from(paused));
         let mut stmt = conn.prepare_cached(
-            "SELECT status, COUNT(*) FROM outbox WHERE status IN (?1, ?2, ?3, ?4) GROUP BY status",
+            "SELECT status, COUNT(*) FROM outbox WHERE status IN ($1, $2, $3, $4) GROUP BY status",
         )?;
         let rows = stmt.query_map(DEPTH_STATES, |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))

@@ -73,13 +73,13 @@ pub fn record(
     let claimed = conn
         .prepare_cached(
             "INSERT INTO webhook_events (idempotency_key, event_id, event_type, order_id, processed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )?
         .execute(params![key, event.event_id, event_type, order_id, ctx.now_ms])?;
     if claimed == 0 {
         let order_id: Option<String> = conn
-            .prepare_cached("SELECT order_id FROM webhook_events WHERE idempotency_key = ?1")?
+            .prepare_cached("SELECT order_id FROM webhook_events WHERE idempotency_key = $1")?
             .query_row([key], |r| r.get(0))?;
         let token = match &order_id {
             Some(id) => token_of(conn, id)?,
@@ -99,7 +99,7 @@ pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome
     conn.prepare_cached(
         "INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164, total_amount,
                              currency, note, created_at, updated_at)
-         VALUES (?1, ?2, ?3, 'PAID', ?4, ?5, ?6, ?7, ?8, ?8)
+         VALUES ($1, $2, $3, 'PAID', $4, $5, $6, $7, $8, $8)
          ON CONFLICT (id) DO UPDATE SET
              user_id = excluded.user_id,
              payment_id = excluded.payment_id,
@@ -122,7 +122,7 @@ pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome
     ])?;
 
     let already_queued: bool = conn
-        .prepare_cached("SELECT 1 FROM outbox WHERE order_id = ?1 AND kind = ?2")?
+        .prepare_cached("SELECT 1 FROM outbox WHERE order_id = $1 AND kind = $2")?
         .query_row(params![order_id, Kind::Confirmation], |_| Ok(()))
         .optional()?
         .is_some();
@@ -146,7 +146,7 @@ pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome
             let token = InviteToken::generate().as_string();
             conn.prepare_cached(
                 "INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )?
             .execute(params![
                 crate::ids::new_id(),
@@ -168,7 +168,7 @@ pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome
 
 pub fn token_of(conn: &Conn, order_id: &str) -> Result<Option<String>, DbError> {
     conn.prepare_cached(
-        "SELECT token FROM whatsapp_tokens WHERE order_id = ?1 ORDER BY created_at LIMIT 1",
+        "SELECT token FROM whatsapp_tokens WHERE order_id = $1 ORDER BY created_at LIMIT 1",
     )?
     .query_row([order_id], |r| r.get(0))
     .optional()
@@ -214,7 +214,7 @@ pub fn keep_with_its_order(
     conn.lock_key(&payment_lock(source, &p.payment_id))?;
     let existing: Option<String> = conn
         .prepare_cached(
-            "SELECT id FROM orders WHERE payment_id = ?1 AND order_id_source LIKE ?2 LIMIT 1",
+            "SELECT id FROM orders WHERE payment_id = $1 AND order_id_source LIKE $2 LIMIT 1",
         )?
         .query_row(params![p.payment_id, format!("{source} %")], |r| r.get(0))
         .optional()?;
@@ -236,7 +236,7 @@ pub fn keep_with_its_order(
 /// The first payment that named the order says where its id came from.
 pub fn note_order_id_source(conn: &Conn, order_id: &OrderId, source: &str) -> Result<(), DbError> {
     conn.prepare_cached(
-        "UPDATE orders SET order_id_source = COALESCE(order_id_source, ?2) WHERE id = ?1",
+        "UPDATE orders SET order_id_source = COALESCE(order_id_source, $2) WHERE id = $1",
     )?
     .execute(params![order_id.as_str(), source])?;
     Ok(())
@@ -245,7 +245,7 @@ pub fn note_order_id_source(conn: &Conn, order_id: &OrderId, source: &str) -> Re
 /// The id and expiry of an invite token just made, for the redirect's
 /// memory of tokens.
 pub fn token_made(conn: &Conn, token: &str) -> Result<Option<(String, i64)>, DbError> {
-    conn.prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = ?1")?
+    conn.prepare_cached("SELECT id, expires_at FROM whatsapp_tokens WHERE token = $1")?
         .query_row(params![token], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
@@ -293,7 +293,7 @@ mod tests {
             record(&conn, &format!("k{i}"), &e, &CTX).unwrap();
             let stored: String = conn
                 .query_row(
-                    "SELECT note FROM orders WHERE id = ?1",
+                    "SELECT note FROM orders WHERE id = $1",
                     [format!("ORD-{i}")],
                     |r| r.get(0),
                 )

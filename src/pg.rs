@@ -246,7 +246,7 @@ fn copy_order(lite: &rusqlite::Connection) -> Result<Vec<String>, String> {
     let names: Vec<String> = lite
         .prepare(
             "SELECT name FROM sqlite_master WHERE type = 'table'
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> ?1 ORDER BY name",
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> $1 ORDER BY name",
         )
         .map_err(sql_err)?
         .query_map([SCHEMA_HISTORY], |r| r.get(0))

@@ -50,14 +50,14 @@ pub fn refresh(conn: &Conn, me: &str, now: i64) -> Result<Vec<String>, DbError> 
     )?
     .execute(params![])?;
     conn.prepare_cached(
-        "INSERT INTO sender_instances (id, seen_at, started_at) VALUES (?1, ?2, ?2)
+        "INSERT INTO sender_instances (id, seen_at, started_at) VALUES ($1, $2, $2)
          ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
     )?
     .execute(params![me, now])?;
-    conn.prepare_cached("DELETE FROM sender_instances WHERE seen_at < ?1")?
+    conn.prepare_cached("DELETE FROM sender_instances WHERE seen_at < $1")?
         .execute(params![now - FORGET_AFTER_MS])?;
     let mut stmt =
-        conn.prepare_cached("SELECT id FROM sender_instances WHERE seen_at > ?1 ORDER BY id")?;
+        conn.prepare_cached("SELECT id FROM sender_instances WHERE seen_at > $1 ORDER BY id")?;
     let live = stmt
         .query_map(params![now - LIVE_FOR_MS], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
@@ -67,7 +67,7 @@ pub fn refresh(conn: &Conn, me: &str, now: i64) -> Result<Vec<String>, DbError> 
 /// Removes this instance's row: the others take up its share at their next
 /// refresh. Called once this instance sends no more.
 pub fn leave(conn: &Conn, me: &str) -> Result<(), DbError> {
-    conn.prepare_cached("DELETE FROM sender_instances WHERE id = ?1")?
+    conn.prepare_cached("DELETE FROM sender_instances WHERE id = $1")?
         .execute(params![me])?;
     Ok(())
 }

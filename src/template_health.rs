@@ -158,7 +158,7 @@ pub fn apply(conn: &Conn, news: &News, now: i64) -> Result<(), DbError> {
     for s in &news.statuses {
         conn.prepare_cached(
             "INSERT INTO template_health (name, language, status, reason, status_at, category)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (name, language) DO UPDATE SET
                  status = excluded.status, reason = excluded.reason,
                  status_at = excluded.status_at,
@@ -177,7 +177,7 @@ pub fn apply(conn: &Conn, news: &News, now: i64) -> Result<(), DbError> {
     for c in &news.categories {
         conn.prepare_cached(
             "INSERT INTO template_health (name, language, category, previous_category, category_note, category_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (name, language) DO UPDATE SET
                  category = COALESCE(excluded.category, template_health.category),
                  previous_category = excluded.previous_category,
@@ -196,7 +196,7 @@ pub fn apply(conn: &Conn, news: &News, now: i64) -> Result<(), DbError> {
     for e in &news.errors {
         conn.prepare_cached(
             "INSERT INTO whatsapp_errors (id, code, title, details, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             VALUES ($1, $2, $3, $4, $5)",
         )?
         .execute(params![
             crate::ids::new_id(),
@@ -229,7 +229,7 @@ pub fn role(config: &Config, name: &str, language: &str) -> Option<&'static str>
 pub fn held(conn: &Conn, name: &str, language: &str) -> Result<Option<String>, DbError> {
     let row: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(
-            "SELECT status, reason FROM template_health WHERE name = ?1 AND language = ?2",
+            "SELECT status, reason FROM template_health WHERE name = $1 AND language = $2",
         )?
         .query_row(params![name, language], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -271,7 +271,7 @@ pub fn health(conn: &Conn, config: &Config) -> Result<Health, DbError> {
         }
         let note: Option<Option<String>> = conn
             .prepare_cached(
-                "SELECT category_note FROM template_health WHERE name = ?1 AND language = ?2",
+                "SELECT category_note FROM template_health WHERE name = $1 AND language = $2",
             )?
             .query_row(params![name, config.template_lang], |r| r.get(0))
             .optional()?;

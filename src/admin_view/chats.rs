@@ -39,7 +39,7 @@ pub struct ContactView {
 /// or its business-scoped user id is found by either.
 pub fn contact_view(c: &Conn, id: &str) -> Result<Option<ContactView>, DbError> {
     let found: Option<(String, Option<String>, Option<String>)> = c
-        .prepare_cached("SELECT id, wa_id, user_id FROM contacts WHERE user_id = ?1 OR wa_id = ?1")?
+        .prepare_cached("SELECT id, wa_id, user_id FROM contacts WHERE user_id = $1 OR wa_id = $1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((contact_id, wa_id, user_id)) = found else {
@@ -48,7 +48,7 @@ pub fn contact_view(c: &Conn, id: &str) -> Result<Option<ContactView>, DbError> 
     let orders: Vec<Value> = c
         .prepare_cached(
             "SELECT l.order_id, l.profile_name, l.linked_at, o.status FROM contact_links l
-             JOIN orders o ON o.id = l.order_id WHERE l.contact_id = ?1 ORDER BY l.linked_at DESC",
+             JOIN orders o ON o.id = l.order_id WHERE l.contact_id = $1 ORDER BY l.linked_at DESC",
         )?
         .query_map([&contact_id], |r| {
             Ok(json!({
@@ -61,7 +61,7 @@ pub fn contact_view(c: &Conn, id: &str) -> Result<Option<ContactView>, DbError> 
         .collect::<Result<_, _>>()?;
     let messages: Vec<Value> = c
         .prepare_cached(&format!(
-            "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE contact_id = ?1 ORDER BY received_at"
+            "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE contact_id = $1 ORDER BY received_at"
         ))?
         .query_map([&contact_id], inbound_json)?
         .collect::<Result<_, _>>()?;
@@ -100,10 +100,10 @@ pub struct Chat {
 pub fn latest_chats(c: &Conn, unattributed_only: bool, limit: usize) -> Result<Vec<Chat>, DbError> {
     let sql = if unattributed_only {
         "SELECT received_at, wa_id, user_id, profile_name, message_type, body, order_id FROM inbound_messages
-         WHERE order_id IS NULL ORDER BY received_at DESC LIMIT ?1"
+         WHERE order_id IS NULL ORDER BY received_at DESC LIMIT $1"
     } else {
         "SELECT received_at, wa_id, user_id, profile_name, message_type, body, order_id FROM inbound_messages
-         ORDER BY received_at DESC LIMIT ?1"
+         ORDER BY received_at DESC LIMIT $1"
     };
     c.prepare_cached(sql)?
         .query_map([limit as i64], |r| {

@@ -142,7 +142,7 @@ pub const LISTABLE_STATUSES: [Status; 6] = [
 /// Messages in one outbox status, most recently changed first (dead letters).
 pub fn messages_with_status(c: &Conn, status: Status) -> Result<Vec<Message>, DbError> {
     c.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY updated_at DESC LIMIT 500"
+        "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE status = $1 ORDER BY updated_at DESC LIMIT 500"
     ))?
     .query_map([status], Message::read)?
     .collect::<Result<_, _>>()
@@ -190,7 +190,7 @@ mod tests {
         let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
         conn.query_row(
             "SELECT 'm1' AS id, 'O1' AS order_id, 'link' AS kind, '919876543210' AS recipient,
-                    NULL AS recipient_user_id, ?1 AS status, 'template' AS variant, 2 AS attempts,
+                    NULL AS recipient_user_id, $1 AS status, 'template' AS variant, 2 AS attempts,
                     NULL AS next_attempt_at, 'token 0195f2a4-1c2b-7d3e-8f90-a1b2c3d4e5f6' AS last_error,
                     'wamid.X' AS graph_message_id, 0 AS sent_at, 'read' AS delivery_status,
                     NULL AS delivery_error, NULL AS delivery_updated_at, NULL AS lease_until,

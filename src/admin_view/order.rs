@@ -34,7 +34,7 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<OrderView>, DbError
         .prepare_cached(
             "SELECT id, user_id, payment_id, status, customer_phone_e164, total_amount, currency, note,
                     created_at, updated_at, last_confirmation_sent_at, order_id_source
-             FROM orders WHERE id = ?1",
+             FROM orders WHERE id = $1",
         )?
         .query_row([order_id], |r| {
             let amount: i64 = r.get("total_amount")?;
@@ -59,7 +59,7 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<OrderView>, DbError
     let Some(order) = order else { return Ok(None) };
 
     let token = c
-        .prepare_cached("SELECT token, expires_at, consumed_at, created_at FROM whatsapp_tokens WHERE order_id = ?1 ORDER BY created_at LIMIT 1")?
+        .prepare_cached("SELECT token, expires_at, consumed_at, created_at FROM whatsapp_tokens WHERE order_id = $1 ORDER BY created_at LIMIT 1")?
         .query_row([order_id], |r| {
             Ok(json!({
                 "token": mask_token(&r.get::<_, String>(0)?),
@@ -71,7 +71,7 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<OrderView>, DbError
         .optional()?;
     let messages: Vec<Message> = c
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE order_id = ?1 ORDER BY created_at, kind"
+            "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE order_id = $1 ORDER BY created_at, kind"
         ))?
         .query_map([order_id], Message::read)?
         .collect::<Result<_, _>>()?;
@@ -80,7 +80,7 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<OrderView>, DbError
             "SELECT COALESCE(SUM(CASE WHEN is_preview THEN 0 ELSE 1 END), 0),
                     COALESCE(SUM(CASE WHEN is_preview THEN 1 ELSE 0 END), 0),
                     MAX(CASE WHEN is_preview THEN NULL ELSE clicked_at END)
-             FROM invite_clicks WHERE order_id = ?1",
+             FROM invite_clicks WHERE order_id = $1",
         )?
         .query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     type Link = (String, Option<String>, Option<String>, Option<String>, i64);
@@ -88,7 +88,7 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<OrderView>, DbError
         .prepare_cached(
             "SELECT c.id, c.wa_id, c.user_id, l.profile_name, l.linked_at
              FROM contact_links l JOIN contacts c ON c.id = l.contact_id
-             WHERE l.order_id = ?1 ORDER BY l.linked_at",
+             WHERE l.order_id = $1 ORDER BY l.linked_at",
         )?
         .query_map([order_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -98,14 +98,14 @@ pub fn order_view(c: &Conn, order_id: &str) -> Result<Option<OrderView>, DbError
     for (contact_id, wa_id, user_id, profile_name, linked_at) in &links {
         let msgs: Vec<Value> = c
             .prepare_cached(&format!(
-                "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE order_id = ?1 AND contact_id = ?2 ORDER BY received_at"
+                "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE order_id = $1 AND contact_id = $2 ORDER BY received_at"
             ))?
             .query_map(params![order_id, contact_id], inbound_json)?
             .collect::<Result<_, _>>()?;
         // The one reply of an order to a contact sits in the slot named by the contact.
         let reply_ids: Vec<String> = c
             .prepare_cached(
-                "SELECT id FROM outbox WHERE order_id = ?1 AND kind = ?2 AND slot = ?3",
+                "SELECT id FROM outbox WHERE order_id = $1 AND kind = $2 AND slot = $3",
             )?
             .query_map(params![order_id, Kind::ElderReply, contact_id], |r| {
                 r.get(0)
@@ -188,7 +188,7 @@ pub fn order_timeline(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
 /// The payment webhooks recorded for the order.
 fn webhook_events(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     c.prepare_cached(
-        "SELECT processed_at, event_type, event_id FROM webhook_events WHERE order_id = ?1",
+        "SELECT processed_at, event_type, event_id FROM webhook_events WHERE order_id = $1",
     )?
     .query_map([order_id], |r| {
         let event_type: String = r.get(1)?;
@@ -229,7 +229,7 @@ fn timeline_messages(c: &Conn, order_id: &str) -> Result<Vec<TimelineMessage>, D
         "SELECT kind, status, variant, attempts, last_error, created_at, updated_at,
                 sent_at, delivery_status, delivery_error, delivery_updated_at, id, link_via,
                 graph_message_id, pricing_paid, pricing_category, pricing_type
-         FROM outbox WHERE order_id = ?1 ORDER BY created_at, kind",
+         FROM outbox WHERE order_id = $1 ORDER BY created_at, kind",
     )?
     .query_map([order_id], |r| {
         Ok(TimelineMessage {
@@ -359,7 +359,7 @@ fn message_events(m: &TimelineMessage, events: &mut Vec<Event>) {
 /// Opens of the invite link, a person's apart from a link preview's.
 fn click_events(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     c.prepare_cached(
-        "SELECT clicked_at, is_preview, user_agent FROM invite_clicks WHERE order_id = ?1
+        "SELECT clicked_at, is_preview, user_agent FROM invite_clicks WHERE order_id = $1
          ORDER BY clicked_at LIMIT 200",
     )?
     .query_map([order_id], |r| {
@@ -383,7 +383,7 @@ fn click_events(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
 fn elder_link_events(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     c.prepare_cached(
         "SELECT l.linked_at, c.wa_id, c.user_id, l.profile_name
-         FROM contact_links l JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = ?1",
+         FROM contact_links l JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = $1",
     )?
     .query_map([order_id], |r| {
         let wa_id: Option<String> = r.get(1)?;
@@ -409,7 +409,7 @@ fn elder_link_events(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
 fn elder_message_events(c: &Conn, order_id: &str) -> Result<Vec<Event>, DbError> {
     c.prepare_cached(
         "SELECT received_at, profile_name, wa_id, user_id, message_type, body FROM inbound_messages
-         WHERE order_id = ?1 ORDER BY received_at LIMIT 500",
+         WHERE order_id = $1 ORDER BY received_at LIMIT 500",
     )?
     .query_map([order_id], |r| {
         let name: Option<String> = r.get(1)?;

@@ -262,7 +262,7 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
         None => None,
         Some(id) => {
             let at = c
-                .prepare_cached("SELECT created_at FROM orders WHERE id = ?1")?
+                .prepare_cached("SELECT created_at FROM orders WHERE id = $1")?
                 .query_row([id], |r| r.get::<_, i64>(0))
                 .optional()?;
             match at {
@@ -286,29 +286,36 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
     // seek: the keyset as a row value on (created_at, id), an id prefix as a
     // range of the primary key. A phone tail cannot use an index; it is
     // checked on the covering index orders_created (V6), never the table.
-    let mut conditions = Vec::new();
-    let mut args: Vec<(&str, &dyn crate::db::sql::Param)> = Vec::new();
+    // Placeholders are numbered as their values are pushed: `$N` is what
+    // both stores take as written (SQLite binds it by its name).
+    let mut conditions: Vec<String> = Vec::new();
+    let mut args: Vec<&dyn crate::db::sql::Param> = Vec::new();
     if let Some((at, id)) = &cursor {
-        conditions.push("(o.created_at, o.id) < (:before_at, :before_id)");
-        args.push((":before_at", at));
-        args.push((":before_id", id));
+        let n = args.len();
+        conditions.push(format!("(o.created_at, o.id) < (${}, ${})", n + 1, n + 2));
+        args.extend([at as &dyn crate::db::sql::Param, id]);
     }
     match (&id_lo, &id_hi, &phone_like) {
         (Some(lo), Some(hi), None) => {
-            conditions.push("o.id >= :lo AND o.id < :hi");
-            args.push((":lo", lo));
-            args.push((":hi", hi));
+            let n = args.len();
+            conditions.push(format!("o.id >= ${} AND o.id < ${}", n + 1, n + 2));
+            args.extend([lo as &dyn crate::db::sql::Param, hi]);
         }
         (Some(lo), Some(hi), Some(like)) => {
-            conditions.push("((o.id >= :lo AND o.id < :hi) OR o.customer_phone_e164 LIKE :like)");
-            args.push((":lo", lo));
-            args.push((":hi", hi));
-            args.push((":like", like));
+            let n = args.len();
+            conditions.push(format!(
+                "((o.id >= ${} AND o.id < ${}) OR o.customer_phone_e164 LIKE ${})",
+                n + 1,
+                n + 2,
+                n + 3
+            ));
+            args.extend([lo as &dyn crate::db::sql::Param, hi, like]);
         }
         _ => {}
     }
     let fetch = (limit + 1) as i64;
-    args.push((":limit", &fetch));
+    args.push(&fetch);
+    let limit_at = args.len();
     let filter = if conditions.is_empty() {
         String::new()
     } else {
@@ -327,7 +334,7 @@ pub fn orders_list(c: &Conn, q: &OrdersQuery) -> Result<Result<OrdersPage, AppEr
          FROM orders o
          {filter}
          ORDER BY o.created_at DESC, o.id DESC
-         LIMIT :limit"
+         LIMIT ${limit_at}"
     ))?;
     let mut rows: Vec<OrderRow> = stmt
         .query_map(args.as_slice(), |r| {

@@ -77,7 +77,7 @@ pub fn paid_per_day(c: &Conn, days: &[i64]) -> Result<Vec<i64>, DbError> {
     // Messages since each day's start; a day is its count less the next's.
     let since: Vec<i64> = c
         .prepare_cached(&format!(
-            "SELECT {} FROM outbox WHERE pricing_paid = TRUE AND created_at >= ?{}",
+            "SELECT {} FROM outbox WHERE pricing_paid = TRUE AND created_at >= ${}",
             per_window("created_at", n, None),
             n + 1
         ))?
@@ -89,13 +89,13 @@ pub fn paid_per_day(c: &Conn, days: &[i64]) -> Result<Vec<i64>, DbError> {
         .collect())
 }
 
-/// One count per window, `?1`…`?n` being the windows' starts: a single scan
+/// One count per window, `$1`…`?n` being the windows' starts: a single scan
 /// of the widest window (`?n+1`) counts them all.
 fn per_window(column: &str, n: usize, distinct: Option<&str>) -> String {
     (1..=n)
         .map(|i| match distinct {
-            None => format!("COALESCE(SUM(CASE WHEN {column} >= ?{i} THEN 1 ELSE 0 END), 0)"),
-            Some(d) => format!("COUNT(DISTINCT CASE WHEN {column} >= ?{i} THEN {d} END)"),
+            None => format!("COALESCE(SUM(CASE WHEN {column} >= ${i} THEN 1 ELSE 0 END), 0)"),
+            Some(d) => format!("COUNT(DISTINCT CASE WHEN {column} >= ${i} THEN {d} END)"),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -120,13 +120,13 @@ pub fn overview(c: &Conn, windows: &[(&'static str, i64)]) -> Result<Overview, D
     let w = n + 1;
     let paid = c
         .prepare_cached(&format!(
-            "SELECT {} FROM orders WHERE created_at >= ?{w}",
+            "SELECT {} FROM orders WHERE created_at >= ${w}",
             per_window("created_at", n, None)
         ))?
         .query_row(args.clone(), |r| counts(r, 0))?;
     let mut delivered: Vec<(Kind, Vec<i64>)> = c
         .prepare_cached(&format!(
-            "SELECT kind, {} FROM outbox WHERE kind IN ('confirmation', 'link') AND created_at >= ?{w}
+            "SELECT kind, {} FROM outbox WHERE kind IN ('confirmation', 'link') AND created_at >= ${w}
                AND delivery_status IN ('delivered', 'read') GROUP BY kind",
             per_window("created_at", n, None)
         ))?
@@ -143,20 +143,20 @@ pub fn overview(c: &Conn, windows: &[(&'static str, i64)]) -> Result<Overview, D
     let link = delivered_of(Kind::Link);
     let opened = c
         .prepare_cached(&format!(
-            "SELECT {} FROM invite_clicks WHERE clicked_at >= ?{w} AND NOT is_preview",
+            "SELECT {} FROM invite_clicks WHERE clicked_at >= ${w} AND NOT is_preview",
             per_window("clicked_at", n, Some("order_id"))
         ))?
         .query_row(args.clone(), |r| counts(r, 0))?;
     let linked = c
         .prepare_cached(&format!(
-            "SELECT {} FROM contact_links WHERE linked_at >= ?{w}",
+            "SELECT {} FROM contact_links WHERE linked_at >= ${w}",
             per_window("linked_at", n, Some("order_id"))
         ))?
         .query_row(args.clone(), |r| counts(r, 0))?;
     let costs: Vec<(String, Vec<i64>)> = c
         .prepare_cached(&format!(
             "SELECT COALESCE(pricing_category, 'unknown'), {} FROM outbox
-             WHERE pricing_paid = TRUE AND created_at >= ?{w}
+             WHERE pricing_paid = TRUE AND created_at >= ${w}
              GROUP BY COALESCE(pricing_category, 'unknown') ORDER BY 1",
             per_window("created_at", n, None)
         ))?

@@ -2,17 +2,19 @@
 //! written once against `Conn`, which mimics the rusqlite calls they made
 //! before (`prepare_cached`, `execute`, `query_row`, `query_map`,
 //! `optional()`), and run on SQLite or on PostgreSQL. The SQL text is the
-//! same for both wherever the dialects agree; this layer absorbs what they
-//! do not: `?N` and `:name` placeholders become `$N` (once per statement,
-//! cached with it), and values are converted to and from the column types
-//! PostgreSQL checks strictly (an i64 bound to an INTEGER column, BOOLEAN
-//! kept as 0/1 by SQLite, SUM of a BIGINT being NUMERIC, COUNT being INT8).
+//! same for both wherever the dialects agree, and goes to each store as
+//! written: placeholders are `$N`, which PostgreSQL numbers and SQLite
+//! takes as a parameter named `$N` (bound here by that name, so `$2` may
+//! come before `$1`). Where the dialects differ, the caller writes each
+//! store's statement (`Conn::dialect`). What this layer does is convert
+//! values to and from the column types PostgreSQL checks strictly (an i64
+//! bound to an INTEGER column, BOOLEAN kept as 0/1 by SQLite, SUM of a
+//! BIGINT being NUMERIC, COUNT being INT8).
 
 use super::error::DbError;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Which store a connection talks to, for the few statements the dialects
 /// cannot share (each such place says why).
@@ -30,7 +32,7 @@ pub enum Conn {
 }
 
 /// A PostgreSQL client and the statements already prepared on it, by their
-/// SQL text as written (before the placeholder rewrite).
+/// SQL text.
 pub struct PgSession {
     client: postgres::Client,
     cache: HashMap<String, Prepared>,
@@ -39,9 +41,6 @@ pub struct PgSession {
 #[derive(Clone)]
 struct Prepared {
     stmt: postgres::Statement,
-    /// For statements written with `:name` placeholders: the names, in
-    /// `$N` order.
-    names: Option<Arc<[String]>>,
 }
 
 impl PgSession {
@@ -60,12 +59,8 @@ impl PgSession {
         if let Some(p) = self.cache.get(sql) {
             return Ok(p.clone());
         }
-        let (text, names) = rewrite_placeholders(sql);
-        let stmt = self.client.prepare(&text).map_err(DbError::Pg)?;
-        let prepared = Prepared {
-            stmt,
-            names: names.map(Arc::from),
-        };
+        let stmt = self.client.prepare(sql).map_err(DbError::Pg)?;
+        let prepared = Prepared { stmt };
         if cache {
             self.cache.insert(sql.to_owned(), prepared.clone());
         }
@@ -137,7 +132,7 @@ impl Conn {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(key.as_bytes());
         let id = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-        self.prepare_cached("SELECT pg_advisory_xact_lock(?1)")?
+        self.prepare_cached("SELECT pg_advisory_xact_lock($1)")?
             .query_row([id], |_| Ok(()))
     }
 
@@ -307,6 +302,10 @@ fn no_rows() -> DbError {
     DbError::Sql(rusqlite::Error::QueryReturnedNoRows)
 }
 
+/// Binds `$N` by its name: SQLite numbers named parameters in the order they
+/// first appear, PostgreSQL by N. A `?`, `?N` or `:name` placeholder (the
+/// other store would not take it) is refused here, on the store the tests
+/// run most, with the statement's text.
 fn bind_lite(s: &mut rusqlite::Statement<'_>, binds: &Binds<'_>) -> Result<(), DbError> {
     let expected = s.parameter_count();
     if binds.values.len() != expected {
@@ -315,14 +314,20 @@ fn bind_lite(s: &mut rusqlite::Statement<'_>, binds: &Binds<'_>) -> Result<(), D
             expected,
         )));
     }
-    for (i, v) in binds.values.iter().enumerate() {
-        let index = match &binds.names {
-            None => i + 1,
-            Some(names) => s
-                .parameter_index(names[i])?
-                .ok_or_else(|| rusqlite::Error::InvalidParameterName(names[i].to_owned()))?,
-        };
-        s.raw_bind_parameter(index, v)?;
+    for index in 1..=expected {
+        let n = s
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=expected).contains(n))
+            .ok_or_else(|| {
+                let name = s.parameter_name(index).unwrap_or("?").to_owned();
+                DbError::Value(format!(
+                    "placeholder {name} in `{}`: write $1, $2, … (both stores take them as written)",
+                    s.expanded_sql().unwrap_or_default()
+                ))
+            })?;
+        s.raw_bind_parameter(index, binds.values[n - 1])?;
     }
     Ok(())
 }
@@ -341,128 +346,16 @@ fn pg_query(
         .map_err(DbError::Pg)
 }
 
-/// The values in `$N` order. PostgreSQL's `$N` count is the statement's;
-/// named values are matched by name.
+/// The values in `$N` order, as many as the statement has.
 fn pg_values<'a>(prepared: &Prepared, binds: &Binds<'a>) -> Result<Vec<Value<'a>>, DbError> {
     let expected = prepared.stmt.params().len();
-    match (&prepared.names, &binds.names) {
-        (None, None) => {
-            if binds.values.len() != expected {
-                return Err(DbError::Sql(rusqlite::Error::InvalidParameterCount(
-                    binds.values.len(),
-                    expected,
-                )));
-            }
-            Ok(binds.values.clone())
-        }
-        (Some(wanted), Some(given)) => wanted
-            .iter()
-            .map(|name| {
-                given
-                    .iter()
-                    .position(|g| g == name)
-                    .map(|i| binds.values[i])
-                    .ok_or_else(|| {
-                        DbError::Sql(rusqlite::Error::InvalidParameterName(name.clone()))
-                    })
-            })
-            .collect(),
-        _ => Err(DbError::Value(
-            "named and positional parameters mixed".into(),
-        )),
+    if binds.values.len() != expected {
+        return Err(DbError::Sql(rusqlite::Error::InvalidParameterCount(
+            binds.values.len(),
+            expected,
+        )));
     }
-}
-
-/// `?N` becomes `$N`, and `:name` becomes `$k` (k counting distinct names
-/// in order of appearance); string literals, quoted names, comments
-/// (`-- …` and `/* … */`), dollar-quoted bodies (`$$ … $$`, `$tag$ … $tag$`),
-/// `::` casts and a `?` not followed by a digit (PostgreSQL's JSON operator)
-/// are left alone.
-fn rewrite_placeholders(sql: &str) -> (String, Option<Vec<String>>) {
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut names: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        match c {
-            b'\'' | b'"' => {
-                let end = sql[i + 1..]
-                    .find(c as char)
-                    .map_or(sql.len(), |j| i + 2 + j);
-                out.push_str(&sql[i..end]);
-                i = end;
-            }
-            b'?' if i + 1 < bytes.len() && bytes[i + 1].is_ascii_digit() => {
-                out.push('$');
-                i += 1;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                let end = sql[i..].find('\n').map_or(sql.len(), |j| i + j);
-                out.push_str(&sql[i..end]);
-                i = end;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let end = sql[i + 2..].find("*/").map_or(sql.len(), |j| i + 2 + j + 2);
-                out.push_str(&sql[i..end]);
-                i = end;
-            }
-            b'$' if dollar_tag(&sql[i..]).is_some() => {
-                let tag = dollar_tag(&sql[i..]).expect("just matched");
-                let body = i + tag.len();
-                let end = sql[body..]
-                    .find(tag)
-                    .map_or(sql.len(), |j| body + j + tag.len());
-                out.push_str(&sql[i..end]);
-                i = end;
-            }
-            b':' if i + 1 < bytes.len() && bytes[i + 1] == b':' => {
-                out.push_str("::");
-                i += 2;
-            }
-            b':' if i + 1 < bytes.len()
-                && (bytes[i + 1].is_ascii_alphabetic() || bytes[i + 1] == b'_') =>
-            {
-                let start = i + 1;
-                let mut end = start;
-                while end < bytes.len()
-                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
-                {
-                    end += 1;
-                }
-                let name = &sql[i..end];
-                let k = match names.iter().position(|n| n == name) {
-                    Some(k) => k + 1,
-                    None => {
-                        names.push(name.to_owned());
-                        names.len()
-                    }
-                };
-                out.push_str(&format!("${k}"));
-                i = end;
-            }
-            _ => {
-                let ch = sql[i..].chars().next().expect("in bounds");
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-        }
-    }
-    (out, (!names.is_empty()).then_some(names))
-}
-
-/// The opening tag of a dollar-quoted string (`$$` or `$name$`) at the start
-/// of `sql`; `$1` is a placeholder, not a tag.
-fn dollar_tag(sql: &str) -> Option<&str> {
-    let rest = sql.strip_prefix('$')?;
-    let len = rest
-        .bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        .count();
-    if rest.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-        return None;
-    }
-    (rest.as_bytes().get(len) == Some(&b'$')).then(|| &sql[..len + 2])
+    Ok(binds.values.clone())
 }
 
 /// One row of either store.
@@ -862,14 +755,13 @@ fn numeric(raw: &[u8]) -> Result<Value<'static>, BoxError> {
     }
 }
 
-/// The values of one statement, positional or named.
+/// The values of one statement, `$1` first.
 pub struct Binds<'a> {
     values: Vec<Value<'a>>,
-    names: Option<Vec<&'a str>>,
 }
 
 /// What `execute`, `query_row` and `query_map` take: `params![…]`, an
-/// array of one type, `[]`, named pairs, or `params_from_iter(…)`.
+/// array of one type, `[]`, or `params_from_iter(…)`.
 pub trait Params {
     fn binds(&self) -> Binds<'_>;
 }
@@ -878,26 +770,13 @@ impl Params for &[&dyn Param] {
     fn binds(&self) -> Binds<'_> {
         Binds {
             values: self.iter().map(|p| p.value()).collect(),
-            names: None,
-        }
-    }
-}
-
-impl Params for &[(&str, &dyn Param)] {
-    fn binds(&self) -> Binds<'_> {
-        Binds {
-            values: self.iter().map(|(_, p)| p.value()).collect(),
-            names: Some(self.iter().map(|(n, _)| *n).collect()),
         }
     }
 }
 
 impl Params for [&dyn Param; 0] {
     fn binds(&self) -> Binds<'_> {
-        Binds {
-            values: Vec::new(),
-            names: None,
-        }
+        Binds { values: Vec::new() }
     }
 }
 
@@ -905,7 +784,7 @@ macro_rules! array_params {
     ($($n:literal),*) => {$(
         impl<T: Param> Params for [T; $n] {
             fn binds(&self) -> Binds<'_> {
-                Binds { values: self.iter().map(|p| p.value()).collect(), names: None }
+                Binds { values: self.iter().map(|p| p.value()).collect() }
             }
         }
     )*};
@@ -928,7 +807,6 @@ impl<T: Param> Params for ParamsFromIter<T> {
     fn binds(&self) -> Binds<'_> {
         Binds {
             values: self.0.iter().map(|p| p.value()).collect(),
-            names: None,
         }
     }
 }
@@ -966,49 +844,49 @@ impl<T> OptionalExtension<T> for Result<T, DbError> {
 mod tests {
     use super::*;
 
+    /// SQLite numbers `$N` by first appearance; bound by name, a statement
+    /// whose `$2` comes first still gets each value where it belongs.
     #[test]
-    fn placeholders_become_dollars_outside_literals_and_casts() {
-        assert_eq!(
-            rewrite_placeholders("SELECT ?1, '?2', x::text FROM t WHERE a = ?12").0,
-            "SELECT $1, '?2', x::text FROM t WHERE a = $12"
-        );
-        let (sql, names) =
-            rewrite_placeholders("WHERE (a, b) < (:at, :id) AND c = ':no' LIMIT :limit OR d = :at");
-        assert_eq!(
-            sql,
-            "WHERE (a, b) < ($1, $2) AND c = ':no' LIMIT $3 OR d = $1"
-        );
-        assert_eq!(names.unwrap(), vec![":at", ":id", ":limit"]);
+    fn sqlite_binds_dollar_placeholders_by_their_number_in_any_order() {
+        let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
+        let got: (String, String, String) = conn
+            .query_row("SELECT $2, $1, $2 || $1", ["a", "b"], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(got, ("b".into(), "a".into(), "ba".into()));
+        // Text that only looks like a placeholder stays text.
+        let quoted: String = conn
+            .query_row("SELECT '$1 $2 :x' || $1 -- it's $2\n", ["!"], |r| r.get(0))
+            .unwrap();
+        assert_eq!(quoted, "$1 $2 :x!");
     }
 
-    /// An apostrophe in a comment once left every later placeholder as
-    /// SQLite wrote it; comments and dollar-quoted bodies are copied as they
-    /// are, and a `?` that is not `?N` is PostgreSQL's operator.
+    /// What PostgreSQL would refuse is refused on SQLite too, with a message
+    /// that says how to write it; a gap in the numbers is a count error.
     #[test]
-    fn comments_dollar_quotes_and_the_json_operator_are_left_alone() {
-        assert_eq!(
-            rewrite_placeholders("SELECT ?1 -- the customer's ?2\nFROM t WHERE a = ?2").0,
-            "SELECT $1 -- the customer's ?2\nFROM t WHERE a = $2"
+    fn other_placeholder_forms_and_gaps_are_refused_on_sqlite() {
+        let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
+        for sql in ["SELECT ?1", "SELECT ?", "SELECT :k", "SELECT @k"] {
+            let err = conn
+                .query_row(sql, ["a"], |r| r.get::<_, String>(0))
+                .unwrap_err();
+            assert!(err.to_string().contains("write $1, $2"), "{sql}: {err}");
+        }
+        let err = conn
+            .query_row("SELECT $1, $3", ["a", "b"], |r| r.get::<_, String>(0))
+            .unwrap_err();
+        assert!(err.to_string().contains("write $1, $2"), "{err}");
+        let err = conn
+            .query_row("SELECT $1", ["a", "b"], |r| r.get::<_, String>(0))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DbError::Sql(rusqlite::Error::InvalidParameterCount(2, 1))
+            ),
+            "{err}"
         );
-        assert_eq!(
-            rewrite_placeholders("SELECT /* it's :x ?3 */ ?1, :y").0,
-            "SELECT /* it's :x ?3 */ $1, $1"
-        );
-        assert_eq!(
-            rewrite_placeholders("DO $$ BEGIN PERFORM ':x ?1'; END $$; SELECT ?2").0,
-            "DO $$ BEGIN PERFORM ':x ?1'; END $$; SELECT $2"
-        );
-        assert_eq!(
-            rewrite_placeholders("SELECT $body$ it's ?1 $body$, ?1").0,
-            "SELECT $body$ it's ?1 $body$, $1"
-        );
-        assert_eq!(
-            rewrite_placeholders("SELECT data ? 'key' FROM t WHERE id = ?1").0,
-            "SELECT data ? 'key' FROM t WHERE id = $1"
-        );
-        assert_eq!(dollar_tag("$1, $2"), None);
-        assert_eq!(dollar_tag("$$ x"), Some("$$"));
-        assert_eq!(dollar_tag("$tag$ x"), Some("$tag$"));
     }
 
     #[test]
@@ -1016,10 +894,10 @@ mod tests {
         let conn = Conn::from(rusqlite::Connection::open_in_memory().unwrap());
         conn.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
         let fits: u64 = i64::MAX as u64;
-        conn.execute("INSERT INTO t (n) VALUES (?1)", params![fits])
+        conn.execute("INSERT INTO t (n) VALUES ($1)", params![fits])
             .unwrap();
         let err = conn
-            .execute("INSERT INTO t (n) VALUES (?1)", params![fits + 1])
+            .execute("INSERT INTO t (n) VALUES ($1)", params![fits + 1])
             .unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
         let n: i64 = conn
@@ -1054,13 +932,13 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (k VARCHAR(10) PRIMARY KEY, n INTEGER, b BOOLEAN)")
             .unwrap();
         let n = conn
-            .prepare_cached("INSERT INTO t (k, n, b) VALUES (?1, ?2, ?3)")
+            .prepare_cached("INSERT INTO t (k, n, b) VALUES ($1, $2, $3)")
             .unwrap()
             .execute(params!["a", 7u32, true])
             .unwrap();
         assert_eq!(n, 1);
         let (k, n, b): (String, i64, bool) = conn
-            .query_row("SELECT k, n, b FROM t WHERE k = ?1", ["a"], |r| {
+            .query_row("SELECT k, n, b FROM t WHERE k = $1", ["a"], |r| {
                 Ok((r.get(0)?, r.get("n")?, r.get(2)?))
             })
             .unwrap();
@@ -1072,19 +950,10 @@ mod tests {
             .optional()
             .unwrap();
         assert_eq!(none, None);
-        let named: &[(&str, &dyn Param)] = &[(":k", &"a")];
-        let got: Vec<i64> = conn
-            .prepare("SELECT n FROM t WHERE k = :k")
-            .unwrap()
-            .query_map(named, |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(got, vec![7]);
         let keys = ["a".to_owned()];
         let n: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM t WHERE k = ?1",
+                "SELECT COUNT(*) FROM t WHERE k = $1",
                 params_from_iter(keys.iter()),
                 |r| r.get(0),
             )

@@ -66,7 +66,7 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     let current: Option<(Option<DeliveryState>, Pricing)> = conn
         .prepare_cached(
             "SELECT delivery_status, pricing_billable, pricing_category, pricing_type
-             FROM outbox WHERE graph_message_id = ?1",
+             FROM outbox WHERE graph_message_id = $1",
         )?
         .query_row([&s.message_id], |r| {
             Ok((
@@ -85,7 +85,7 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
             "INSERT INTO pending_statuses (id, graph_message_id, status, error_code, error_title,
                                            received_at, pricing_billable, pricing_category,
                                            pricing_type)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )?
         .execute(params![
             crate::ids::new_id(),
@@ -106,9 +106,9 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
         count_billable(conn, &s.message_id, -1)?;
         count_paid(conn, &s.message_id, -1)?;
         conn.prepare_cached(
-            "UPDATE outbox SET pricing_billable = ?2, pricing_category = ?3, pricing_type = ?4,
-                    pricing_paid = ?5
-             WHERE graph_message_id = ?1",
+            "UPDATE outbox SET pricing_billable = $2, pricing_category = $3, pricing_type = $4,
+                    pricing_paid = $5
+             WHERE graph_message_id = $1",
         )?
         .execute(params![
             s.message_id,
@@ -131,9 +131,9 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     };
     // A superseded failure's error stays: it is the message's history.
     conn.prepare_cached(
-        "UPDATE outbox SET delivery_status = ?2, delivery_error = COALESCE(?3, delivery_error),
-                delivery_updated_at = ?4
-         WHERE graph_message_id = ?1",
+        "UPDATE outbox SET delivery_status = $2, delivery_error = COALESCE($3, delivery_error),
+                delivery_updated_at = $4
+         WHERE graph_message_id = $1",
     )?
     .execute(params![s.message_id, next, error, now])?;
     if next == DeliveryState::Failed {
@@ -156,7 +156,7 @@ pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbEr
             "SELECT graph_message_id, status, error_code, error_title, pricing_billable,
                     pricing_category, pricing_type
              FROM pending_statuses
-             WHERE graph_message_id = ?1 ORDER BY received_at",
+             WHERE graph_message_id = $1 ORDER BY received_at",
         )?
         .query_map([message_id], |r| {
             let billable: Option<bool> = r.get(4)?;
@@ -182,7 +182,7 @@ pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbEr
     for s in &pending {
         apply_status(conn, s, now)?;
     }
-    conn.prepare_cached("DELETE FROM pending_statuses WHERE graph_message_id = ?1")?
+    conn.prepare_cached("DELETE FROM pending_statuses WHERE graph_message_id = $1")?
         .execute([message_id])?;
     Ok(())
 }
@@ -190,7 +190,7 @@ pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbEr
 /// Statuses for ids that never turn up (messages sent by other tools on the
 /// same number) are dropped after a week.
 pub fn prune_pending(conn: &Conn, now: i64) -> Result<(), DbError> {
-    conn.prepare_cached("DELETE FROM pending_statuses WHERE received_at < ?1")?
+    conn.prepare_cached("DELETE FROM pending_statuses WHERE received_at < $1")?
         .execute([now - 7 * 86_400_000])?;
     Ok(())
 }
@@ -200,9 +200,9 @@ pub fn prune_pending(conn: &Conn, now: i64) -> Result<(), DbError> {
 /// (so the merged contact is not replied to twice).
 pub fn move_reply_slots(conn: &Conn, from: &str, into: &str) -> Result<(), DbError> {
     conn.prepare_cached(
-        "UPDATE outbox SET slot = ?2
-         WHERE kind = ?3 AND slot = ?1
-           AND order_id NOT IN (SELECT order_id FROM outbox WHERE kind = ?3 AND slot = ?2)",
+        "UPDATE outbox SET slot = $2
+         WHERE kind = $3 AND slot = $1
+           AND order_id NOT IN (SELECT order_id FROM outbox WHERE kind = $3 AND slot = $2)",
     )?
     .execute(params![from, into, super::row::Kind::ElderReply])?;
     Ok(())
@@ -216,9 +216,9 @@ pub fn move_reply_slots(conn: &Conn, from: &str, into: &str) -> Result<(), DbErr
 fn count_billable(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO billable_counts (category, messages)
-         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
-          WHERE graph_message_id = ?1 AND pricing_billable = TRUE
-         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + ?2",
+         SELECT COALESCE(pricing_category, ''), $2 FROM outbox
+          WHERE graph_message_id = $1 AND pricing_billable = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + $2",
     )?
     .execute(params![graph_message_id, delta])?;
     Ok(())
@@ -229,9 +229,9 @@ fn count_billable(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(),
 fn count_paid(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO paid_counts (category, messages)
-         SELECT COALESCE(pricing_category, ''), ?2 FROM outbox
-          WHERE graph_message_id = ?1 AND pricing_paid = TRUE
-         ON CONFLICT (category) DO UPDATE SET messages = paid_counts.messages + ?2",
+         SELECT COALESCE(pricing_category, ''), $2 FROM outbox
+          WHERE graph_message_id = $1 AND pricing_paid = TRUE
+         ON CONFLICT (category) DO UPDATE SET messages = paid_counts.messages + $2",
     )?
     .execute(params![graph_message_id, delta])?;
     Ok(())

@@ -15,16 +15,16 @@ pub(super) fn after_sent(conn: &Conn, id: &str, message_id: &str, now: i64) -> R
     apply_pending(conn, message_id, now)?;
     forget_proofs(conn, id)?;
     let (order_id, kind): (String, Kind) = conn
-        .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
+        .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = $1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if kind == Kind::Confirmation {
         conn.prepare_cached(
-            "UPDATE orders SET last_confirmation_sent_at = ?2, updated_at = ?2 WHERE id = ?1",
+            "UPDATE orders SET last_confirmation_sent_at = $2, updated_at = $2 WHERE id = $1",
         )?
         .execute(params![order_id, now])?;
         conn.prepare_cached(
-            "UPDATE outbox SET status = ?3, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
-             WHERE order_id = ?1 AND kind = ?4 AND status IN (?5, ?6)",
+            "UPDATE outbox SET status = $3, next_attempt_at = $2, updated_at = $2, last_error = NULL
+             WHERE order_id = $1 AND kind = $4 AND status IN ($5, $6)",
         )?
         .execute(params![
             order_id,
@@ -44,7 +44,7 @@ fn forget_proofs(conn: &Conn, id: &str) -> Result<(), DbError> {
     conn.prepare_cached(
         "DELETE FROM unsure_proofs WHERE graph_message_id IN (
              SELECT p.graph_message_id FROM unsure_proofs p, outbox o
-             WHERE o.id = ?1 AND p.order_id = o.order_id
+             WHERE o.id = $1 AND p.order_id = o.order_id
                AND ((o.recipient <> '' AND p.recipient = o.recipient)
                     OR (o.recipient_user_id IS NOT NULL AND p.recipient_user_id = o.recipient_user_id)))",
     )?
@@ -55,14 +55,14 @@ fn forget_proofs(conn: &Conn, id: &str) -> Result<(), DbError> {
 /// A dead confirmation's link message is cancelled.
 pub(super) fn cancel_link_of_dead(conn: &Conn, id: &str, now: i64) -> Result<(), DbError> {
     let row: Option<(String, Kind)> = conn
-        .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
+        .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = $1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if let Some((order_id, kind)) = row {
         if kind == Kind::Confirmation {
             conn.prepare_cached(
-                "UPDATE outbox SET status = ?3, last_error = 'confirmation failed', updated_at = ?2
-                 WHERE order_id = ?1 AND kind = ?4 AND status = ?5",
+                "UPDATE outbox SET status = $3, last_error = 'confirmation failed', updated_at = $2
+                 WHERE order_id = $1 AND kind = $4 AND status = $5",
             )?
             .execute(params![
                 order_id,

@@ -39,7 +39,7 @@ pub fn enqueue(
     let mut stmt = conn.prepare_cached(
         "INSERT INTO outbox (id, order_id, kind, slot, recipient, recipient_user_id, status, variant,
                              attempts, next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9, ?9)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $9)
          ON CONFLICT (order_id, kind, slot) DO NOTHING",
     )?;
     let (phone, user_id) = recipient.columns();
@@ -81,25 +81,25 @@ pub fn claim(
     // claim holds instead of waiting for it and then taking them again.
     let mut stmt = conn.prepare_cached(match conn.dialect() {
         Dialect::Sqlite => {
-            "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+            "UPDATE outbox SET status = $5, claimed_by = $1, lease_until = $3
              WHERE id IN (SELECT id FROM (
                               SELECT id FROM (SELECT id FROM outbox
-                                              WHERE status = ?6 AND next_attempt_at <= ?2
-                                              ORDER BY next_attempt_at LIMIT ?4) AS due
+                                              WHERE status = $6 AND next_attempt_at <= $2
+                                              ORDER BY next_attempt_at LIMIT $4) AS due
                               UNION ALL
                               SELECT id FROM (SELECT id FROM outbox
-                                              WHERE status = ?5 AND lease_until <= ?2
-                                              ORDER BY lease_until LIMIT ?4) AS lapsed) AS claimable
-                          LIMIT ?4)
+                                              WHERE status = $5 AND lease_until <= $2
+                                              ORDER BY lease_until LIMIT $4) AS lapsed) AS claimable
+                          LIMIT $4)
              RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
         }
         Dialect::Postgres => {
-            "UPDATE outbox SET status = ?5, claimed_by = ?1, lease_until = ?3
+            "UPDATE outbox SET status = $5, claimed_by = $1, lease_until = $3
              WHERE id IN (SELECT id FROM outbox
-                          WHERE (status = ?6 AND next_attempt_at <= ?2)
-                             OR (status = ?5 AND lease_until <= ?2)
+                          WHERE (status = $6 AND next_attempt_at <= $2)
+                             OR (status = $5 AND lease_until <= $2)
                           ORDER BY next_attempt_at, created_at
-                          LIMIT ?4
+                          LIMIT $4
                           FOR UPDATE SKIP LOCKED)
              RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
         }
@@ -130,7 +130,7 @@ pub fn claim(
         "SELECT o.total_amount, o.currency, o.note,
                 (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = o.id
                   ORDER BY t.created_at LIMIT 1)
-         FROM orders o WHERE o.id = ?1",
+         FROM orders o WHERE o.id = $1",
     )?;
     let mut rows = Vec::with_capacity(claimed.len());
     for (id, order_id, kind, recipient, variant, attempts) in claimed {
@@ -160,8 +160,8 @@ pub fn claim(
 /// they are due at once rather than after the lease.
 pub fn release(conn: &Conn, claim: &str, ids: &[String]) -> Result<(), DbError> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE outbox SET status = ?3, claimed_by = NULL, lease_until = NULL
-         WHERE id = ?1 AND status = ?4 AND claimed_by = ?2",
+        "UPDATE outbox SET status = $3, claimed_by = NULL, lease_until = NULL
+         WHERE id = $1 AND status = $4 AND claimed_by = $2",
     )?;
     for id in ids {
         stmt.execute(params![id, claim, Status::Queued, Status::Sending])?;
@@ -175,9 +175,9 @@ pub fn next_due_at(conn: &Conn) -> Result<Option<i64>, DbError> {
     let at = conn
         .prepare_cached(
             "SELECT MIN(at) FROM (
-                SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = ?1
+                SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = $1
                 UNION ALL
-                SELECT MIN(lease_until) AS at FROM outbox WHERE status = ?2) AS due",
+                SELECT MIN(lease_until) AS at FROM outbox WHERE status = $2) AS due",
         )?
         .query_row([Status::Queued, Status::Sending], |r| {
             r.get::<_, Option<i64>>(0)
@@ -200,10 +200,10 @@ pub fn mark_sent(
 ) -> Result<(), DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?6, graph_message_id = ?2, variant = ?3, attempts = ?4,
-                    sent_at = ?5, updated_at = ?5, last_error = NULL,
+            "UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3, attempts = $4,
+                    sent_at = $5, updated_at = $5, last_error = NULL,
                     claimed_by = NULL, lease_until = NULL
-             WHERE id = ?1 AND status = ?7 AND claimed_by = ?8",
+             WHERE id = $1 AND status = $7 AND claimed_by = $8",
         )?
         .execute(params![
             id,
@@ -238,9 +238,9 @@ pub fn mark_retry(
     now: i64,
 ) -> Result<(), DbError> {
     conn.prepare_cached(
-        "UPDATE outbox SET status = ?8, attempts = ?2, variant = ?3, next_attempt_at = ?4,
-                last_error = ?5, updated_at = ?6, claimed_by = NULL, lease_until = NULL
-         WHERE id = ?1 AND status = ?7 AND claimed_by = ?9",
+        "UPDATE outbox SET status = $8, attempts = $2, variant = $3, next_attempt_at = $4,
+                last_error = $5, updated_at = $6, claimed_by = NULL, lease_until = NULL
+         WHERE id = $1 AND status = $7 AND claimed_by = $9",
     )?
     .execute(params![
         id,
@@ -268,9 +268,9 @@ pub fn mark_dead(
 ) -> Result<(), DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?5, attempts = ?2, last_error = ?3, updated_at = ?4,
+            "UPDATE outbox SET status = $5, attempts = $2, last_error = $3, updated_at = $4,
                     claimed_by = NULL, lease_until = NULL
-             WHERE id = ?1 AND status = ?6 AND claimed_by = ?7",
+             WHERE id = $1 AND status = $6 AND claimed_by = $7",
         )?
         .execute(params![
             id,
@@ -291,8 +291,8 @@ pub fn mark_dead(
 pub fn depth(conn: &Conn) -> Result<(i64, i64), DbError> {
     let (queued, dead) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN status IN (?1, ?2, ?4) THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN status = ?3 THEN 1 ELSE 0 END), 0)
+            "SELECT COALESCE(SUM(CASE WHEN status IN ($1, $2, $4) THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN status = $3 THEN 1 ELSE 0 END), 0)
              FROM outbox",
         )?
         .query_row(
@@ -312,8 +312,8 @@ pub fn depth(conn: &Conn) -> Result<(i64, i64), DbError> {
 /// a SQL LIKE pattern. Returns how many.
 pub fn due_now_where_error(conn: &Conn, like: &str, now: i64) -> Result<usize, DbError> {
     conn.prepare_cached(
-        "UPDATE outbox SET next_attempt_at = ?1
-         WHERE status = ?2 AND next_attempt_at > ?1 AND last_error LIKE ?3",
+        "UPDATE outbox SET next_attempt_at = $1
+         WHERE status = $2 AND next_attempt_at > $1 AND last_error LIKE $3",
     )?
     .execute(params![now, Status::Queued, like])
 }
@@ -386,24 +386,24 @@ pub fn requeue(conn: &Conn, id: &str, now: i64) -> Result<Requeue, DbError> {
     let sql = match conn.dialect() {
         Dialect::Sqlite => {
             "UPDATE outbox SET
-                status = CASE WHEN kind <> ?4 OR EXISTS (
+                status = CASE WHEN kind <> $4 OR EXISTS (
                         SELECT 1 FROM outbox c
-                        WHERE c.order_id = outbox.order_id AND c.kind = ?5 AND c.status = ?6)
-                    THEN ?7 ELSE ?8 END,
-                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
-             WHERE id = ?1 AND status IN (?3, ?9)
+                        WHERE c.order_id = outbox.order_id AND c.kind = $5 AND c.status = $6)
+                    THEN $7 ELSE $8 END,
+                attempts = 0, next_attempt_at = $2, updated_at = $2, last_error = NULL
+             WHERE id = $1 AND status IN ($3, $9)
              RETURNING status"
         }
         Dialect::Postgres => {
             "WITH confirmation AS (
                 SELECT c.status FROM outbox c
-                WHERE c.order_id = (SELECT order_id FROM outbox WHERE id = ?1) AND c.kind = ?5
+                WHERE c.order_id = (SELECT order_id FROM outbox WHERE id = $1) AND c.kind = $5
                 FOR SHARE)
              UPDATE outbox SET
-                status = CASE WHEN kind <> ?4 OR (SELECT status FROM confirmation) = ?6
-                    THEN ?7 ELSE ?8 END,
-                attempts = 0, next_attempt_at = ?2, updated_at = ?2, last_error = NULL
-             WHERE id = ?1 AND status IN (?3, ?9)
+                status = CASE WHEN kind <> $4 OR (SELECT status FROM confirmation) = $6
+                    THEN $7 ELSE $8 END,
+                attempts = 0, next_attempt_at = $2, updated_at = $2, last_error = NULL
+             WHERE id = $1 AND status IN ($3, $9)
              RETURNING status"
         }
     };
@@ -429,7 +429,7 @@ pub fn requeue(conn: &Conn, id: &str, now: i64) -> Result<Requeue, DbError> {
     }
     // Nothing changed; say why (a read after the fact, for the answer only).
     let status: Option<Status> = conn
-        .prepare_cached("SELECT status FROM outbox WHERE id = ?1")?
+        .prepare_cached("SELECT status FROM outbox WHERE id = $1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
     Ok(match status {

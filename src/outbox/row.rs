@@ -251,7 +251,7 @@ mod tests {
             conn.query_row("SELECT 'bogus'", [], |r| r.get(0));
         assert!(read.is_err());
         let stored: DeliveryState = conn
-            .query_row("SELECT ?1", [DeliveryState::Delivered], |r| r.get(0))
+            .query_row("SELECT $1", [DeliveryState::Delivered], |r| r.get(0))
             .unwrap();
         assert_eq!(stored, DeliveryState::Delivered);
     }

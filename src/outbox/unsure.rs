@@ -103,7 +103,7 @@ fn lock_order(conn: &Conn, order_id: &str) -> Result<(), DbError> {
 
 fn is_known(conn: &Conn, message_id: &str) -> Result<bool, DbError> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM outbox WHERE graph_message_id = ?1")?
+        .prepare_cached("SELECT 1 FROM outbox WHERE graph_message_id = $1")?
         .query_row([message_id], |r| r.get::<_, i64>(0))
         .optional()?
         .is_some())
@@ -120,7 +120,7 @@ pub fn record_proof(conn: &Conn, proof: &Proof, now: i64) -> Result<Option<Prove
     conn.prepare_cached(
         "INSERT INTO unsure_proofs (graph_message_id, order_id, recipient, recipient_user_id,
                                     reported_at, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (graph_message_id) DO NOTHING",
     )?
     .execute(params![
@@ -134,7 +134,7 @@ pub fn record_proof(conn: &Conn, proof: &Proof, now: i64) -> Result<Option<Prove
     let unsure: Vec<String> = conn
         .prepare_cached(
             "SELECT id FROM outbox
-             WHERE order_id = ?1 AND unsure_until IS NOT NULL AND status IN (?2, ?3, ?4)",
+             WHERE order_id = $1 AND unsure_until IS NOT NULL AND status IN ($2, $3, $4)",
         )?
         .query_map(
             params![
@@ -159,11 +159,11 @@ fn settle(conn: &Conn, id: &str, now: i64) -> Result<Option<Proven>, DbError> {
     let found: Option<String> = conn
         .prepare_cached(
             "SELECT p.graph_message_id FROM unsure_proofs p, outbox o
-             WHERE o.id = ?1 AND p.order_id = o.order_id
+             WHERE o.id = $1 AND p.order_id = o.order_id
                AND ((o.recipient <> '' AND p.recipient = o.recipient)
                     OR (o.recipient_user_id IS NOT NULL AND p.recipient_user_id = o.recipient_user_id))
                AND (o.unsure_since IS NULL OR p.reported_at IS NULL
-                    OR p.reported_at >= o.unsure_since - ?2)
+                    OR p.reported_at >= o.unsure_since - $2)
                AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.graph_message_id = p.graph_message_id)
              ORDER BY p.received_at, p.graph_message_id LIMIT 1",
         )?
@@ -179,9 +179,9 @@ fn settle(conn: &Conn, id: &str, now: i64) -> Result<Option<Proven>, DbError> {
 fn prove(conn: &Conn, id: &str, message_id: &str, now: i64) -> Result<Option<Proven>, DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?3, graph_message_id = ?2, sent_at = ?4, updated_at = ?4,
+            "UPDATE outbox SET status = $3, graph_message_id = $2, sent_at = $4, updated_at = $4,
                     last_error = NULL, unsure_until = NULL, claimed_by = NULL, lease_until = NULL
-             WHERE id = ?1 AND unsure_until IS NOT NULL AND status IN (?5, ?6, ?7)",
+             WHERE id = $1 AND unsure_until IS NOT NULL AND status IN ($5, $6, $7)",
         )?
         .execute(params![
             id,
@@ -195,11 +195,11 @@ fn prove(conn: &Conn, id: &str, message_id: &str, now: i64) -> Result<Option<Pro
     if n == 0 {
         return Ok(None);
     }
-    conn.prepare_cached("DELETE FROM unsure_proofs WHERE graph_message_id = ?1")?
+    conn.prepare_cached("DELETE FROM unsure_proofs WHERE graph_message_id = $1")?
         .execute([message_id])?;
     after_sent(conn, id, message_id, now)?;
     let (order_id, kind) = conn
-        .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = ?1")?
+        .prepare_cached("SELECT order_id, kind FROM outbox WHERE id = $1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(Some(Proven {
         order_id,
@@ -238,7 +238,7 @@ pub fn mark_unsure(
 ) -> Result<Option<Proven>, DbError> {
     lock_order(conn, order_id)?;
     let before: Option<Option<i64>> = conn
-        .prepare_cached("SELECT unsure_until FROM outbox WHERE id = ?1")?
+        .prepare_cached("SELECT unsure_until FROM outbox WHERE id = $1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
     let again = matches!(before, Some(Some(_)));
@@ -250,10 +250,10 @@ pub fn mark_unsure(
     };
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_at = ?4, unsure_until = ?4,
-                    unsure_since = ?5, last_error = ?6, updated_at = ?7,
+            "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, unsure_until = $4,
+                    unsure_since = $5, last_error = $6, updated_at = $7,
                     claimed_by = NULL, lease_until = NULL
-             WHERE id = ?1 AND status = ?8 AND claimed_by = ?9",
+             WHERE id = $1 AND status = $8 AND claimed_by = $9",
         )?
         .execute(params![
             id,
@@ -300,14 +300,14 @@ pub fn lapse(conn: &Conn, now: i64, wait_ms: i64, lease_ms: i64) -> Result<Vec<L
     let rows: Vec<(String, String, Kind, Status)> = conn
         .prepare_cached(
             "UPDATE outbox SET
-                    status = CASE WHEN unsure_until IS NULL THEN ?2 ELSE ?6 END,
+                    status = CASE WHEN unsure_until IS NULL THEN $2 ELSE $6 END,
                     last_error = CASE WHEN unsure_until IS NULL
                         THEN 'unsure: its sender stopped before recording the answer (a crash, a lost database or a lease that ran out)'
                         ELSE 'unsure again: its sender stopped before recording the answer of its second copy, so it is not sent a third time (a status from WhatsApp naming the order still records it as sent)' END,
-                    next_attempt_at = ?3, unsure_until = ?3,
-                    unsure_since = lease_until - ?4, updated_at = ?1,
+                    next_attempt_at = $3, unsure_until = $3,
+                    unsure_since = lease_until - $4, updated_at = $1,
                     claimed_by = NULL, lease_until = NULL
-             WHERE status = ?5 AND lease_until <= ?1
+             WHERE status = $5 AND lease_until <= $1
              RETURNING id, order_id, kind, status",
         )?
         .query_map(
@@ -343,7 +343,7 @@ pub fn lapse(conn: &Conn, now: i64, wait_ms: i64, lease_ms: i64) -> Result<Vec<L
 /// Proofs for messages that never turn unsure (sent by other tools, or
 /// whose send was recorded) are dropped after a week.
 pub fn prune(conn: &Conn, now: i64) -> Result<(), DbError> {
-    conn.prepare_cached("DELETE FROM unsure_proofs WHERE received_at < ?1")?
+    conn.prepare_cached("DELETE FROM unsure_proofs WHERE received_at < $1")?
         .execute([now - 7 * 86_400_000])?;
     Ok(())
 }

@@ -32,7 +32,7 @@ pub fn last_customer_message_at(conn: &Conn, order_id: &str) -> Result<Option<i6
             "SELECT MAX(m.sent_at) FROM orders o
              JOIN contacts c ON c.wa_id = o.customer_phone_e164
              JOIN inbound_messages m ON m.contact_id = c.id
-             WHERE o.id = ?1",
+             WHERE o.id = $1",
         )?
         .query_row([order_id], |r| r.get::<_, Option<i64>>(0))
         .optional()?;
@@ -42,7 +42,7 @@ pub fn last_customer_message_at(conn: &Conn, order_id: &str) -> Result<Option<i6
 /// Records which way the link went on the row that carried it, while
 /// `claim` still holds it (before `mark_sent`, in the same transaction).
 pub fn set_link_via(conn: &Conn, id: &str, claim: &str, via: LinkVia) -> Result<(), DbError> {
-    conn.prepare_cached("UPDATE outbox SET link_via = ?3 WHERE id = ?1 AND claimed_by = ?2")?
+    conn.prepare_cached("UPDATE outbox SET link_via = $3 WHERE id = $1 AND claimed_by = $2")?
         .execute(params![id, claim, via])?;
     Ok(())
 }
@@ -94,10 +94,10 @@ pub fn refused_outside_window(
 ) -> Result<bool, DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?3, variant = ?4, next_attempt_at = ?2, updated_at = ?2,
-                    last_error = ?5, graph_message_id = NULL, delivery_status = NULL,
+            "UPDATE outbox SET status = $3, variant = $4, next_attempt_at = $2, updated_at = $2,
+                    last_error = $5, graph_message_id = NULL, delivery_status = NULL,
                     delivery_error = NULL, delivery_updated_at = NULL
-             WHERE graph_message_id = ?1 AND kind = ?6 AND variant = ?7 AND status = ?8",
+             WHERE graph_message_id = $1 AND kind = $6 AND variant = $7 AND status = $8",
         )?
         .execute(params![
             message_id,
@@ -123,12 +123,12 @@ pub fn refused_bsuid(
 ) -> Result<bool, DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?3, next_attempt_at = ?2, updated_at = ?2, last_error = ?4,
+            "UPDATE outbox SET status = $3, next_attempt_at = $2, updated_at = $2, last_error = $4,
                     recipient = (SELECT c.wa_id FROM contacts c
                                  WHERE c.user_id = outbox.recipient_user_id),
                     graph_message_id = NULL, delivery_status = NULL, delivery_error = NULL,
                     delivery_updated_at = NULL
-             WHERE graph_message_id = ?1 AND status = ?5 AND recipient = ''
+             WHERE graph_message_id = $1 AND status = $5 AND recipient = ''
                AND EXISTS (SELECT 1 FROM contacts c
                            WHERE c.user_id = outbox.recipient_user_id AND c.wa_id IS NOT NULL)",
         )?
@@ -155,11 +155,11 @@ pub fn retry_to_phone(
 ) -> Result<bool, DbError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET status = ?4, attempts = ?3, next_attempt_at = ?5, updated_at = ?5,
-                    last_error = ?6, claimed_by = NULL, lease_until = NULL,
+            "UPDATE outbox SET status = $4, attempts = $3, next_attempt_at = $5, updated_at = $5,
+                    last_error = $6, claimed_by = NULL, lease_until = NULL,
                     recipient = (SELECT c.wa_id FROM contacts c
                                  WHERE c.user_id = outbox.recipient_user_id)
-             WHERE id = ?1 AND claimed_by = ?2 AND status = ?7 AND recipient = ''
+             WHERE id = $1 AND claimed_by = $2 AND status = $7 AND recipient = ''
                AND EXISTS (SELECT 1 FROM contacts c
                            WHERE c.user_id = outbox.recipient_user_id AND c.wa_id IS NOT NULL)",
         )?

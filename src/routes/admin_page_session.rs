@@ -42,11 +42,11 @@ pub fn open(c: &Conn, admin_token: &str, now: i64) -> Result<(String, Session), 
         id_hash: sha256_hex(&cookie),
         csrf: hex::encode(random_bytes()),
     };
-    c.prepare_cached("DELETE FROM admin_sessions WHERE expires_at <= ?1")?
+    c.prepare_cached("DELETE FROM admin_sessions WHERE expires_at <= $1")?
         .execute([now])?;
     c.prepare_cached(
         "INSERT INTO admin_sessions (id_hash, token_hash, csrf_token, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+         VALUES ($1, $2, $3, $4, $5)",
     )?
     .execute(params![
         session.id_hash,
@@ -69,7 +69,7 @@ pub fn find(
     let id_hash = sha256_hex(cookie);
     Ok(c.prepare_cached(
         "SELECT csrf_token FROM admin_sessions
-             WHERE id_hash = ?1 AND token_hash = ?2 AND expires_at > ?3",
+             WHERE id_hash = $1 AND token_hash = $2 AND expires_at > $3",
     )?
     .query_row(params![id_hash, sha256_hex(admin_token), now], |r| {
         r.get::<_, String>(0)
@@ -79,7 +79,7 @@ pub fn find(
 }
 
 pub fn close(c: &Conn, id_hash: &str) -> Result<(), DbError> {
-    c.prepare_cached("DELETE FROM admin_sessions WHERE id_hash = ?1")?
+    c.prepare_cached("DELETE FROM admin_sessions WHERE id_hash = $1")?
         .execute([id_hash])?;
     Ok(())
 }

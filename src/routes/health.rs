@@ -37,7 +37,7 @@ async fn healthz(state: &State<AppState>) -> (Status, Value) {
         .db
         .writer
         .run(MayRunTwice::new(move |c| {
-            c.prepare_cached("UPDATE heartbeat SET beat_at = ?1 WHERE id = 1")?
+            c.prepare_cached("UPDATE heartbeat SET beat_at = $1 WHERE id = 1")?
                 .execute([now])?;
             outbox::depth(c)
         }))

@@ -205,7 +205,7 @@ async fn lookup(stored: String, state: &AppState) -> Result<Option<Found>, DbErr
         .read(move |c| {
             let row = c
                 .prepare_cached(
-                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = ?1",
+                    "SELECT id, order_id, expires_at FROM whatsapp_tokens WHERE token = $1",
                 )?
                 .query_row([&stored], |r| {
                     Ok(Found {

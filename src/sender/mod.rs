@@ -1275,7 +1275,7 @@ mod tests {
         let known: String = crate::db::open_reader(&rig.path)
             .unwrap()
             .query_row(
-                "SELECT graph_message_id FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'",
+                "SELECT graph_message_id FROM outbox WHERE order_id = $1 AND kind = 'confirmation'",
                 [other],
                 |r| r.get(0),
             )
@@ -1298,7 +1298,7 @@ mod tests {
         let id: String = crate::db::open_reader(&rig.path)
             .unwrap()
             .query_row(
-                "SELECT graph_message_id FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'",
+                "SELECT graph_message_id FROM outbox WHERE order_id = $1 AND kind = 'confirmation'",
                 [&order],
                 |r| r.get(0),
             )

@@ -121,7 +121,7 @@ fn order_with_dead_confirmation(app: &TestApp, graph: &FakeGraph) -> String {
     app.wait_for_outbox_status(ORDER, "confirmation", "dead", PATIENCE);
     app.db()
         .query_row(
-            "SELECT id FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'",
+            "SELECT id FROM outbox WHERE order_id = $1 AND kind = 'confirmation'",
             [ORDER],
             |r| r.get(0),
         )

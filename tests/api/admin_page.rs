@@ -39,7 +39,7 @@ fn dead_confirmation(app: &TestApp, graph: &FakeGraph, order: &str) -> String {
     app.wait_for_outbox_status(order, "confirmation", "dead", PATIENCE);
     app.db()
         .query_row(
-            "SELECT id FROM outbox WHERE order_id = ?1 AND kind = 'confirmation'",
+            "SELECT id FROM outbox WHERE order_id = $1 AND kind = 'confirmation'",
             [order],
             |r| r.get(0),
         )

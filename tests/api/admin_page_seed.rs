@@ -89,14 +89,14 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
     db.execute(
         "INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164, total_amount,
                              currency, note, created_at, updated_at, last_confirmation_sent_at)
-         VALUES (?1, 'user_1', ?2, 'PAID', ?3, 129900, 'INR', NULL, ?4, ?4, ?4)",
+         VALUES ($1, 'user_1', $2, 'PAID', $3, 129900, 'INR', NULL, $4, $4, $4)",
         params![id, format!("pay_{id}"), phone, at],
     )
     .expect("seed order");
     let token_id = uuid::Uuid::new_v4().to_string();
     db.execute(
         "INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+         VALUES ($1, $2, $3, $4, $5)",
         params![
             token_id,
             id,
@@ -129,7 +129,7 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
                                  next_attempt_at, graph_message_id, created_at, updated_at, sent_at,
                                  delivery_status, delivery_updated_at, pricing_billable, pricing_category,
                                  pricing_type, pricing_paid)
-             VALUES (?1, ?2, ?3, '', ?4, 'sent', 'text', 1, ?5, ?6, ?5, ?5, ?5, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES ($1, $2, $3, '', $4, 'sent', 'text', 1, $5, $6, $5, $5, $5, $7, $8, $9, $10, $11, $12)",
             params![
                 uuid::Uuid::new_v4().to_string(),
                 id,
@@ -155,7 +155,7 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
     for (preview, ua) in clicks {
         db.execute(
             "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
             params![
                 uuid::Uuid::new_v4().to_string(),
                 token_id,
@@ -171,7 +171,7 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
         let contact_id = uuid::Uuid::new_v4().simple().to_string();
         db.execute(
             "INSERT INTO contacts (id, wa_id, user_id, profile_name, created_at, updated_at)
-             VALUES (?1, ?2, NULL, 'Seeded Elder', ?3, ?3)",
+             VALUES ($1, $2, NULL, 'Seeded Elder', $3, $3)",
             params![
                 contact_id,
                 format!("9188{}", &phone[phone.len() - 8..]),
@@ -181,7 +181,7 @@ fn insert_order(db: &Conn, id: &str, phone: &str, at: i64, o: &Seeded) {
         .expect("seed contact");
         db.execute(
             "INSERT INTO contact_links (id, order_id, contact_id, profile_name, token_id, linked_at)
-             VALUES (?1, ?2, ?3, 'Seeded Elder', ?4, ?5)",
+             VALUES ($1, $2, $3, 'Seeded Elder', $4, $5)",
             params![
                 uuid::Uuid::new_v4().to_string(),
                 id,

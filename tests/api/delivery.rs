@@ -132,7 +132,7 @@ fn delivered_messages_are_recorded_sent_with_their_graph_message_ids() {
     let confirmed_at: Option<i64> = app
         .db()
         .query_row(
-            "SELECT last_confirmation_sent_at FROM orders WHERE id = ?1",
+            "SELECT last_confirmation_sent_at FROM orders WHERE id = $1",
             [ORDER],
             |r| r.get(0),
         )

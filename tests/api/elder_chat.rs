@@ -326,7 +326,7 @@ fn text_with_the_token_links_the_sender_consumes_the_token_and_sends_one_reply()
     let sent_at: Option<i64> = app
         .db()
         .query_row(
-            "SELECT sent_at FROM inbound_messages WHERE wamid = ?1",
+            "SELECT sent_at FROM inbound_messages WHERE wamid = $1",
             [&wamid],
             |r| r.get(0),
         )
@@ -467,7 +467,7 @@ fn expired_token_is_recorded_but_links_nothing_and_gets_no_reply() {
     let changed = app
         .db_rw()
         .execute(
-            "UPDATE whatsapp_tokens SET expires_at = ?1 WHERE token = ?2",
+            "UPDATE whatsapp_tokens SET expires_at = $1 WHERE token = $2",
             orderlink::db::sql::params![now_ms() - 1000, processed.token],
         )
         .expect("expire the token");

@@ -23,7 +23,7 @@ fn overwrite_root_pages(db: &std::path::Path, tables: &[&str]) {
         .iter()
         .map(|t| {
             conn.query_row(
-                "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = $1",
                 [t],
                 |r| r.get(0),
             )

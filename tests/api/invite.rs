@@ -83,7 +83,7 @@ fn invite_clicks_are_logged_with_user_agent_and_preview_flag() {
     for (ua, preview) in agents {
         let (order_id, is_preview, clicked_at): (String, i64, i64) = db
             .query_row(
-                "SELECT order_id, is_preview, clicked_at FROM invite_clicks WHERE user_agent = ?1",
+                "SELECT order_id, is_preview, clicked_at FROM invite_clicks WHERE user_agent = $1",
                 [ua],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -98,7 +98,7 @@ fn invite_clicks_are_logged_with_user_agent_and_preview_flag() {
     }
     let token_id: String = db
         .query_row(
-            "SELECT id FROM whatsapp_tokens WHERE token = ?1",
+            "SELECT id FROM whatsapp_tokens WHERE token = $1",
             [&processed.token],
             |r| r.get(0),
         )

@@ -49,7 +49,7 @@ fn new_payment_marks_the_order_paid_with_one_token_and_two_messages() {
     let db = app.db();
     let (status, payment_id, user_id, amount, currency): (String, String, String, i64, String) = db
         .query_row(
-            "SELECT status, payment_id, user_id, total_amount, currency FROM orders WHERE id = ?1",
+            "SELECT status, payment_id, user_id, total_amount, currency FROM orders WHERE id = $1",
             [ORDER],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
@@ -65,7 +65,7 @@ fn new_payment_marks_the_order_paid_with_one_token_and_two_messages() {
         ("PAID", "pay_9XyZ31", "user_77", 49900, "INR")
     );
     let tokens: Vec<String> = db
-        .prepare("SELECT token FROM whatsapp_tokens WHERE order_id = ?1")
+        .prepare("SELECT token FROM whatsapp_tokens WHERE order_id = $1")
         .unwrap()
         .query_map([ORDER], |r| r.get(0))
         .unwrap()
@@ -143,7 +143,7 @@ fn new_webhook_id_for_a_confirmed_order_is_already_confirmed_and_sends_nothing_n
     let (payment_id, amount): (String, i64) = app
         .db()
         .query_row(
-            "SELECT payment_id, total_amount FROM orders WHERE id = ?1",
+            "SELECT payment_id, total_amount FROM orders WHERE id = $1",
             [ORDER],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -202,7 +202,7 @@ fn assert_skipped_invalid_phone(app: &TestApp, order_id: &str, resp: &Resp) {
     assert_eq!(json["order_id"], order_id, "{json}");
     let status: String = app
         .db()
-        .query_row("SELECT status FROM orders WHERE id = ?1", [order_id], |r| {
+        .query_row("SELECT status FROM orders WHERE id = $1", [order_id], |r| {
             r.get(0)
         })
         .unwrap_or_else(|e| panic!("{order_id}: no order row: {e}"));
@@ -210,7 +210,7 @@ fn assert_skipped_invalid_phone(app: &TestApp, order_id: &str, resp: &Resp) {
     assert_eq!(
         app.db()
             .query_row(
-                "SELECT COUNT(*) FROM whatsapp_tokens WHERE order_id = ?1",
+                "SELECT COUNT(*) FROM whatsapp_tokens WHERE order_id = $1",
                 [order_id],
                 |r| r.get::<_, i64>(0)
             )

@@ -156,7 +156,7 @@ fn a_value_that_does_not_convert_is_a_500_not_a_503() {
         Dialect::Sqlite => {
             let n = db
                 .execute(
-                    "UPDATE webhook_events SET order_id = X'FF00' WHERE order_id = ?1",
+                    "UPDATE webhook_events SET order_id = X'FF00' WHERE order_id = $1",
                     ["ORD-CONV-1"],
                 )
                 .unwrap();
@@ -185,7 +185,7 @@ fn a_value_that_does_not_convert_is_a_500_not_a_503() {
 }
 
 fn outbox_status(c: &Conn, id: &str) -> String {
-    c.query_row("SELECT status FROM outbox WHERE id = ?1", [id], |r| {
+    c.query_row("SELECT status FROM outbox WHERE id = $1", [id], |r| {
         r.get(0)
     })
     .unwrap()
@@ -212,15 +212,15 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
         .execute(
             "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency,
                                  created_at, updated_at)
-             VALUES ('ORD-RACE', 'paid', '+919812345678', 100, 'INR', ?1, ?1)",
+             VALUES ('ORD-RACE', 'paid', '+919812345678', 100, 'INR', $1, $1)",
             params![now],
         )
         .unwrap();
     let insert = "INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant,
                                       attempts, next_attempt_at, created_at, updated_at,
                                       claimed_by, lease_until)
-                  VALUES (?1, 'ORD-RACE', ?2, 'main', '919812345678', ?3, 'text', 1, ?4, ?4, ?4,
-                          ?5, ?6)";
+                  VALUES ($1, 'ORD-RACE', $2, 'main', '919812345678', $3, 'text', 1, $4, $4, $4,
+                          $5, $6)";
     sender
         .execute(
             insert,
@@ -327,7 +327,7 @@ fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
             c.execute(
                 "INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant,
                                      attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, 'O1', ?2, ?1, '91', ?3, 'text', 8, 1, 1, 1)",
+                 VALUES ($1, 'O1', $2, $1, '91', $3, 'text', 8, 1, 1, 1)",
                 params![id, kind, status],
             )
             .unwrap();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use orderlink::db::sql::{params, OptionalExtension, Param};
+use orderlink::db::sql::{params, OptionalExtension};
 use orderlink::db::{Conn, DbError};
 
 use crate::postgres::postgres_url;
@@ -38,7 +38,7 @@ fn the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones() {
                              big BIGINT NOT NULL, flag BOOLEAN, note TEXT)",
         )
         .unwrap();
-        let insert = "INSERT INTO t (k, small, big, flag, note) VALUES (?1, ?2, ?3, ?4, ?5)";
+        let insert = "INSERT INTO t (k, small, big, flag, note) VALUES ($1, $2, $3, $4, $5)";
         for (k, small, big, flag) in [("a", 1i64, 5_000_000_000i64, true), ("b", 2, 7, false)] {
             let n = conn
                 .prepare_cached(insert)
@@ -60,11 +60,13 @@ fn the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones() {
             .unwrap();
         assert_eq!((sum, count, any), (5_000_000_008, 3, true), "{store}");
 
-        let named: &[(&str, &dyn Param)] = &[(":lo", &"a"), (":limit", &2i64)];
+        // `$2` before `$1`: each store takes the text as written.
         let rows: Vec<(String, bool, Option<String>)> = conn
-            .prepare("SELECT k, flag, note FROM t WHERE k > :lo ORDER BY k LIMIT :limit")
+            .prepare("SELECT k, flag, note FROM t WHERE $2 > 0 AND k > $1 ORDER BY k LIMIT $2")
             .unwrap()
-            .query_map(named, |r| Ok((r.get("k")?, r.get(1)?, r.get(2)?)))
+            .query_map(params!["a", 2i64], |r| {
+                Ok((r.get("k")?, r.get(1)?, r.get(2)?))
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -77,14 +79,14 @@ fn the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones() {
             "{store}"
         );
         let none = conn
-            .query_row("SELECT small FROM t WHERE k = ?1", ["zz"], |r| {
+            .query_row("SELECT small FROM t WHERE k = $1", ["zz"], |r| {
                 r.get::<_, i64>(0)
             })
             .optional()
             .unwrap();
         assert_eq!(none, None, "{store}");
         let small: u32 = conn
-            .query_row("SELECT small FROM t WHERE k = ?1", ["c"], |r| r.get(0))
+            .query_row("SELECT small FROM t WHERE k = $1", ["c"], |r| r.get(0))
             .unwrap();
         assert_eq!(small, 3, "{store}");
     }
@@ -93,7 +95,7 @@ fn the_seam_binds_and_reads_postgresql_types_as_it_does_sqlite_ones() {
     // not fit its column is an error naming why, not a silent change.
     let pg = &stores[1];
     let wide = pg
-        .execute("UPDATE t SET small = ?1 WHERE k = 'a'", params![1i64 << 40])
+        .execute("UPDATE t SET small = $1 WHERE k = 'a'", params![1i64 << 40])
         .unwrap_err();
     assert!(
         matches!(&wide, DbError::Pg(_)) && wide.to_string().contains("out of range"),

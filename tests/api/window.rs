@@ -82,7 +82,7 @@ fn invite_templates(graph: &FakeGraph, order_id: &str) -> usize {
 fn link_via(app: &TestApp, order_id: &str, kind: &str) -> Option<String> {
     app.db()
         .query_row(
-            "SELECT link_via FROM outbox WHERE order_id = ?1 AND kind = ?2",
+            "SELECT link_via FROM outbox WHERE order_id = $1 AND kind = $2",
             [order_id, kind],
             |r| r.get(0),
         )
@@ -96,7 +96,7 @@ fn wait_delivered(app: &TestApp, order_id: &str, kind: &str) {
         || {
             app.db()
                 .query_row(
-                    "SELECT delivery_status FROM outbox WHERE order_id = ?1 AND kind = ?2",
+                    "SELECT delivery_status FROM outbox WHERE order_id = $1 AND kind = $2",
                     [order_id, kind],
                     |r| r.get::<_, Option<String>>(0),
                 )

@@ -447,7 +447,7 @@ impl TestApp {
         let mut stmt = db
             .prepare(
                 "SELECT kind, status, attempts, last_error, graph_message_id, variant \
-                 FROM outbox WHERE order_id = ?1 ORDER BY kind",
+                 FROM outbox WHERE order_id = $1 ORDER BY kind",
             )
             .expect("outbox query");
 

@@ -277,7 +277,7 @@ pub fn linked_senders(app: &TestApp, order_id: &str) -> Vec<String> {
     let mut stmt = db
         .prepare(
             "SELECT COALESCE(c.wa_id, c.user_id) AS who FROM contact_links l \
-             JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = ?1 ORDER BY who",
+             JOIN contacts c ON c.id = l.contact_id WHERE l.order_id = $1 ORDER BY who",
         )
         .expect("contact_links query");
 
@@ -304,7 +304,7 @@ pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
     app.db()
         .query_row(
             "SELECT COALESCE(wa_id, user_id), profile_name, message_type, body, order_id \
-             FROM inbound_messages WHERE wamid = ?1",
+             FROM inbound_messages WHERE wamid = $1",
             [wamid],
             |r| {
                 Ok(InboundRow {
@@ -324,7 +324,7 @@ pub fn inbound_row(app: &TestApp, wamid: &str) -> Option<InboundRow> {
 pub fn consumed_at(app: &TestApp, token: &str) -> Option<i64> {
     app.db()
         .query_row(
-            "SELECT consumed_at FROM whatsapp_tokens WHERE token = ?1",
+            "SELECT consumed_at FROM whatsapp_tokens WHERE token = $1",
             [token],
             |r| r.get(0),
         )
@@ -335,7 +335,7 @@ pub fn consumed_at(app: &TestApp, token: &str) -> Option<i64> {
 pub fn delivery_of(app: &TestApp, graph_message_id: &str) -> (Option<String>, Option<String>) {
     app.db()
         .query_row(
-            "SELECT delivery_status, delivery_error FROM outbox WHERE graph_message_id = ?1",
+            "SELECT delivery_status, delivery_error FROM outbox WHERE graph_message_id = $1",
             [graph_message_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -347,7 +347,7 @@ pub fn elder_replies(app: &TestApp, order_id: &str) -> Vec<(String, String)> {
     let db = app.db();
     let mut stmt = db
         .prepare(
-            "SELECT recipient, status FROM outbox WHERE order_id = ?1 AND kind = 'elder_reply' \
+            "SELECT recipient, status FROM outbox WHERE order_id = $1 AND kind = 'elder_reply' \
              ORDER BY recipient",
         )
         .expect("outbox query");
@@ -522,7 +522,7 @@ pub fn requests_to_user(graph: &FakeGraph, user_id: &str) -> Vec<RecordedRequest
 pub fn pricing_of(app: &TestApp, graph_message_id: &str) -> (Option<bool>, Option<String>) {
     app.db()
         .query_row(
-            "SELECT pricing_billable, pricing_category FROM outbox WHERE graph_message_id = ?1",
+            "SELECT pricing_billable, pricing_category FROM outbox WHERE graph_message_id = $1",
             [graph_message_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
