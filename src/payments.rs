@@ -7,7 +7,7 @@ use crate::db::sql::{params, Conn, OptionalExtension};
 use crate::db::DbError;
 use crate::domain::{EventKind, InviteToken, OrderId, Payment, PaymentEvent};
 use crate::links;
-use crate::outbox::{self, Kind, Recipient};
+use crate::outbox::{self, Kind, Recipient, Status, Variant};
 
 /// What the webhook answers; each variant is one row of SPEC §4's table.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +51,7 @@ impl Outcome {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Context {
     pub now_ms: i64,
     pub token_ttl_ms: i64,
@@ -164,6 +165,145 @@ pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome
         order_id: order_id.to_owned(),
         token,
     })
+}
+
+/// A token `record_in_one_statement` made, as the redirect's memory wants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MadeToken {
+    pub id: String,
+    pub expires_at: i64,
+}
+
+/// A new payment event in one statement, for PostgreSQL (SPEC §13: one
+/// round trip per webhook where it can; `Writer::run_alone` sends it without
+/// BEGIN and COMMIT). The same steps as `record` and `record_payment`, as
+/// data-modifying CTEs that PostgreSQL runs to completion together: claim
+/// the idempotency key, upsert the order, and, when the order's messages are
+/// not queued yet and its phone is usable, make its token (or keep the one
+/// it has) and queue them. Every CTE after the key's reads from `ev`, so a
+/// key already taken writes nothing: `None` then, and the caller runs the
+/// general `record`, which answers the duplicate.
+///
+/// All of it reads one snapshot, taken before a concurrent event of the
+/// same order may commit; the messages are therefore inserted without `ON
+/// CONFLICT`, so that such an event's committed rows fail this statement
+/// (a unique violation, undoing all of it) and its second run reads them
+/// and answers `AlreadyConfirmed`, never a second token. SQLite has no
+/// data-modifying CTEs; its one writer runs `record` in the group commit.
+pub fn record_in_one_statement(
+    conn: &Conn,
+    key: &str,
+    event_id: &str,
+    p: &Payment,
+    ctx: &Context,
+) -> Result<Option<(Outcome, Option<MadeToken>)>, DbError> {
+    let order_id = p.order_id.as_str();
+    let phone = p.phone.as_ref().ok().map(|ph| ph.digits().to_owned());
+    let new_token = InviteToken::generate().as_string();
+    let row = conn
+        .prepare_cached(
+            "WITH ev AS (
+                 INSERT INTO webhook_events (idempotency_key, event_id, event_type, order_id, processed_at)
+                 VALUES ($1, $2, 'payment_succeeded', $3, $4)
+                 ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING 1
+             ), prior AS (
+                 SELECT EXISTS (SELECT 1 FROM outbox WHERE order_id = $3 AND kind = $12) AS queued,
+                        (SELECT token FROM whatsapp_tokens WHERE order_id = $3
+                         ORDER BY created_at LIMIT 1) AS token
+             ), ord AS (
+                 INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164,
+                                     total_amount, currency, note, created_at, updated_at)
+                 SELECT $3, $5, $6, 'PAID', $7, $8, $9, $10, $4, $4 FROM ev
+                 ON CONFLICT (id) DO UPDATE SET
+                     user_id = excluded.user_id,
+                     payment_id = excluded.payment_id,
+                     status = 'PAID',
+                     customer_phone_e164 = COALESCE(excluded.customer_phone_e164, orders.customer_phone_e164),
+                     total_amount = excluded.total_amount,
+                     currency = excluded.currency,
+                     note = excluded.note,
+                     updated_at = excluded.updated_at
+                 RETURNING 1
+             ), fresh AS (
+                 SELECT 1 FROM ev, prior WHERE NOT prior.queued AND $7::VARCHAR IS NOT NULL
+             ), tok AS (
+                 INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
+                 SELECT $11, $3, $13, $14, $4 FROM fresh, prior WHERE prior.token IS NULL
+                 RETURNING id, token, expires_at
+             ), msgs AS (
+                 INSERT INTO outbox (id, order_id, kind, slot, recipient, recipient_user_id, status,
+                                     variant, attempts, next_attempt_at, created_at, updated_at)
+                 SELECT m.id, $3, m.kind, '', $7, NULL, m.status, m.variant, 0, $4, $4, $4
+                 FROM fresh,
+                      (VALUES ($15::VARCHAR, $12::VARCHAR, $16::VARCHAR, $17::VARCHAR),
+                              ($18, $19, $20, $21)) AS m (id, kind, status, variant)
+                 WHERE m.kind = $12 OR $22
+                 RETURNING 1
+             )
+             SELECT (SELECT COUNT(*) FROM ev), prior.queued, prior.token,
+                    (SELECT id FROM tok), (SELECT expires_at FROM tok),
+                    (SELECT COUNT(*) FROM ord), (SELECT COUNT(*) FROM msgs)
+             FROM prior",
+        )?
+        .query_row(
+            params![
+                key,
+                event_id,
+                order_id,
+                ctx.now_ms,
+                p.user_id,
+                p.payment_id,
+                phone,
+                p.amount.minor_units(),
+                p.amount.currency_code(),
+                p.note.as_ref().map(|n| n.as_str()),
+                crate::ids::new_id(),
+                Kind::Confirmation,
+                new_token,
+                ctx.now_ms.saturating_add(ctx.token_ttl_ms),
+                crate::ids::new_id(),
+                Status::Queued,
+                Variant::Template,
+                crate::ids::new_id(),
+                Kind::Link,
+                Status::Waiting,
+                Variant::Text,
+                ctx.link_message,
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )?;
+    let (claimed, queued, prior_token, made_id, made_expires) = row;
+    if claimed == 0 {
+        return Ok(None);
+    }
+    let order_id = order_id.to_owned();
+    if queued {
+        let outcome = Outcome::AlreadyConfirmed {
+            order_id,
+            token: prior_token,
+        };
+        return Ok(Some((outcome, None)));
+    }
+    if phone.is_none() {
+        return Ok(Some((Outcome::SkippedInvalidPhone { order_id }, None)));
+    }
+    let made = made_id
+        .zip(made_expires)
+        .map(|(id, expires_at)| MadeToken { id, expires_at });
+    let token = match prior_token {
+        Some(kept) => kept,
+        None => new_token,
+    };
+    Ok(Some((Outcome::Processed { order_id, token }, made)))
 }
 
 pub fn token_of(conn: &Conn, order_id: &str) -> Result<Option<String>, DbError> {

@@ -90,12 +90,17 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
-        self.submit_as(Priority::Background, work)
+        self.submit_as(Priority::Background, Framing::Transaction, work)
     }
 
     /// `submit`, saying who waits: on PostgreSQL a request's job goes ahead
     /// of the sender's (`Priority`); SQLite's one writer batches both alike.
-    fn submit_as<R, F>(&self, priority: Priority, work: F) -> oneshot::Receiver<Result<R, DbError>>
+    fn submit_as<R, F>(
+        &self,
+        priority: Priority,
+        framing: Framing,
+        work: F,
+    ) -> oneshot::Receiver<Result<R, DbError>>
     where
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
@@ -103,7 +108,7 @@ impl Writer {
         let (done_tx, done_rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Conn>| {
             let result = match conn {
-                Some(conn) => run_in_savepoint(conn, work),
+                Some(conn) => run_in_savepoint(conn, framing, work),
                 None => Ok(None),
             };
             let ok = result.is_ok();
@@ -139,7 +144,23 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
-        self.submit_as(Priority::Request, work)
+        self.submit_as(Priority::Request, Framing::Transaction, work)
+            .await
+            .unwrap_or(Err(DbError::Closed))
+    }
+
+    /// `run` for a job of exactly one statement: on PostgreSQL it is sent
+    /// without BEGIN and COMMIT, so the statement is its own transaction and
+    /// the job costs one round trip (SPEC §13) instead of three. Run again,
+    /// like any job, when a concurrent one got in its way. A job with more
+    /// than one statement must use `run`: here each would commit alone. On
+    /// SQLite this is `run`.
+    pub async fn run_alone<R, F>(&self, MayRunTwice(work): MayRunTwice<F>) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit_as(Priority::Request, Framing::Alone, work)
             .await
             .unwrap_or(Err(DbError::Closed))
     }
@@ -162,6 +183,12 @@ impl Writer {
         F: Fn(&Conn) -> Result<(), DbError> + Send + 'static,
     {
         drop(self.submit(work));
+    }
+
+    /// Whether jobs go to PostgreSQL, for the few callers that write a
+    /// statement only PostgreSQL takes (`run_alone`'s).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.target, Target::Pg(..))
     }
 
     /// Tells every instance's senders that a message was queued (SPEC §13,
@@ -204,12 +231,22 @@ impl Writer {
     }
 }
 
-fn run_in_savepoint<R, F>(conn: &Conn, work: F) -> Result<Option<R>, DbError>
+/// How a job's work is wrapped on PostgreSQL (SQLite always uses a
+/// savepoint of the group commit).
+#[derive(Clone, Copy)]
+enum Framing {
+    /// BEGIN, the work, COMMIT.
+    Transaction,
+    /// The work's one statement alone, committed by PostgreSQL as it ends.
+    Alone,
+}
+
+fn run_in_savepoint<R, F>(conn: &Conn, framing: Framing, work: F) -> Result<Option<R>, DbError>
 where
     F: Fn(&Conn) -> Result<R, DbError>,
 {
     if conn.lite().is_none() {
-        return run_in_transaction(conn, work).map(Some);
+        return run_in_transaction(conn, framing, work).map(Some);
     }
     // Cached statements: parsing these three for every request showed up
     // in the writer's profile.
@@ -229,28 +266,33 @@ where
 /// answered; rolled back whole when it fails (no savepoint), and run again
 /// from a fresh transaction when a concurrent job got in its way, which
 /// SERIALIZABLE may report at any statement or at COMMIT.
-fn run_in_transaction<R, F>(conn: &Conn, work: F) -> Result<R, DbError>
+fn run_in_transaction<R, F>(conn: &Conn, framing: Framing, work: F) -> Result<R, DbError>
 where
     F: Fn(&Conn) -> Result<R, DbError>,
 {
+    let framed = matches!(framing, Framing::Transaction);
     let mut runs = 1;
     loop {
-        conn.execute_batch(BEGIN)
-            .map_err(|e| DbError::Commit(e.to_string()))?;
+        if framed {
+            conn.execute_batch(BEGIN)
+                .map_err(|e| DbError::Commit(e.to_string()))?;
+        }
         let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
             Ok(r) => r,
             Err(_) => Err(DbError::Panicked),
         };
         let result = match result {
-            Ok(v) => conn.execute_batch("COMMIT").map(|()| v),
-            Err(e) => Err(e),
+            Ok(v) if framed => conn.execute_batch("COMMIT").map(|()| v),
+            other => other,
         };
         match result {
             Ok(v) => return Ok(v),
             Err(e) => {
                 // After a failed COMMIT PostgreSQL has already ended the
                 // transaction; ROLLBACK then only warns.
-                let _ = conn.execute_batch("ROLLBACK");
+                if framed {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
                 if runs >= e.runs_allowed().min(MAX_RUNS) {
                     return Err(e);
                 }

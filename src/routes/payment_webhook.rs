@@ -4,7 +4,7 @@
 
 use crate::clock::now_ms;
 use crate::db::MayRunTwice;
-use crate::domain::EventKind;
+use crate::domain::{EventKind, PaymentEvent};
 use crate::error::AppError;
 use crate::gateways::standard::Standard;
 use crate::gateways::{Source, Verified};
@@ -38,13 +38,59 @@ pub async fn accept<S: Source>(
 ) -> Result<Value, AppError> {
     let awaits_order = webhook.awaits_order();
     let (key, event, order_id_source) = webhook.into_parts();
-    let wait_ms = state.config.razorpay_order_wait.as_millis() as i64;
     let ctx = Context {
         now_ms: now_ms(),
         token_ttl_ms: state.config.token_ttl.as_millis() as i64,
         link_message: state.config.link_in.sends_link_message(),
     };
-    let (outcome, made) = state
+    // PostgreSQL: a new event of the plain webhook (no gateway payment to
+    // match, no order to wait for) in one statement, one round trip; a key
+    // already taken falls through to the general job, which answers it.
+    let alone = match (
+        &event.kind,
+        S::NAMESPACED || awaits_order || order_id_source.is_some(),
+    ) {
+        (EventKind::PaymentSucceeded(p), false) if state.db.writer.is_postgres() => {
+            let (key, event_id, p) = (key.clone(), event.event_id.clone(), p.clone());
+            state
+                .db
+                .writer
+                .run_alone(MayRunTwice::new(move |conn| {
+                    payments::record_in_one_statement(conn, &key, &event_id, &p, &ctx)
+                }))
+                .await?
+        }
+        _ => None,
+    };
+    let (outcome, made) = match alone {
+        Some((outcome, made)) => {
+            let made = match (&outcome, made) {
+                (Outcome::Processed { order_id, .. }, Some(t)) => Some(CachedToken {
+                    token_id: t.id.into(),
+                    order_id: order_id.as_str().into(),
+                    expires_at: t.expires_at,
+                }),
+                _ => None,
+            };
+            (outcome, made)
+        }
+        None => record::<S>(state, key, event, order_id_source, awaits_order, ctx).await?,
+    };
+    finish::<S>(state, metrics, outcome, made)
+}
+
+/// The general job: every source, every case (a duplicate, a gateway
+/// payment already recorded under another order, one held for its order).
+async fn record<S: Source>(
+    state: &AppState,
+    key: String,
+    event: PaymentEvent,
+    order_id_source: Option<String>,
+    awaits_order: bool,
+    ctx: Context,
+) -> Result<(Outcome, Option<CachedToken>), AppError> {
+    let wait_ms = state.config.razorpay_order_wait.as_millis() as i64;
+    Ok(state
         .db
         .writer
         .run(MayRunTwice::new(move |conn| {
@@ -96,7 +142,16 @@ pub async fn accept<S: Source>(
             };
             Ok((outcome, made))
         }))
-        .await?;
+        .await?)
+}
+
+/// Remembers the new token, wakes the senders, counts and answers.
+fn finish<S: Source>(
+    state: &AppState,
+    metrics: &Metrics,
+    outcome: Outcome,
+    made: Option<CachedToken>,
+) -> Result<Value, AppError> {
     if let (Outcome::Processed { token, .. }, Some(made)) = (&outcome, made) {
         if let Some(t) = crate::domain::InviteToken::parse(token.as_str()) {
             state.tokens.insert(t.uuid(), made);
