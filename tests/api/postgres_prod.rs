@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use orderlink::db::sql::params;
 use orderlink::db::{Conn, Dialect};
+use orderlink::domain::{EventKind, PaymentEvent};
 use orderlink::outbox::{Requeue, Status};
+use orderlink::payments::{record_in_one_statement, Context, Outcome};
 
 use crate::postgres::postgres_url;
 use crate::support::child::run_cli;
@@ -291,6 +293,96 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
     assert_eq!(outbox_status(&sender, "conf"), "sent");
     assert_eq!(answer, Requeue::Done(Status::Queued));
     assert_eq!(outbox_status(&sender, "link"), "queued");
+}
+
+/// The one-statement webhook (SPEC §13) reads one snapshot, so a new event
+/// of an order whose other event is not committed yet sees no messages of
+/// it. Its statement then waits for the other, fails on the other's
+/// committed messages (a unique violation, which undoes its token too), and
+/// its second run, as the writer makes it, answers `already_confirmed` with
+/// the other's token: one order, one token, one confirmation.
+#[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
+fn two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path() {
+    let test = "two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path";
+    let Some(admin_url) = postgres_url(test) else {
+        return;
+    };
+    let scratch = Scratch::create(&admin_url);
+    let mut client = scratch.client();
+    orderlink::pg::migrate(&mut client).unwrap();
+    let first = Conn::from(client);
+    let ctx = Context {
+        now_ms: 1_800_000_000_000,
+        token_ttl_ms: 86_400_000,
+        link_message: true,
+    };
+    let event = || {
+        let body = payment_event("ORD-TWICE").to_string();
+        let event = PaymentEvent::parse(body.as_bytes(), None).unwrap();
+        let EventKind::PaymentSucceeded(p) = event.kind else {
+            panic!("a payment")
+        };
+        (event.event_id, p)
+    };
+    let (a_id, a) = event();
+    let (b_id, b) = event();
+
+    // Act: A's statement, in a transaction left open ...
+    first.execute_batch("BEGIN").unwrap();
+    let (a_outcome, a_made) = record_in_one_statement(&first, "key-a", &a_id, &a, &ctx)
+        .unwrap()
+        .expect("a new key");
+    let Outcome::Processed { token, .. } = a_outcome else {
+        panic!("A: {a_outcome:?}")
+    };
+    assert!(a_made.is_some());
+    // ... while B's runs alone, as the webhook's does.
+    let url = scratch.url.clone();
+    let other = std::thread::spawn(move || {
+        let c = Conn::from(connect(&url).unwrap());
+        let once = record_in_one_statement(&c, "key-b", &b_id, &b, &ctx);
+        let again = record_in_one_statement(&c, "key-b", &b_id, &b, &ctx);
+        (once, again)
+    });
+    let watcher = Conn::from(scratch.client());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = watcher
+            .query_row(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if waiting > 0 || other.is_finished() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B neither waited nor finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.execute_batch("COMMIT").unwrap();
+    let (once, again) = other.join().unwrap();
+
+    // Assert
+    let err = once.expect_err("B's first run read the snapshot without A's messages");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert_eq!(
+        again.unwrap(),
+        Some((
+            Outcome::AlreadyConfirmed {
+                order_id: "ORD-TWICE".into(),
+                token: Some(token)
+            },
+            None
+        ))
+    );
+    let count = |sql: &str| -> i64 { watcher.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM whatsapp_tokens"), 1);
+    assert_eq!(count("SELECT COUNT(*) FROM outbox"), 2);
+    assert_eq!(count("SELECT COUNT(*) FROM webhook_events"), 2);
 }
 
 /// The guarded requeue on both stores: only a dead or cancelled message
