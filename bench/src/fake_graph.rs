@@ -2,14 +2,16 @@
 //! server, a thread per connection, answering `POST /{id}/messages` as Meta
 //! does, after an optional per-request latency. It counts messages and
 //! duplicates (a second message of the same `type` carrying the same
-//! `biz_opaque_callback_data`).
+//! `biz_opaque_callback_data`). Started with [`FakeGraph::start_timed`], it
+//! also keeps when the first request for each `biz_opaque_callback_data`
+//! (an order) arrived, and lets the bench wait for one.
 
 use crate::http::Reader;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -19,6 +21,9 @@ struct Counts {
     duplicate_examples: Vec<(String, String)>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// With `timed`: when the first request for each
+    /// `biz_opaque_callback_data` was read off its connection.
+    first_by_data: HashMap<String, Instant>,
 }
 
 pub struct FakeGraph {
@@ -30,6 +35,9 @@ pub struct FakeGraph {
     rejected: AtomicU64,
     wamid: AtomicU64,
     counts: Mutex<Counts>,
+    /// Signalled on each message when `timed`.
+    arrived: Condvar,
+    timed: bool,
     stop: AtomicBool,
     /// Connections whose handler has not yet read to their end.
     open: AtomicU64,
@@ -37,6 +45,17 @@ pub struct FakeGraph {
 
 impl FakeGraph {
     pub fn start(latency: Duration) -> Arc<FakeGraph> {
+        FakeGraph::start_with(latency, false)
+    }
+
+    /// `start`, also keeping each order's first arrival for
+    /// [`FakeGraph::wait_for`]. Not for the throughput runs:
+    /// one more map insert under the lock per message.
+    pub fn start_timed(latency: Duration) -> Arc<FakeGraph> {
+        FakeGraph::start_with(latency, true)
+    }
+
+    fn start_with(latency: Duration, timed: bool) -> Arc<FakeGraph> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Graph API");
         let fake = Arc::new(FakeGraph {
             addr: listener.local_addr().expect("fake address"),
@@ -46,6 +65,8 @@ impl FakeGraph {
             rejected: AtomicU64::new(0),
             wamid: AtomicU64::new(0),
             counts: Mutex::new(Counts::default()),
+            arrived: Condvar::new(),
+            timed,
             stop: AtomicBool::new(false),
             open: AtomicU64::new(0),
         });
@@ -108,6 +129,21 @@ impl FakeGraph {
         self.counts.lock().expect("fake counts").first
     }
 
+    /// Waits (to `deadline`) for the first request carrying `data` and
+    /// returns when it arrived; `None` when the deadline passed first.
+    pub fn wait_for(&self, data: &str, deadline: Duration) -> Option<Instant> {
+        assert!(self.timed, "wait_for needs a fake started with start_timed");
+        let until = Instant::now() + deadline;
+        let mut c = self.counts.lock().expect("fake counts");
+        loop {
+            if let Some(at) = c.first_by_data.get(data) {
+                return Some(*at);
+            }
+            let left = until.checked_duration_since(Instant::now())?;
+            c = self.arrived.wait_timeout(c, left).expect("fake counts").0;
+        }
+    }
+
     /// Waits (to `deadline`) until every accepted connection has been read to
     /// its end. Once the client process has exited, every request it wrote
     /// on those has been counted: a condition, where a quiet period could
@@ -135,10 +171,11 @@ impl FakeGraph {
         let _ = conn.set_nodelay(true);
         let mut reader = Reader::default();
         while let Ok(Some(request)) = reader.read(&mut conn) {
+            let read_at = Instant::now();
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let (status, body) = self.answer(&request.target, &request.body);
+            let (status, body) = self.answer(&request.target, &request.body, read_at);
             if !self.latency.is_zero() {
                 std::thread::sleep(self.latency);
             }
@@ -152,7 +189,7 @@ impl FakeGraph {
         }
     }
 
-    fn answer(&self, target: &str, body: &[u8]) -> (&'static str, String) {
+    fn answer(&self, target: &str, body: &[u8], read_at: Instant) -> (&'static str, String) {
         let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
         let fields = parsed.as_ref().and_then(|v| {
             Some((
@@ -177,6 +214,10 @@ impl FakeGraph {
             let now = Instant::now();
             c.first.get_or_insert(now);
             c.last = Some(now);
+            if self.timed {
+                c.first_by_data.entry(data.clone()).or_insert(read_at);
+                self.arrived.notify_all();
+            }
             if !c.seen.insert((kind.clone(), data.clone())) {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
                 if c.duplicate_examples.len() < 5 {

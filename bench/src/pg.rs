@@ -1,11 +1,12 @@
 //! PostgreSQL rows (SPEC §13, issue 12), with `--postgres URL` (or
 //! ORDERLINK_TEST_POSTGRES_URL): a raw PostgreSQL ceiling of webhook-shaped
 //! transactions, then the release binary on PostgreSQL taking webhooks as
-//! one instance and as two sharing the database, and two instances
-//! delivering one outbox. Each phase gets a database of its own on that
+//! one instance and as two sharing the database, two instances delivering
+//! one outbox, and the wake latency across instances (a message queued on
+//! A, first sent by B). Each phase gets a database of its own on that
 //! server (the URL's user needs CREATEDB), dropped at the end.
 
-use crate::child::{Options, Orderlink};
+use crate::child::{Options, Orderlink, Stopped};
 use crate::events;
 use crate::fake_graph::FakeGraph;
 use crate::http::{self, Load, LoadResult};
@@ -15,6 +16,8 @@ use orderlink::db::Conn;
 use orderlink::domain::PaymentEvent;
 use orderlink::payments::{self, Context};
 use serde_json::json;
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -474,6 +477,10 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     let (da, dbb) = (a.stop(), b.stop());
     fake.stop();
     drop(db);
+
+    // 5. Wake latency across instances.
+    let (wa, wb, wake) = wake_latency(admin, plan, o, report);
+
     report.detail(
         "postgres",
         json!({
@@ -483,7 +490,8 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
             "one_instance_sending_held": {"completed": rq.completed, "processed": okq, "per_second": rq.rate(), "p50_ms": rq.pct_ms(50.0), "p99_ms": rq.pct_ms(99.0)},
             "two_instances": {"completed": r2.completed, "processed": ok2, "per_second": r2.rate(), "p50_ms": r2.pct_ms(50.0), "p99_ms": r2.pct_ms(99.0)},
             "delivery_two_instances": {"orders": orders, "messages": messages, "distinct": unique, "duplicates": dups, "seconds": elapsed.as_secs_f64(), "per_second": rate, "hit_deadline": done.is_err()},
-            "children": [&stopped1.exit, &sa.exit, &sb.exit, &da.exit, &dbb.exit],
+            "wake_latency": wake,
+            "children": [&stopped1.exit, &sa.exit, &sb.exit, &da.exit, &dbb.exit, &wa.exit, &wb.exit],
         }),
     );
     [
@@ -493,8 +501,232 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
         (sb, "PostgreSQL webhooks, two instances (b)"),
         (da, "PostgreSQL delivery, two instances (a)"),
         (dbb, "PostgreSQL delivery, two instances (b)"),
+        (wa, "PostgreSQL wake latency (a, takes the webhooks)"),
+        (wb, "PostgreSQL wake latency (b, sends)"),
     ]
     .into_iter()
     .filter_map(|(s, name)| s.peak_rss_kib.map(|k| (k, name.to_owned())))
     .collect()
+}
+
+/// A roster row (`sender_instances`) that no instance owns: its id sorts
+/// before every instance's (32 hex digits) and its `seen_at` is a day ahead,
+/// so every instance counts it live for the whole phase. It never claims.
+const GHOST_INSTANCE: &str = "0";
+
+/// Nearest-rank percentile of signed microseconds, in milliseconds.
+fn pct_ms_signed(sorted_us: &[i64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
+    sorted_us[rank.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
+}
+
+/// Signed microseconds from `from` to `to`.
+fn signed_us(from: Instant, to: Instant) -> i64 {
+    match to.checked_duration_since(from) {
+        Some(d) => d.as_micros() as i64,
+        None => -(from.duration_since(to).as_micros() as i64),
+    }
+}
+
+/// Wake latency (SPEC §13, issue 19): two instances on one database, each
+/// with a fake Graph API of its own. A takes the webhooks and never sends;
+/// B sends. Webhooks go to A one at a time, 50–100 ms apart (each awaited
+/// at B's fake first, so B's senders are idle, asleep, when the next
+/// arrives); per webhook, the time from A's 200 (and from sending it) to
+/// the first request for that order at B's fake.
+///
+/// How A is kept from sending without changing it: `WHATSAPP_MAX_MPS=1`,
+/// and a live roster row sorted before every instance ([`GHOST_INSTANCE`]).
+/// With more live instances than its cap, an instance's share is one if
+/// its id is among the first `cap` sorted and none otherwise
+/// (`pacer::share`), and a sender with no share claims nothing. B keeps the
+/// bench's cap (1,000,000: a share of a third of it). A's fake counts what A
+/// sent anyway; it must stay at 0.
+fn wake_latency(
+    admin: &str,
+    plan: &Plan,
+    o: &Options,
+    report: &mut Report,
+) -> (Stopped, Stopped, serde_json::Value) {
+    let (warm, n) = (5usize, if plan.quick { 50 } else { 200 });
+    let phase_deadline = Duration::from_secs(60);
+    let wait_each = Duration::from_secs(2);
+    let db = Database::create(admin, "wake");
+    let conn = orderlink::db::pool::connect(&db.url).expect("connect");
+    conn.execute_batch(&format!(
+        "INSERT INTO sender_instances (id, seen_at, started_at) VALUES ('{GHOST_INSTANCE}', {}, {})",
+        now_ms() + 24 * 3600 * 1000,
+        now_ms()
+    ))
+    .expect("the roster row no instance owns");
+    drop(conn);
+    let fake_a = FakeGraph::start_timed(Duration::ZERO);
+    let fake_b = FakeGraph::start_timed(Duration::ZERO);
+    let b = start(o, &db.url, "pg-wake-b", &fake_b.base_url(), 4);
+    let a = start_with(
+        o,
+        &db.url,
+        "pg-wake-a",
+        &fake_a.base_url(),
+        1,
+        &[("WHATSAPP_MAX_MPS", "1")],
+    );
+    let run = "wake";
+    let requests = events::signed_webhooks(a.addr, run, warm + n);
+    let mut stream = TcpStream::connect(a.addr).expect("connect to instance A");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut reader = http::Reader::default();
+    let (mut from_ok, mut from_sent, mut answers) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut missed, mut refused, mut warm_missed) = (0usize, 0usize, 0usize);
+    let mut first_error: Option<String> = None;
+    let began = Instant::now();
+    for (i, request) in requests.iter().enumerate() {
+        if began.elapsed() > phase_deadline {
+            break;
+        }
+        let measured = i >= warm;
+        if measured {
+            // 50–100 ms, spread so the gaps do not keep step with the
+            // senders' 500 ms poll or the roster's 250 ms beat.
+            std::thread::sleep(Duration::from_millis(50 + (i as u64 * 37) % 51));
+        }
+        let sent = Instant::now();
+        let answer = stream
+            .write_all(request)
+            .and_then(|_| reader.read(&mut stream))
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.ok_or_else(|| "connection closed".to_owned()));
+        let ok = Instant::now();
+        let processed = match &answer {
+            Ok(m) => {
+                m.status == 200
+                    && serde_json::from_slice::<serde_json::Value>(&m.body)
+                        .ok()
+                        .and_then(|v| v.get("status")?.as_str().map(|s| s == "processed"))
+                        .unwrap_or(false)
+            }
+            Err(_) => false,
+        };
+        if !processed {
+            refused += usize::from(measured);
+            first_error.get_or_insert_with(|| match &answer {
+                Ok(m) => format!("{} {}", m.status, String::from_utf8_lossy(&m.body)),
+                Err(e) => e.clone(),
+            });
+            if answer.is_err() {
+                break;
+            }
+            continue;
+        }
+        // The first webhooks also wait for B to be allowed to send (a
+        // newcomer on the roster waits a second) and warm its connections.
+        let order = format!("ORD-{run}-{i:06}");
+        let wait = if measured {
+            wait_each
+        } else {
+            Duration::from_secs(15)
+        };
+        match fake_b.wait_for(&order, wait) {
+            Some(at) if measured => {
+                from_ok.push(signed_us(ok, at));
+                from_sent.push(signed_us(sent, at));
+                answers.push(signed_us(sent, ok));
+            }
+            Some(_) => {}
+            None if measured => missed += 1,
+            None => warm_missed += 1,
+        }
+    }
+    let elapsed = began.elapsed();
+    drop(stream);
+    from_ok.sort_unstable();
+    from_sent.sort_unstable();
+    answers.sort_unstable();
+    let got = from_ok.len();
+    let sent_by_a = fake_a.messages();
+    let dups = fake_a.duplicates() + fake_b.duplicates();
+    let (p50, p99, max) = (
+        pct_ms_signed(&from_ok, 50.0),
+        pct_ms_signed(&from_ok, 99.0),
+        from_ok.last().map_or(0.0, |&u| u as f64 / 1000.0),
+    );
+    let (s50, s99, smax) = (
+        pct_ms_signed(&from_sent, 50.0),
+        pct_ms_signed(&from_sent, 99.0),
+        from_sent.last().map_or(0.0, |&u| u as f64 / 1000.0),
+    );
+    let (r50, r99) = (pct_ms_signed(&answers, 50.0), pct_ms_signed(&answers, 99.0));
+    let min = from_ok.first().map_or(0.0, |&u| u as f64 / 1000.0);
+    say(format!(
+        "PostgreSQL wake latency, queued on A, first request at B's fake: {got} of {n} webhooks in {:.1} s; from A's 200 min {min:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms; A's answer p50 {r50:.2} ms, p99 {r99:.2} ms; from sending p50 {s50:.2} ms, p99 {s99:.2} ms, max {smax:.1} ms; {missed} not at B within {wait_each:?}, {refused} not processed{}, {warm_missed} warm-ups missed; A's fake got {sent_by_a}, B's {}; duplicates {dups}",
+        elapsed.as_secs_f64(),
+        first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        fake_b.messages(),
+    ));
+    let complete = got == n && missed == 0 && refused == 0;
+    report.row(
+        Row::new(
+            "PostgreSQL: wake latency p99, queued on A → first request at B's fake",
+            p99,
+            "ms",
+        )
+        .note(&format!(
+            "from A's 200 (a lower bound: queued at A's commit, before its answer): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms, the target judged on this"
+        ))
+        .note(&format!(
+            "from sending the webhook (an upper bound: A's own answer took p50 {r50:.2} ms, p99 {r99:.2} ms of it): p50 {s50:.2} ms, p99 {s99:.2} ms, max {smax:.1} ms"
+        ))
+        .note(&format!(
+            "{got}/{n} webhooks one at a time, 50–100 ms apart{}{}",
+            if missed > 0 {
+                format!(", {missed} not at B's fake within {wait_each:?}")
+            } else {
+                String::new()
+            },
+            if refused > 0 {
+                format!(", {refused} not processed")
+            } else {
+                String::new()
+            }
+        ))
+        .note(&format!(
+            "A held from sending by WHATSAPP_MAX_MPS=1 and a live roster row sorted first (share 0); A's fake got {sent_by_a} requests"
+        ))
+        .target("≤ 50 ms", complete && sent_by_a == 0 && p99 <= 50.0),
+    );
+    report.add_duplicates(
+        "PostgreSQL wake latency, two instances",
+        dups,
+        fake_a
+            .duplicate_examples()
+            .into_iter()
+            .chain(fake_b.duplicate_examples())
+            .collect(),
+    );
+    let (sa, sb) = (a.stop(), b.stop());
+    fake_a.stop();
+    fake_b.stop();
+    drop(db);
+    let detail = json!({
+        "webhooks": n,
+        "warm_up": warm,
+        "seen_at_b": got,
+        "missed": missed,
+        "not_processed": refused,
+        "warm_up_missed": warm_missed,
+        "seconds": elapsed.as_secs_f64(),
+        "from_200_ms": {"min": min, "p50": p50, "p99": p99, "max": max},
+        "answer_ms": {"p50": r50, "p99": r99},
+        "from_sent_ms": {"p50": s50, "p99": s99, "max": smax},
+        "sent_by_a": sent_by_a,
+        "messages_at_b": fake_b.messages(),
+        "duplicates": dups,
+    });
+    (sa, sb, detail)
 }
