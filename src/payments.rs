@@ -178,7 +178,8 @@ pub struct MadeToken {
 /// round trip per webhook where it can; `Writer::run_alone` sends it without
 /// BEGIN and COMMIT). The same steps as `record` and `record_payment`, as
 /// data-modifying CTEs that PostgreSQL runs to completion together: claim
-/// the idempotency key, upsert the order, and, when the order's messages are
+/// the idempotency key, upsert the order (with where its id came from, as
+/// `note_order_id_source` keeps it: the first source stays), and, when the order's messages are
 /// not queued yet and its phone is usable, make its token (or keep the one
 /// it has) and queue them. Every CTE after the key's reads from `ev`, so a
 /// key already taken writes nothing: `None` then, and the caller runs the
@@ -195,6 +196,7 @@ pub fn record_in_one_statement(
     key: &str,
     event_id: &str,
     p: &Payment,
+    order_id_source: Option<&str>,
     ctx: &Context,
 ) -> Result<Option<(Outcome, Option<MadeToken>)>, DbError> {
     let order_id = p.order_id.as_str();
@@ -213,9 +215,11 @@ pub fn record_in_one_statement(
                          ORDER BY created_at LIMIT 1) AS token
              ), ord AS (
                  INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164,
-                                     total_amount, currency, note, created_at, updated_at)
-                 SELECT $3, $5, $6, 'PAID', $7, $8, $9, $10, $4, $4 FROM ev
+                                     total_amount, currency, note, created_at, updated_at,
+                                     order_id_source)
+                 SELECT $3, $5, $6, 'PAID', $7, $8, $9, $10, $4, $4, $23 FROM ev
                  ON CONFLICT (id) DO UPDATE SET
+                     order_id_source = COALESCE(orders.order_id_source, excluded.order_id_source),
                      user_id = excluded.user_id,
                      payment_id = excluded.payment_id,
                      status = 'PAID',
@@ -270,6 +274,7 @@ pub fn record_in_one_statement(
                 Status::Waiting,
                 Variant::Text,
                 ctx.link_message,
+                order_id_source,
             ],
             |r| {
                 Ok((

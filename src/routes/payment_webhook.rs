@@ -46,17 +46,16 @@ pub async fn accept<S: Source>(
     // PostgreSQL: a new event of the plain webhook (no gateway payment to
     // match, no order to wait for) in one statement, one round trip; a key
     // already taken falls through to the general job, which answers it.
-    let alone = match (
-        &event.kind,
-        S::NAMESPACED || awaits_order || order_id_source.is_some(),
-    ) {
+    let alone = match (&event.kind, S::NAMESPACED || awaits_order) {
         (EventKind::PaymentSucceeded(p), false) if state.db.writer.is_postgres() => {
             let (key, event_id, p) = (key.clone(), event.event_id.clone(), p.clone());
+            let source = order_id_source.clone();
             state
                 .db
                 .writer
                 .run_alone(MayRunTwice::new(move |conn| {
-                    payments::record_in_one_statement(conn, &key, &event_id, &p, &ctx)
+                    let source = source.as_deref();
+                    payments::record_in_one_statement(conn, &key, &event_id, &p, source, &ctx)
                 }))
                 .await?
         }

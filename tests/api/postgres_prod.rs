@@ -330,9 +330,10 @@ fn two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path(
 
     // Act: A's statement, in a transaction left open ...
     first.execute_batch("BEGIN").unwrap();
-    let (a_outcome, a_made) = record_in_one_statement(&first, "key-a", &a_id, &a, &ctx)
-        .unwrap()
-        .expect("a new key");
+    let (a_outcome, a_made) =
+        record_in_one_statement(&first, "key-a", &a_id, &a, Some("data.order_id"), &ctx)
+            .unwrap()
+            .expect("a new key");
     let Outcome::Processed { token, .. } = a_outcome else {
         panic!("A: {a_outcome:?}")
     };
@@ -341,8 +342,8 @@ fn two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path(
     let url = scratch.url.clone();
     let other = std::thread::spawn(move || {
         let c = Conn::from(connect(&url).unwrap());
-        let once = record_in_one_statement(&c, "key-b", &b_id, &b, &ctx);
-        let again = record_in_one_statement(&c, "key-b", &b_id, &b, &ctx);
+        let once = record_in_one_statement(&c, "key-b", &b_id, &b, None, &ctx);
+        let again = record_in_one_statement(&c, "key-b", &b_id, &b, None, &ctx);
         (once, again)
     });
     let watcher = Conn::from(scratch.client());
