@@ -2,7 +2,7 @@
 //! never changes once written (its id, order and expiry are fixed; only
 //! `consumed_at` moves, which the redirect does not read) and is never
 //! deleted, so a copy cannot go stale: the redirect answers from here
-//! without handing a lookup to a reader thread and back. Filled when a
+//! without handing a lookup to another thread and back. Filled when a
 //! webhook's commit creates a token and on the first lookup of any other;
 //! a token not found is not remembered (it may be committed a moment later,
 //! or by another instance on a shared database). Bounded: past `CAPACITY`

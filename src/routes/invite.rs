@@ -195,7 +195,7 @@ async fn answer(
     InviteAnswer::Redirect(links::wa_me_link(business, &order, &token))
 }
 
-/// A token not in memory yet, read on a reader thread and remembered when
+/// A token not in memory yet, read on a blocking thread and remembered when
 /// found.
 async fn lookup(stored: String, state: &AppState) -> Result<Option<Found>, DbError> {
     let key = stored.clone();
