@@ -94,23 +94,33 @@ pub fn record(
     }
 }
 
+/// What a payment does to an order already recorded (a replay with another
+/// event id, an order first paid with an unusable phone): the `SET` list of
+/// the order's upsert, shared by `record_payment` and
+/// `record_in_one_statement` so the two paths cannot drift apart.
+macro_rules! paid_again {
+    () => {
+        "user_id = excluded.user_id,
+         payment_id = excluded.payment_id,
+         status = 'PAID',
+         customer_phone_e164 = COALESCE(excluded.customer_phone_e164, orders.customer_phone_e164),
+         total_amount = excluded.total_amount,
+         currency = excluded.currency,
+         note = excluded.note,
+         updated_at = excluded.updated_at"
+    };
+}
+
 pub fn record_payment(conn: &Conn, p: &Payment, ctx: &Context) -> Result<Outcome, DbError> {
     let order_id = p.order_id.as_str();
     let phone = p.phone.as_ref().ok().map(|ph| ph.digits().to_owned());
-    conn.prepare_cached(
+    conn.prepare_cached(concat!(
         "INSERT INTO orders (id, user_id, payment_id, status, customer_phone_e164, total_amount,
                              currency, note, created_at, updated_at)
          VALUES ($1, $2, $3, 'PAID', $4, $5, $6, $7, $8, $8)
-         ON CONFLICT (id) DO UPDATE SET
-             user_id = excluded.user_id,
-             payment_id = excluded.payment_id,
-             status = 'PAID',
-             customer_phone_e164 = COALESCE(excluded.customer_phone_e164, orders.customer_phone_e164),
-             total_amount = excluded.total_amount,
-             currency = excluded.currency,
-             note = excluded.note,
-             updated_at = excluded.updated_at",
-    )?
+         ON CONFLICT (id) DO UPDATE SET ",
+        paid_again!()
+    ))?
     .execute(params![
         order_id,
         p.user_id,
@@ -203,7 +213,7 @@ pub fn record_in_one_statement(
     let phone = p.phone.as_ref().ok().map(|ph| ph.digits().to_owned());
     let new_token = InviteToken::generate().as_string();
     let row = conn
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH ev AS (
                  INSERT INTO webhook_events (idempotency_key, event_id, event_type, order_id, processed_at)
                  VALUES ($1, $2, 'payment_succeeded', $3, $4)
@@ -219,15 +229,9 @@ pub fn record_in_one_statement(
                                      order_id_source)
                  SELECT $3, $5, $6, 'PAID', $7, $8, $9, $10, $4, $4, $23 FROM ev
                  ON CONFLICT (id) DO UPDATE SET
-                     order_id_source = COALESCE(orders.order_id_source, excluded.order_id_source),
-                     user_id = excluded.user_id,
-                     payment_id = excluded.payment_id,
-                     status = 'PAID',
-                     customer_phone_e164 = COALESCE(excluded.customer_phone_e164, orders.customer_phone_e164),
-                     total_amount = excluded.total_amount,
-                     currency = excluded.currency,
-                     note = excluded.note,
-                     updated_at = excluded.updated_at
+                     order_id_source = COALESCE(orders.order_id_source, excluded.order_id_source), ",
+            paid_again!(),
+            "
                  RETURNING 1
              ), fresh AS (
                  SELECT 1 FROM ev, prior WHERE NOT prior.queued AND $7::VARCHAR IS NOT NULL
@@ -248,8 +252,8 @@ pub fn record_in_one_statement(
              SELECT (SELECT COUNT(*) FROM ev), prior.queued, prior.token,
                     (SELECT id FROM tok), (SELECT expires_at FROM tok),
                     (SELECT COUNT(*) FROM ord), (SELECT COUNT(*) FROM msgs)
-             FROM prior",
-        )?
+             FROM prior"
+        ))?
         .query_row(
             params![
                 key,

@@ -186,6 +186,27 @@ fn a_value_that_does_not_convert_is_a_500_not_a_503() {
     });
 }
 
+/// Waits until a transaction of the scratch database waits on a lock (the
+/// other side of a race is where the test wants it) or `other` finished
+/// without waiting (the race the test looks for did not happen).
+fn waits_on_a_lock_or_ends<T>(watcher: &Conn, other: &std::thread::JoinHandle<T>, who: &str) {
+    crate::support::wait_until(
+        &format!("{who} to wait on a lock or finish"),
+        Duration::from_secs(20),
+        || {
+            let waiting: i64 = watcher
+                .query_row(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            waiting > 0 || other.is_finished()
+        },
+    );
+}
+
 fn outbox_status(c: &Conn, id: &str) -> String {
     c.query_row("SELECT status FROM outbox WHERE id = $1", [id], |r| {
         r.get(0)
@@ -267,25 +288,7 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
     // The retry either waits for the outcome's row lock or (the old
     // read-then-write) finishes without it; either way, then commit.
     let watcher = Conn::from(scratch.client());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = watcher
-            .query_row(
-                "SELECT COUNT(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        if waiting > 0 || retry.is_finished() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the retry neither waited nor finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    waits_on_a_lock_or_ends(&watcher, &retry, "the retry");
     sender.execute_batch("COMMIT").unwrap();
     let answer = retry.join().unwrap();
 
@@ -347,22 +350,7 @@ fn two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path(
         (once, again)
     });
     let watcher = Conn::from(scratch.client());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = watcher
-            .query_row(
-                "SELECT COUNT(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        if waiting > 0 || other.is_finished() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B neither waited nor finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    waits_on_a_lock_or_ends(&watcher, &other, "B's statement");
     first.execute_batch("COMMIT").unwrap();
     let (once, again) = other.join().unwrap();
 
