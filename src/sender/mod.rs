@@ -294,8 +294,16 @@ impl Sender {
             }
             None => Step::Empty,
         };
-        shared.state.lock().expect("sender lock").in_flight -= 1;
-        shared.changed.notify_all();
+        let mut state = shared.state.lock().expect("sender lock");
+        state.in_flight -= 1;
+        // Only `stop` waits for the count. Waking every worker at the end of
+        // every step set idle workers claiming from each other's steps, a
+        // claim each, for ever: an idle server took a whole core.
+        let stopping = state.stopping;
+        drop(state);
+        if stopping {
+            shared.changed.notify_all();
+        }
         step
     }
 

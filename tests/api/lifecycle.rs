@@ -88,3 +88,48 @@ fn rocket_toml_and_env_example_cite_no_missing_document() {
         }
     }
 }
+
+/// A server with nothing to send sleeps: its senders look at the outbox
+/// when woken or when the next row falls due, not because another worker
+/// finished a step. Each worker's step used to wake all the others, each of
+/// which then claimed (a write) and woke the rest again: an idle server
+/// took a whole core, the merchant's only one.
+#[test]
+fn an_idle_server_uses_almost_no_cpu_after_sending() {
+    // Arrange: one order sent, so every worker has stepped and gone idle.
+    let graph = FakeGraph::start();
+    let app = TestApp::builder(&graph).env("SEND_WORKERS", "4").spawn();
+    pay(&app, &payment_event("ORD-IDLE-1"));
+    graph.wait_for_accepted("text", 1, PATIENCE);
+    wait_until("both messages recorded as sent", PATIENCE, || {
+        app.count("SELECT COUNT(*) FROM outbox WHERE status = 'sent'") == 2
+    });
+    let pid = app.pid().expect("running");
+
+    // Act: the server's own CPU time (every thread, user and system) over
+    // two seconds in which nothing arrives.
+    let window = Duration::from_secs(2);
+    let before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let used = cpu_seconds(pid) - before;
+
+    // Assert: a worker wakes about twice a second to look for due rows;
+    // the bug kept one core busy (2 s of CPU in this window).
+    assert!(
+        used < 0.25,
+        "an idle server used {used:.2} s of CPU in {} s",
+        window.as_secs()
+    );
+}
+
+/// User and system CPU of a process, every thread, from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    // Fields after the command name, which ends at the last `)`.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux this runs on (x86_64, arm64).
+    ticks as f64 / 100.0
+}
