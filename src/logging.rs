@@ -180,20 +180,16 @@ impl Could {
             secret: secrets
                 .iter()
                 .any(|s| !s.is_empty() && text.contains(s.as_str())),
-            credential: CREDENTIAL_KEYS.iter().any(|(key, _)| {
-                b.windows(key.len())
-                    .any(|w| w.eq_ignore_ascii_case(key.as_bytes()))
-            }),
+            credential: false,
             token: false,
-            bsuid: b
-                .windows(3)
-                .any(|w| w[0].is_ascii_uppercase() && w[1].is_ascii_uppercase() && w[2] == b'.'),
-            phone: b.windows(2).any(|w| w[0] == b'+' && w[1].is_ascii_digit()),
+            bsuid: false,
+            phone: false,
         };
-        // Runs: hex digits and hyphens holding 30 hex digits (a token), and
-        // seven digits in a row (a number).
+        // One pass over the bytes: a loop per test cost as much as the
+        // masking it saves. Runs: hex digits and hyphens holding 30 hex
+        // digits (a token), seven digits in a row (a number).
         let (mut hex, mut digits) = (0, 0);
-        for &c in b {
+        for (i, &c) in b.iter().enumerate() {
             hex = match c {
                 b'-' => hex,
                 c if c.is_ascii_hexdigit() => hex + 1,
@@ -202,6 +198,20 @@ impl Could {
             digits = if c.is_ascii_digit() { digits + 1 } else { 0 };
             could.token |= hex >= 30;
             could.phone |= digits >= 7;
+            match c {
+                b'+' => could.phone |= b.get(i + 1).is_some_and(u8::is_ascii_digit),
+                b'.' => {
+                    could.bsuid |=
+                        i >= 2 && b[i - 1].is_ascii_uppercase() && b[i - 2].is_ascii_uppercase()
+                }
+                _ => {}
+            }
+            if !could.credential && CREDENTIAL_STARTS[usize::from(c)] {
+                could.credential = CREDENTIAL_KEYS.iter().any(|(key, _)| {
+                    b.get(i..i + key.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(key.as_bytes()))
+                });
+            }
         }
         could
     }
@@ -256,6 +266,19 @@ const CREDENTIAL_KEYS: [(&str, bool); 4] = [
     ("verify_token", false),
     (crate::routes::admin_page_session::COOKIE, false),
 ];
+
+/// The bytes a credential name can start with, in either case.
+const CREDENTIAL_STARTS: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut k = 0;
+    while k < CREDENTIAL_KEYS.len() {
+        let first = CREDENTIAL_KEYS[k].0.as_bytes()[0];
+        starts[first.to_ascii_lowercase() as usize] = true;
+        starts[first.to_ascii_uppercase() as usize] = true;
+        k += 1;
+    }
+    starts
+};
 
 /// Separators people and forms put inside phone numbers.
 fn is_phone_separator(c: char) -> bool {
