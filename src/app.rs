@@ -33,6 +33,8 @@ pub struct Services {
     /// On PostgreSQL: wakes this instance's senders when any instance
     /// queues a message (`LISTEN`, SPEC §13).
     listener: Option<db::notify::Listener>,
+    /// Invite clicks not yet handed to the writer.
+    clicks: crate::clicks::ClickLog,
 }
 
 /// What each store runs beside the server.
@@ -63,6 +65,9 @@ impl Services {
             roster.stop();
         }
         drop(self.listener);
+        // The last clicks (the redirects answered during Rocket's grace
+        // period among them) go to the writer before it closes.
+        self.clicks.stop();
         self.db.writer.close();
         match self.store {
             Store::Sqlite {
@@ -219,8 +224,10 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         let sender = sender.clone();
         db::notify::Listener::start(url, move || sender.wake())
     });
+    let clicks = crate::clicks::ClickLog::new(db.writer.clone());
     let services = Services {
         listener,
+        clicks: clicks.clone(),
         sender: sender.clone(),
         db: db.clone(),
         store,
@@ -231,7 +238,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
     let sender_for_halt = sender.clone();
     let rocket = rocket::custom(figment)
         .manage(AppState {
-            clicks: crate::clicks::ClickLog::new(db.writer.clone()),
+            clicks,
             tokens: crate::token_cache::TokenCache::default(),
             config,
             db,
