@@ -995,6 +995,33 @@ fn webhooks_and_invites(
             (ceilings.redirect_per_cpu, "constant-302", "constant 302"),
         ));
     }
+    // Idle: nothing arrives and nothing is due. A merchant's one core is
+    // shared with everything else on the box; a sleeping server must not
+    // take any of it (its senders once woke each other for ever).
+    let idle_for = Duration::from_secs(3);
+    let idle0 = server.cpu();
+    std::thread::sleep(idle_for);
+    let idle = server.cpu().saturating_sub(idle0);
+    let idle_share = idle.as_secs_f64() / idle_for.as_secs_f64();
+    say(format!(
+        "orderlink: idle {} s after the run: {:.0} ms of CPU ({:.1} % of a core)",
+        idle_for.as_secs(),
+        idle.as_secs_f64() * 1e3,
+        idle_share * 100.0
+    ));
+    report.row(
+        Row::new(
+            "server CPU while idle, share of its core",
+            idle_share * 100.0,
+            "%",
+        )
+        .note(&format!(
+            "{:.0} ms of CPU in {} s with nothing arriving or due",
+            idle.as_secs_f64() * 1e3,
+            idle_for.as_secs()
+        ))
+        .target("≤ 1 %", idle_share <= 0.01),
+    );
     let dups = fake.duplicates();
     let dup_examples = fake.duplicate_examples();
     let db_path = server.db_path.clone();
