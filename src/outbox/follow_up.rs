@@ -41,12 +41,17 @@ pub(super) fn after_sent(conn: &Conn, id: &str, message_id: &str, now: i64) -> R
 /// The message `id` was sent: the proofs kept for its order and recipient
 /// were about it (see `unsure`'s note) and must not prove a later one.
 fn forget_proofs(conn: &Conn, id: &str) -> Result<(), DbError> {
+    // Found through the order's index, which is empty for nearly every
+    // order: the `IN (SELECT …)` form built a temporary table for every
+    // message sent (a tenth of the writer's work per message).
     conn.prepare_cached(
-        "DELETE FROM unsure_proofs WHERE graph_message_id IN (
-             SELECT p.graph_message_id FROM unsure_proofs p, outbox o
-             WHERE o.id = $1 AND p.order_id = o.order_id
-               AND ((o.recipient <> '' AND p.recipient = o.recipient)
-                    OR (o.recipient_user_id IS NOT NULL AND p.recipient_user_id = o.recipient_user_id)))",
+        "DELETE FROM unsure_proofs AS p
+         WHERE p.order_id = (SELECT o.order_id FROM outbox o WHERE o.id = $1)
+           AND EXISTS (SELECT 1 FROM outbox o
+                       WHERE o.id = $1
+                         AND ((o.recipient <> '' AND p.recipient = o.recipient)
+                              OR (o.recipient_user_id IS NOT NULL
+                                  AND p.recipient_user_id = o.recipient_user_id)))",
     )?
     .execute([id])?;
     Ok(())
