@@ -9,6 +9,9 @@ fn main() {
     println!("cargo::rerun-if-env-changed=ORDERLINK_TEST_POSTGRES_URL");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-changed=build.rs");
+    // The migrations are embedded at compile time (refinery): a new or changed
+    // file must rebuild the crate.
+    println!("cargo::rerun-if-changed=migrations");
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     if set("ORDERLINK_TEST_POSTGRES_URL") || std::env::var("CI").is_ok_and(|v| v == "true") {
         println!("cargo::rustc-cfg=orderlink_pg");
