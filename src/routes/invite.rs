@@ -90,14 +90,25 @@ fn expired_page(business_number: &str) -> Response<'static> {
 
 pub struct UserAgent(Option<String>);
 
+/// The first 512 characters of a `User-Agent`, as stored with a click. A
+/// text of at most 512 bytes has no more, and is copied whole rather than a
+/// character at a time (once per redirect).
+fn first_512_chars(text: &str) -> String {
+    if text.len() <= 512 {
+        return text.to_owned();
+    }
+    match text.char_indices().nth(512) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for UserAgent {
     type Error = std::convert::Infallible;
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         Outcome::Success(UserAgent(
-            req.headers()
-                .get_one("User-Agent")
-                .map(|s| s.chars().take(512).collect()),
+            req.headers().get_one("User-Agent").map(first_512_chars),
         ))
     }
 }
@@ -254,6 +265,16 @@ mod tests {
         assert!(!is_person(false, None));
         assert!(!is_person(false, Some("  ")));
         assert!(!is_person(false, Some("WhatsApp/2.23.20.0 A")));
+    }
+
+    #[test]
+    fn a_user_agent_is_kept_to_its_first_512_characters() {
+        let browser = "Mozilla/5.0 (Linux; Android 14) Chrome/120 Mobile Safari/537.36";
+        assert_eq!(first_512_chars(browser), browser);
+        assert_eq!(first_512_chars(&"a".repeat(600)), "a".repeat(512));
+        // 300 two-byte characters: more than 512 bytes, fewer than 512 characters.
+        assert_eq!(first_512_chars(&"é".repeat(300)), "é".repeat(300));
+        assert_eq!(first_512_chars(&"é".repeat(600)), "é".repeat(512));
     }
 
     #[test]
