@@ -2,8 +2,8 @@
 //! burst of clicks should not cost the writer a commit each: clicks collect
 //! in memory, in the order they were answered, and a thread of their own
 //! hands whatever arrived within `FLUSH_AFTER` of the first (at most
-//! `FLUSH_AT`) to the writer as one job. A clean shutdown stores what is still collected
-//! (`ClickLog::stop`, before the writer closes).
+//! `FLUSH_AT`) to the writer as one job. A clean shutdown stores what is
+//! still collected (`ClickLog::stop`, before the writer closes).
 
 use crate::db::sql::{params_from_iter, Param};
 use crate::db::MayRunTwice;
@@ -87,6 +87,9 @@ impl ClickLog {
 }
 
 fn flush_loop(shared: &Shared, writer: &Writer) {
+    // After a refused batch: how long before the next try, growing while
+    // the database stays away, and whether that was logged already.
+    let mut retry = FLUSH_AFTER;
     let mut pending = shared.pending.lock().expect("click log lock");
     loop {
         while pending.clicks.is_empty() && !pending.stopping {
@@ -108,26 +111,73 @@ fn flush_loop(shared: &Shared, writer: &Writer) {
                 .0;
         }
         let batch = Arc::new(std::mem::take(&mut pending.clicks));
+        let stopping = pending.stopping;
         drop(pending);
         let stored = store(writer, Arc::clone(&batch));
         pending = shared.pending.lock().expect("click log lock");
-        if let Err(e) = stored {
-            log::error!("click log: {} click(s) not stored yet: {e}", batch.len());
-            if matches!(e, DbError::Closed) {
+        match stored {
+            Ok(()) => {
+                if retry > FLUSH_AFTER {
+                    log::info!("click log: the database takes clicks again");
+                    retry = FLUSH_AFTER;
+                }
+            }
+            Err(e) if !e.is_unavailable() => {
+                // Refused for what they are (a constraint, a value), not
+                // because the database is away: kept, they would hold back
+                // every later click for ever. One by one, the others of the
+                // batch are still stored.
+                drop(pending);
+                for click in batch.iter() {
+                    if let Err(e) = store(writer, Arc::new(vec![click.clone()])) {
+                        log::error!(
+                            "click log: a click on token {} refused, not stored: {e}",
+                            click.token_id
+                        );
+                    }
+                }
+                pending = shared.pending.lock().expect("click log lock");
+            }
+            Err(e) if stopping || matches!(e, DbError::Closed) => {
+                log::error!(
+                    "click log: {} click(s) not stored at shutdown: {e}",
+                    batch.len()
+                );
                 return;
             }
-            // Ahead of what came since, so the order holds; the next batch
-            // tries them again.
-            let mut batch = Arc::unwrap_or_clone(batch);
-            batch.append(&mut pending.clicks);
-            pending.clicks = batch;
-            drop(pending);
-            // Not at once: the database just refused.
-            std::thread::sleep(FLUSH_AFTER);
-            pending = shared.pending.lock().expect("click log lock");
+            Err(e) => {
+                if retry == FLUSH_AFTER {
+                    log::error!(
+                        "click log: {} click(s) not stored yet, kept and tried again: {e}",
+                        batch.len()
+                    );
+                }
+                // Ahead of what came since, so the order holds.
+                let mut batch = Arc::unwrap_or_clone(batch);
+                batch.append(&mut pending.clicks);
+                pending.clicks = batch;
+                // Not at once: the database just refused. A stop ends the
+                // wait and tries once more.
+                let until = Instant::now() + retry;
+                while !pending.stopping {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    pending = shared
+                        .changed
+                        .wait_timeout(pending, left)
+                        .expect("click log lock")
+                        .0;
+                }
+                retry = (retry * 2).min(MAX_RETRY);
+            }
         }
     }
 }
+
+/// The longest wait between tries while the database refuses clicks.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// One writer job for the batch, waited for: this thread has nothing else
 /// to do, and a refused batch is kept.
@@ -232,5 +282,46 @@ mod tests {
             .map(|i| (i as i64, format!("ua-{i:02}"), i % 2 == 1))
             .collect();
         assert_eq!(stored, expected);
+    }
+
+    /// A click the database refuses for what it is (here its token does not
+    /// exist) is dropped alone: the clicks beside it in its batch are stored.
+    #[test]
+    fn a_refused_click_does_not_hold_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let mut conn = open_writer(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
+             VALUES ('ORD-1', 'PAID', 100, 'INR', 0, 0);
+             INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
+             VALUES ('t1', 'ORD-1', 'tok', 1, 0);",
+        )
+        .unwrap();
+        let (writer, thread) = Writer::start(conn);
+        let log = ClickLog::new(writer.clone());
+        for (i, token) in ["t1", "gone", "t1"].into_iter().enumerate() {
+            log.record(Click {
+                token_id: token.into(),
+                order_id: "ORD-1".into(),
+                at: i as i64,
+                user_agent: None,
+                preview: false,
+            });
+        }
+        log.stop();
+        writer.close();
+        thread.join().unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let stored: Vec<i64> = conn
+            .prepare("SELECT clicked_at FROM invite_clicks ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, vec![0, 2]);
     }
 }
