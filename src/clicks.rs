@@ -9,7 +9,7 @@ use crate::db::sql::{params_from_iter, Param};
 use crate::db::MayRunTwice;
 use crate::db::{DbError, Writer};
 use crate::ids::new_id;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -98,18 +98,9 @@ fn flush_loop(shared: &Shared, writer: &Writer) {
         if pending.clicks.is_empty() {
             return;
         }
-        let until = Instant::now() + FLUSH_AFTER;
-        while pending.clicks.len() < FLUSH_AT && !pending.stopping {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            pending = shared
-                .changed
-                .wait_timeout(pending, left)
-                .expect("click log lock")
-                .0;
-        }
+        pending = wait_while(shared, pending, Instant::now() + FLUSH_AFTER, |p| {
+            p.clicks.len() < FLUSH_AT && !p.stopping
+        });
         let batch = Arc::new(std::mem::take(&mut pending.clicks));
         let stopping = pending.stopping;
         drop(pending);
@@ -158,22 +149,32 @@ fn flush_loop(shared: &Shared, writer: &Writer) {
                 pending.clicks = batch;
                 // Not at once: the database just refused. A stop ends the
                 // wait and tries once more.
-                let until = Instant::now() + retry;
-                while !pending.stopping {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    pending = shared
-                        .changed
-                        .wait_timeout(pending, left)
-                        .expect("click log lock")
-                        .0;
-                }
+                pending = wait_while(shared, pending, Instant::now() + retry, |p| !p.stopping);
                 retry = (retry * 2).min(MAX_RETRY);
             }
         }
     }
+}
+
+/// Waits for `changed` while `waiting` holds, until `until` at the latest.
+fn wait_while<'a>(
+    shared: &'a Shared,
+    mut pending: MutexGuard<'a, Pending>,
+    until: Instant,
+    waiting: impl Fn(&Pending) -> bool,
+) -> MutexGuard<'a, Pending> {
+    while waiting(&pending) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        pending = shared
+            .changed
+            .wait_timeout(pending, left)
+            .expect("click log lock")
+            .0;
+    }
+    pending
 }
 
 /// The longest wait between tries while the database refuses clicks.
@@ -239,10 +240,10 @@ mod tests {
     use super::*;
     use crate::db::{migrate, open_writer};
 
-    /// More clicks than one INSERT takes, all inside one batch: every one is
-    /// stored, in the order answered.
-    #[test]
-    fn a_burst_is_stored_whole_and_in_order_across_several_inserts() {
+    /// Records `clicks` on a fresh database holding order `ORD-1` and its
+    /// token `t1`, stops the log and the writer, and reads back what was
+    /// stored: (clicked_at, user_agent, is_preview), in insertion order.
+    fn record_and_read(clicks: Vec<Click>) -> Vec<(i64, Option<String>, bool)> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let mut conn = open_writer(&path).unwrap();
@@ -256,30 +257,46 @@ mod tests {
         .unwrap();
         let (writer, thread) = Writer::start(conn);
         let log = ClickLog::new(writer.clone());
-        let n = 2 * ROWS_PER_INSERT + 3;
-        for i in 0..n {
-            log.record(Click {
-                token_id: "t1".into(),
-                order_id: "ORD-1".into(),
-                at: i as i64,
-                user_agent: Some(format!("ua-{i:02}")),
-                preview: i % 2 == 1,
-            });
+        for click in clicks {
+            log.record(click);
         }
         log.stop();
         writer.close();
         thread.join().unwrap();
 
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let stored: Vec<(i64, String, bool)> = conn
+        let stored = conn
             .prepare("SELECT clicked_at, user_agent, is_preview FROM invite_clicks ORDER BY rowid")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let expected: Vec<(i64, String, bool)> = (0..n)
-            .map(|i| (i as i64, format!("ua-{i:02}"), i % 2 == 1))
+        stored
+    }
+
+    fn click(token_id: &str, at: usize, user_agent: Option<String>, preview: bool) -> Click {
+        Click {
+            token_id: token_id.into(),
+            order_id: "ORD-1".into(),
+            at: at as i64,
+            user_agent,
+            preview,
+        }
+    }
+
+    /// More clicks than one INSERT takes, all inside one batch: every one is
+    /// stored, in the order answered.
+    #[test]
+    fn a_burst_is_stored_whole_and_in_order_across_several_inserts() {
+        let n = 2 * ROWS_PER_INSERT + 3;
+        let stored = record_and_read(
+            (0..n)
+                .map(|i| click("t1", i, Some(format!("ua-{i:02}")), i % 2 == 1))
+                .collect(),
+        );
+        let expected: Vec<(i64, Option<String>, bool)> = (0..n)
+            .map(|i| (i as i64, Some(format!("ua-{i:02}")), i % 2 == 1))
             .collect();
         assert_eq!(stored, expected);
     }
@@ -288,40 +305,14 @@ mod tests {
     /// exist) is dropped alone: the clicks beside it in its batch are stored.
     #[test]
     fn a_refused_click_does_not_hold_back_the_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let mut conn = open_writer(&path).unwrap();
-        migrate(&mut conn).unwrap();
-        conn.execute_batch(
-            "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
-             VALUES ('ORD-1', 'PAID', 100, 'INR', 0, 0);
-             INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
-             VALUES ('t1', 'ORD-1', 'tok', 1, 0);",
-        )
-        .unwrap();
-        let (writer, thread) = Writer::start(conn);
-        let log = ClickLog::new(writer.clone());
-        for (i, token) in ["t1", "gone", "t1"].into_iter().enumerate() {
-            log.record(Click {
-                token_id: token.into(),
-                order_id: "ORD-1".into(),
-                at: i as i64,
-                user_agent: None,
-                preview: false,
-            });
-        }
-        log.stop();
-        writer.close();
-        thread.join().unwrap();
-
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let stored: Vec<i64> = conn
-            .prepare("SELECT clicked_at FROM invite_clicks ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(stored, vec![0, 2]);
+        let stored = record_and_read(
+            ["t1", "gone", "t1"]
+                .into_iter()
+                .enumerate()
+                .map(|(i, token)| click(token, i, None, false))
+                .collect(),
+        );
+        let times: Vec<i64> = stored.iter().map(|(at, _, _)| *at).collect();
+        assert_eq!(times, vec![0, 2]);
     }
 }
