@@ -98,11 +98,13 @@ pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // thousandth page would stall a commit, and every webhook waiting on it,
     // for two fsyncs and a copy of the WAL.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Each job of a group commit is a savepoint, so SQLite keeps a statement
-    // journal of the pages it touches. On disk that was a temporary file made,
-    // written and closed for about every other order (strace: 43 of 95 writes
-    // per paid order). It only undoes a savepoint inside a transaction that
-    // has not committed, so memory loses nothing a crash would not.
+    // A savepoint (a batch's jobs after one of them failed, see `writer`)
+    // and a statement that writes several rows keep a statement journal of
+    // the pages they touch. On disk that was a temporary file made, written
+    // and closed for about every other order while every job had a savepoint
+    // (strace: 43 of 95 writes per paid order). It only undoes part of a
+    // transaction that has not committed, so memory loses nothing a crash
+    // would not.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     keep_statements_prepared(&conn)?;
     Ok(conn)
