@@ -181,9 +181,11 @@ fn wait_while<'a>(
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// One writer job for the batch, waited for: this thread has nothing else
-/// to do, and a refused batch is kept.
+/// to do, and a refused batch is kept. Committed without waiting for the
+/// disk: these clicks were answered already, and a crash would lose those
+/// still collected here just the same.
 fn store(writer: &Writer, batch: Arc<Vec<Click>>) -> Result<(), DbError> {
-    writer.run_blocking(MayRunTwice::new(move |conn| {
+    writer.run_blocking_unsynced(MayRunTwice::new(move |conn| {
         for chunk in batch.chunks(ROWS_PER_INSERT) {
             let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
             let mut values: Vec<&dyn Param> = Vec::with_capacity(chunk.len() * 6);
