@@ -390,4 +390,78 @@ mod tests {
         assert_eq!(migrate(&mut conn).unwrap(), 0);
         assert!(pending_migrations(&mut conn).unwrap().is_empty());
     }
+
+    /// V16 rebuilds the click table without its REFERENCES: the clicks a
+    /// database already has are all there after it, with every column, and
+    /// a click is no longer looked up in the tables it names.
+    #[test]
+    fn v16_keeps_every_click_and_drops_only_the_reference_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        prepare_path(&path).unwrap();
+        let mut conn = open_writer(&path).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(15))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
+             VALUES ('ORD-1', 'PAID', 100, 'INR', 0, 0);
+             INSERT INTO whatsapp_tokens (id, order_id, token, expires_at, created_at)
+             VALUES ('t1', 'ORD-1', 'tok', 1, 0);
+             INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, user_agent, is_preview)
+             VALUES ('c1', 't1', 'ORD-1', 5, 'Mozilla/5.0', FALSE),
+                    ('c2', 't1', 'ORD-1', 6, NULL, TRUE);",
+        )
+        .unwrap();
+        let unknown = "INSERT INTO invite_clicks (id, token_id, order_id, clicked_at, is_preview)
+                       VALUES ('c3', 'no-token', 'NO-ORDER', 7, FALSE)";
+        assert!(conn.execute(unknown, []).is_err(), "V15 checks references");
+
+        assert_eq!(migrate(&mut conn).unwrap(), 1);
+
+        let clicks: Vec<(String, String, String, i64, Option<String>, bool)> = conn
+            .prepare("SELECT * FROM invite_clicks ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            clicks,
+            [
+                (
+                    "c1".into(),
+                    "t1".into(),
+                    "ORD-1".into(),
+                    5,
+                    Some("Mozilla/5.0".into()),
+                    false
+                ),
+                ("c2".into(), "t1".into(), "ORD-1".into(), 6, None, true),
+            ]
+        );
+        conn.execute(unknown, []).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master
+                 WHERE type = 'index' AND tbl_name = 'invite_clicks' AND sql IS NOT NULL
+                 ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(indexes, ["invite_clicks_order", "invite_clicks_time"]);
+    }
 }
