@@ -11,8 +11,8 @@ an `invite_clicks` made four ways: with and without its two REFERENCES
 (before and after V16), each committed with `synchronous=FULL` and NORMAL
 (a synced and an unsynced batch). Prints CPU seconds of this process per
 click (user and system; Python's own share is the same in every variant, so
-compare differences), alternating the variants ROUNDS times (default 7),
-then each variant's median.
+compare differences) and bytes of WAL written per click, alternating the
+variants ROUNDS times (default 7), then each variant's median.
 """
 import os, shutil, sqlite3, statistics, sys, tempfile, time
 
@@ -47,6 +47,7 @@ def run(source, clicks, references, synchronous):
         c.executescript(table(references))
         c.execute("VACUUM")
         c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         c.execute("PRAGMA wal_autocheckpoint = 0")
         c.execute("PRAGMA temp_store = MEMORY")
         c.execute(f"PRAGMA synchronous = {synchronous}")
@@ -69,8 +70,9 @@ def run(source, clicks, references, synchronous):
                         c.execute(one, r)
             c.execute("COMMIT")
         spent = time.process_time() - start
+        wal = os.path.getsize(path + "-wal")
         c.close()
-        return spent / len(clicks)
+        return spent / len(clicks), wal / len(clicks)
     finally:
         shutil.rmtree(work)
 
@@ -89,9 +91,10 @@ def main():
     spent = {v: [] for v in variants}
     for r in range(rounds):
         for references, synchronous in variants:
-            us = run(source, clicks, references, synchronous) * 1e6
+            seconds, wal = run(source, clicks, references, synchronous)
+            us = seconds * 1e6
             spent[(references, synchronous)].append(us)
-            print(f"  round {r + 1}: {name(references, synchronous)} {us:5.2f} µs")
+            print(f"  round {r + 1}: {name(references, synchronous)} {us:5.2f} µs, {wal:.0f} bytes of WAL")
     for v, values in spent.items():
         print(f"  median of {rounds}: {name(*v)} {statistics.median(values):5.2f} µs")
 
