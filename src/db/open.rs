@@ -292,17 +292,23 @@ mod tests {
         rows.map(Result::unwrap).collect()
     }
 
-    #[test]
-    fn an_upgrade_copies_the_database_beside_it_before_migrating_and_keeps_three_copies() {
+    /// A database left by an older binary: migrations up to `version`
+    /// applied, in a directory of its own.
+    fn left_at(version: i32) -> (tempfile::TempDir, PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.db");
         prepare_path(&path).unwrap();
         let mut conn = open_writer(&path).unwrap();
-        // A database left by an older binary: only the first migration applied.
         embedded::migrations::runner()
-            .set_target(refinery::Target::Version(1))
+            .set_target(refinery::Target::Version(version))
             .run(&mut conn)
             .unwrap();
+        (dir, path, conn)
+    }
+
+    #[test]
+    fn an_upgrade_copies_the_database_beside_it_before_migrating_and_keeps_three_copies() {
+        let (dir, path, mut conn) = left_at(1);
         conn.execute(
             "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
              VALUES ('ORD-OLD', 'PAID', 100, 'INR', 1, 1)",
@@ -396,14 +402,7 @@ mod tests {
     /// a click is no longer looked up in the tables it names.
     #[test]
     fn v16_keeps_every_click_and_drops_only_the_reference_checks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        prepare_path(&path).unwrap();
-        let mut conn = open_writer(&path).unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(15))
-            .run(&mut conn)
-            .unwrap();
+        let (_dir, _path, mut conn) = left_at(15);
         conn.execute_batch(
             "INSERT INTO orders (id, status, total_amount, currency, created_at, updated_at)
              VALUES ('ORD-1', 'PAID', 100, 'INR', 0, 0);
