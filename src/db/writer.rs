@@ -306,10 +306,10 @@ enum Framing {
     /// log): a power cut could lose them from memory just as well, and each
     /// commit's fsync was a third of a click's CPU in the writer (6.06
     /// against 4.12 µs, `bench/clicks/cost.py`). SQLite commits a batch of
-    /// only these with
-    /// `synchronous=NORMAL`: the WAL keeps them in order behind the commits
-    /// before them, and the next synced commit or checkpoint carries them to
-    /// disk. PostgreSQL turns `synchronous_commit` off for the transaction.
+    /// only these with `synchronous=NORMAL`: the WAL keeps them in order
+    /// behind the commits before them, and the next synced commit or
+    /// checkpoint carries them to disk. PostgreSQL turns
+    /// `synchronous_commit` off for the transaction.
     Unsynced,
 }
 
