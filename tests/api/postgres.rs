@@ -405,6 +405,24 @@ fn copy_to_moves_a_stopped_database_into_an_empty_postgresql_row_for_row() {
         let n: i64 = lite.query_row(sql, [], |r| r.get(0)).unwrap();
         assert!(n > 0, "the arranged database has {what} ({sql})");
     }
+    // Copied tables come with statistics (copy-to's own ANALYZE, not
+    // autovacuum's, which PostgreSQL records apart): plans made from the
+    // first request on know the tables' sizes.
+    let unanalyzed: Vec<String> = pg
+        .query(
+            "SELECT relname::text FROM pg_stat_user_tables
+             WHERE relname IN ('orders', 'outbox', 'whatsapp_tokens', 'webhook_events')
+               AND last_analyze IS NULL",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        unanalyzed.is_empty(),
+        "copy-to left {unanalyzed:?} without statistics"
+    );
     println!(
         "{nonempty} of {} tables held rows; all alike:\n{}",
         tables.len(),
