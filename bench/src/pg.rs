@@ -52,6 +52,16 @@ struct Database {
 
 impl Database {
     fn create(admin: &str, phase: &str) -> Database {
+        Database::create_from(admin, phase, None)
+    }
+
+    /// A copy of `history` (PostgreSQL copies a template database file by
+    /// file, statistics included): seconds saved per phase.
+    fn copy_of(admin: &str, phase: &str, history: &Database) -> Database {
+        Database::create_from(admin, phase, Some(history))
+    }
+
+    fn create_from(admin: &str, phase: &str, template: Option<&Database>) -> Database {
         let name = format!("orderlink_bench_{phase}_{}", std::process::id());
         let mut client = orderlink::pg::connect(admin).expect("connect to PostgreSQL");
         // Two calls: a multi-statement string is one implicit transaction,
@@ -59,8 +69,9 @@ impl Database {
         client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .expect("DROP DATABASE");
+        let from = template.map_or(String::new(), |t| format!(" TEMPLATE {}", t.name));
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name}{from}"))
             .expect("CREATE DATABASE (the bench's PostgreSQL user needs CREATEDB)");
         let (base, query) = match admin.split_once('?') {
             Some((b, q)) => (b, format!("?{q}")),
@@ -72,13 +83,68 @@ impl Database {
             None => base,
         };
         let url = format!("{host}/{name}{query}");
-        let mut db = orderlink::pg::connect(&url).expect("connect to the bench database");
-        orderlink::pg::migrate(&mut db).expect("migrate the bench database");
+        if template.is_none() {
+            let mut db = orderlink::pg::connect(&url).expect("connect to the bench database");
+            orderlink::pg::migrate(&mut db).expect("migrate the bench database");
+        }
         Database {
             admin: admin.to_owned(),
             name,
             url,
         }
+    }
+}
+
+/// Orders a phase's database holds before its load: see [`Database::with_history`].
+/// Written once per run, then copied for each phase.
+const HISTORY_ORDERS: usize = 5_000;
+
+impl Database {
+    /// A database as a merchant's is once it has run a while: `orders` paid
+    /// orders written through the product's unit of work, their messages
+    /// sent, and the tables analyzed, as autovacuum does within a minute of
+    /// such growth (and `orderlink copy-to` at its end).
+    ///
+    /// Without it each phase measured PostgreSQL's first plans. A prepared
+    /// statement's generic plan is made after its fifth run, here on nearly
+    /// empty tables, and kept until an ANALYZE; planned on an empty outbox,
+    /// the webhook's "has this order a confirmation" look-up took the
+    /// funnel index (`kind, created_at, …`) over the unique one, and read
+    /// 844 to 6,208 pages per webhook as the phase filled the table
+    /// (auto_explain and pg_stat_statements, 2026-12-07). Its phases last
+    /// seconds, less than autovacuum's one-minute nap.
+    fn with_history(admin: &str, phase: &str, orders: usize) -> Database {
+        let db = Database::create(admin, phase);
+        let conn = orderlink::db::pool::connect(&db.url).expect("connect");
+        let mut done = 0;
+        while done < orders {
+            let chunk = (orders - done).min(1_000);
+            conn.execute_batch("BEGIN").expect("begin");
+            let ctx = Context {
+                now_ms: now_ms(),
+                token_ttl_ms: TOKEN_TTL_MS,
+                link_message: true,
+            };
+            for j in done..done + chunk {
+                let key = format!("history_{phase}_{j:07}");
+                let body = events::payment_body(&key, &format!("HIST-{phase}-{j:07}"));
+                let event = PaymentEvent::parse(body.as_bytes(), None).expect("event");
+                payments::record(&conn, &key, &event, &ctx).expect("record");
+            }
+            // Sent long ago, as history is: nothing for the senders to do.
+            conn.execute_batch(
+                "UPDATE outbox SET status = 'sent', attempts = 1, sent_at = created_at,
+                        graph_message_id = 'wamid.history.' || id, claimed_by = NULL
+                 WHERE status <> 'sent'",
+            )
+            .expect("history sent");
+            conn.execute_batch("COMMIT").expect("commit");
+            // After the first chunk too, so this loop's own statements are
+            // not planned on empty tables.
+            conn.execute_batch("ANALYZE").expect("analyze");
+            done += chunk;
+        }
+        db
     }
 }
 
@@ -270,8 +336,9 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
 
     // 1. Raw ceilings: one client committing one webhook per transaction,
     // then c clients.
+    let history = Database::with_history(admin, "history", HISTORY_ORDERS);
     let n1 = if plan.quick { 500 } else { 3_000 };
-    let db = Database::create(admin, "raw");
+    let db = Database::copy_of(admin, "raw", &history);
     let one = raw(&db.url, "one", 1, n1, plan.phase_deadline);
     let many = raw(&db.url, "many", c, plan.webhooks, plan.phase_deadline);
     drop(db);
@@ -300,7 +367,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
 
     // 2. One instance taking webhooks.
     let fake = FakeGraph::start(Duration::ZERO);
-    let db = Database::create(admin, "one");
+    let db = Database::copy_of(admin, "one", &history);
     let server = start(o, &db.url, "pg-one", &fake.base_url(), 4);
     let cpu0 = server.cpu();
     let r1 = webhooks(&[&server], "pg1_", plan.webhooks, c, plan.phase_deadline);
@@ -348,7 +415,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     // 2b. The same without the sender's writes beside the webhooks' (sends
     // held to one a second): how much of the database the webhook path
     // alone gets.
-    let db = Database::create(admin, "quiet");
+    let db = Database::copy_of(admin, "quiet", &history);
     let server = start_with(
         o,
         &db.url,
@@ -381,7 +448,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     drop(db);
 
     // 3. Two instances sharing one database, the clients split between them.
-    let db = Database::create(admin, "two");
+    let db = Database::copy_of(admin, "two", &history);
     let a = start(o, &db.url, "pg-two-a", &fake.base_url(), 4);
     let b = start(o, &db.url, "pg-two-b", &fake.base_url(), 4);
     let r2 = webhooks(&[&a, &b], "pg2_", plan.webhooks, c, plan.phase_deadline);
