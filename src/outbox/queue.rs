@@ -57,6 +57,10 @@ pub fn enqueue(
     Ok(n == 1)
 }
 
+/// What a claimed message needs of its order: amount, currency, note and
+/// the order's first token.
+type OrderPart = (i64, String, Option<String>, Option<String>);
+
 /// Claims up to `limit` due rows for `claim` with one write: queued rows
 /// whose time has come, and claimed rows whose lease ran out (their sender
 /// died). Oldest first. Run in the writer's transaction, so two claims can
@@ -80,6 +84,10 @@ pub fn claim(
     // (its single writer already serialises claims), while on PostgreSQL
     // concurrent claims from several instances must skip the rows another
     // claim holds instead of waiting for it and then taking them again.
+    // On PostgreSQL the statement also reads each row's order (a round trip
+    // per message saved); SQLite, which has no UPDATE in a CTE, reads it
+    // after, in function calls.
+    let with_order = conn.dialect() == Dialect::Postgres;
     let mut stmt = conn.prepare_cached(match conn.dialect() {
         Dialect::Sqlite => {
             "UPDATE outbox SET status = $5, claimed_by = $1, lease_until = $3
@@ -104,13 +112,20 @@ pub fn claim(
                   lapsed AS (SELECT id FROM outbox
                              WHERE status = $5 AND lease_until <= $2
                              ORDER BY lease_until LIMIT $4
-                             FOR UPDATE SKIP LOCKED)
-             UPDATE outbox SET status = $5, claimed_by = $1, lease_until = $3
-             WHERE id IN (SELECT id FROM (SELECT id FROM due
-                                          UNION ALL
-                                          SELECT id FROM lapsed) AS claimable
-                          LIMIT $4)
-             RETURNING id, order_id, kind, recipient, variant, attempts, recipient_user_id"
+                             FOR UPDATE SKIP LOCKED),
+                  claimed AS (
+                      UPDATE outbox SET status = $5, claimed_by = $1, lease_until = $3
+                      WHERE id IN (SELECT id FROM (SELECT id FROM due
+                                                   UNION ALL
+                                                   SELECT id FROM lapsed) AS claimable
+                                   LIMIT $4)
+                      RETURNING id, order_id, kind, recipient, variant, attempts,
+                                recipient_user_id)
+             SELECT c.id, c.order_id, c.kind, c.recipient, c.variant, c.attempts,
+                    c.recipient_user_id, o.total_amount, o.currency, o.note,
+                    (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = c.order_id
+                      ORDER BY t.created_at LIMIT 1)
+             FROM claimed c LEFT JOIN orders o ON o.id = c.order_id"
         }
     })?;
     let claimed = stmt
@@ -131,21 +146,30 @@ pub fn claim(
                     Recipient::from_columns(r.get(3)?, r.get(6)?)?,
                     r.get::<_, Variant>(4)?,
                     r.get::<_, u32>(5)?,
+                    with_order
+                        .then(|| -> Result<OrderPart, DbError> {
+                            Ok((r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?))
+                        })
+                        .transpose()?,
                 ))
             },
         )?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut order = conn.prepare_cached(
-        "SELECT o.total_amount, o.currency, o.note,
-                (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = o.id
-                  ORDER BY t.created_at LIMIT 1)
-         FROM orders o WHERE o.id = $1",
-    )?;
     let mut rows = Vec::with_capacity(claimed.len());
-    for (id, order_id, kind, recipient, variant, attempts) in claimed {
-        let (total_amount, currency, note, token) = order.query_row([&order_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
+    for (id, order_id, kind, recipient, variant, attempts, part) in claimed {
+        let (total_amount, currency, note, token) = match part {
+            Some(part) => part,
+            None => conn
+                .prepare_cached(
+                    "SELECT o.total_amount, o.currency, o.note,
+                            (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = o.id
+                              ORDER BY t.created_at LIMIT 1)
+                     FROM orders o WHERE o.id = $1",
+                )?
+                .query_row([&order_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?,
+        };
         rows.push(Due {
             id,
             order_id,
