@@ -186,6 +186,12 @@ fn a_value_that_does_not_convert_is_a_500_not_a_503() {
     });
 }
 
+/// A scratch database of its own for `test`, or `None` (the test
+/// skips, loudly) without a PostgreSQL server.
+fn scratch_for(test: &str) -> Option<Scratch> {
+    postgres_url(test).map(|url| Scratch::create(&url))
+}
+
 /// Waits until a transaction of the scratch database waits on a lock (the
 /// other side of a race is where the test wants it) or `other` finished
 /// without waiting (the race the test looks for did not happen).
@@ -223,13 +229,10 @@ fn outbox_status(c: &Conn, id: &str) -> String {
 #[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() {
     let test = "a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting";
-    let Some(admin_url) = postgres_url(test) else {
+    let Some(scratch) = scratch_for(test) else {
         return;
     };
-    let scratch = Scratch::create(&admin_url);
-    let mut client = scratch.client();
-    orderlink::pg::migrate(&mut client).unwrap();
-    let sender = Conn::from(client);
+    let sender = scratch.migrated();
     let now = 1_800_000_000_000i64;
     sender
         .execute(
@@ -308,13 +311,10 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
 #[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path() {
     let test = "two_new_events_of_one_order_at_once_make_one_token_on_the_one_statement_path";
-    let Some(admin_url) = postgres_url(test) else {
+    let Some(scratch) = scratch_for(test) else {
         return;
     };
-    let scratch = Scratch::create(&admin_url);
-    let mut client = scratch.client();
-    orderlink::pg::migrate(&mut client).unwrap();
-    let first = Conn::from(client);
+    let first = scratch.migrated();
     let ctx = Context {
         now_ms: 1_800_000_000_000,
         token_ttl_ms: 86_400_000,
@@ -388,9 +388,7 @@ fn requeue_moves_only_dead_or_cancelled_messages_on_either_store() {
     let scratch = postgres_url("requeue_moves_only_dead_or_cancelled_messages_on_either_store")
         .map(|url| Scratch::create(&url));
     if let Some(scratch) = &scratch {
-        let mut client = scratch.client();
-        orderlink::pg::migrate(&mut client).unwrap();
-        stores.push(Conn::from(client));
+        stores.push(scratch.migrated());
     }
     for c in &stores {
         let store = format!("{:?}", c.dialect());
@@ -484,13 +482,10 @@ fn an_announcement_on_one_instance_wakes_a_listener_on_another() {
 #[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_claim_reads_the_rows_it_takes_not_the_whole_backlog() {
     let test = "a_claim_reads_the_rows_it_takes_not_the_whole_backlog";
-    let Some(admin_url) = postgres_url(test) else {
+    let Some(scratch) = scratch_for(test) else {
         return;
     };
-    let scratch = Scratch::create(&admin_url);
-    let mut client = scratch.client();
-    orderlink::pg::migrate(&mut client).unwrap();
-    let c = Conn::from(client);
+    let c = scratch.migrated();
     let now = 1_800_000_000_000i64;
     // A backlog of 3,000 due messages and 3,000 sent ones, with statistics.
     c.execute_batch(&format!(

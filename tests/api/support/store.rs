@@ -79,6 +79,13 @@ impl Scratch {
     pub fn client(&self) -> Client {
         connect(&self.url).expect("connect to the scratch database")
     }
+
+    /// A connection to the scratch database after the product's migrations.
+    pub fn migrated(&self) -> orderlink::db::Conn {
+        let mut client = self.client();
+        orderlink::pg::migrate(&mut client).expect("migrate the scratch database");
+        orderlink::db::Conn::from(client)
+    }
 }
 
 impl Drop for Scratch {
