@@ -234,7 +234,7 @@ pub fn copy_to(source: &Path, url: &str) -> Result<Vec<(String, u64)>, String> {
     })?;
     // Statistics now, not at autovacuum's next pass: a prepared statement's
     // plan made on tables PostgreSQL still believes empty can take the
-    // wrong index and keep it until then (docs/postgresql.md, "Speed").
+    // wrong index and keep it until then (docs/postgresql.md, "The SQL each store gets").
     // The rows are committed whatever this answers.
     if let Err(e) = client.batch_execute("ANALYZE") {
         eprintln!(

@@ -155,20 +155,25 @@ pub fn claim(
             },
         )?
         .collect::<Result<Vec<_>, _>>()?;
+    // Prepared once per claim, and only where the statement did not read it.
+    let mut order = if with_order {
+        None
+    } else {
+        Some(conn.prepare_cached(
+            "SELECT o.total_amount, o.currency, o.note,
+                    (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = o.id
+                      ORDER BY t.created_at LIMIT 1)
+             FROM orders o WHERE o.id = $1",
+        )?)
+    };
     let mut rows = Vec::with_capacity(claimed.len());
     for (id, order_id, kind, recipient, variant, attempts, part) in claimed {
-        let (total_amount, currency, note, token) = match part {
-            Some(part) => part,
-            None => conn
-                .prepare_cached(
-                    "SELECT o.total_amount, o.currency, o.note,
-                            (SELECT t.token FROM whatsapp_tokens t WHERE t.order_id = o.id
-                              ORDER BY t.created_at LIMIT 1)
-                     FROM orders o WHERE o.id = $1",
-                )?
-                .query_row([&order_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?,
+        let (total_amount, currency, note, token) = match (part, order.as_mut()) {
+            (Some(part), _) => part,
+            (None, Some(order)) => order.query_row([&order_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?,
+            (None, None) => unreachable!("the PostgreSQL claim reads each row's order"),
         };
         rows.push(Due {
             id,
