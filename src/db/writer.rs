@@ -230,6 +230,24 @@ impl Writer {
             .unwrap_or(Err(DbError::Closed))
     }
 
+    /// `run_blocking` for a job that holds the lock of `key` (`Conn::
+    /// lock_key`) from its start: on PostgreSQL the lock rides with BEGIN,
+    /// and the job's own `lock_key(key)` costs nothing. On SQLite this is
+    /// `run_blocking`.
+    pub fn run_blocking_locked<R, F>(
+        &self,
+        key: String,
+        MayRunTwice(work): MayRunTwice<F>,
+    ) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit_as(Priority::Background, Framing::Locked(key), work)
+            .blocking_recv()
+            .unwrap_or(Err(DbError::Closed))
+    }
+
     /// `run_blocking` for a write whose callers were answered before it was
     /// written (the click log): committed without waiting for the disk
     /// (`Framing::Unsynced`).
@@ -294,7 +312,7 @@ impl Writer {
 
 /// How a job is committed. On SQLite every job joins the group commit;
 /// only `Unsynced` changes how that commit is made.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Framing {
     /// BEGIN, the work, COMMIT, answered once the commit is on disk.
     Transaction,
@@ -311,6 +329,9 @@ enum Framing {
     /// checkpoint carries them to disk. PostgreSQL turns
     /// `synchronous_commit` off for the transaction.
     Unsynced,
+    /// `Transaction` that holds the lock of this key (`Conn::lock_key`)
+    /// from its BEGIN, taken in the same round trip on PostgreSQL.
+    Locked(String),
 }
 
 /// `BEGIN` for `Framing::Unsynced` on PostgreSQL, in the same round trip.
@@ -350,24 +371,30 @@ fn run_in_transaction<R, F>(conn: &Conn, framing: Framing, work: F) -> Result<R,
 where
     F: Fn(&Conn) -> Result<R, DbError>,
 {
-    let begin = match framing {
-        Framing::Transaction => Some(BEGIN),
-        Framing::Unsynced => Some(BEGIN_UNSYNCED.as_str()),
-        Framing::Alone => None,
+    let (begin, key) = match &framing {
+        Framing::Transaction => (Some(BEGIN), None),
+        Framing::Unsynced => (Some(BEGIN_UNSYNCED.as_str()), None),
+        Framing::Locked(key) => (Some(BEGIN), Some(key.as_str())),
+        Framing::Alone => (None, None),
     };
     let framed = begin.is_some();
     let mut runs = 1;
     loop {
         if let Some(begin) = begin {
-            conn.execute_batch(begin)
-                .map_err(|e| DbError::Commit(e.to_string()))?;
+            if let Err(e) = conn.begin(begin, key) {
+                // The lock may have failed after BEGIN (its wait timed
+                // out): the connection must not go back to the pool inside
+                // that aborted transaction.
+                let _ = conn.end("ROLLBACK");
+                return Err(DbError::Commit(e.to_string()));
+            }
         }
         let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
             Ok(r) => r,
             Err(_) => Err(DbError::Panicked),
         };
         let result = match result {
-            Ok(v) if framed => conn.execute_batch("COMMIT").map(|()| v),
+            Ok(v) if framed => conn.end("COMMIT").map(|()| v),
             other => other,
         };
         match result {
@@ -376,7 +403,7 @@ where
                 // After a failed COMMIT PostgreSQL has already ended the
                 // transaction; ROLLBACK then only warns.
                 if framed {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = conn.end("ROLLBACK");
                 }
                 if runs >= e.runs_allowed().min(MAX_RUNS) {
                     return Err(e);
