@@ -62,7 +62,7 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     // the state is read, then moved up (two statuses at once must not move
     // it down), and a status for a send not yet recorded waits in
     // `pending_statuses`, which `apply_pending` must then see.
-    conn.lock_key(&format!("graph-message:{}", s.message_id))?;
+    conn.lock_key(&status_lock(&s.message_id))?;
     let current: Option<(Option<DeliveryState>, Pricing)> = conn
         .prepare_cached(
             "SELECT delivery_status, pricing_billable, pricing_category, pricing_type
@@ -148,9 +148,15 @@ pub fn apply_status(conn: &Conn, s: &StatusUpdate, now: i64) -> Result<bool, DbE
     Ok(true)
 }
 
+/// The lock (`Conn::lock_key`) that makes one message's statuses, and its
+/// send being recorded, take turns.
+pub fn status_lock(message_id: &str) -> String {
+    format!("graph-message:{message_id}")
+}
+
 /// Applies statuses that arrived before their message id was recorded.
 pub fn apply_pending(conn: &Conn, message_id: &str, now: i64) -> Result<(), DbError> {
-    conn.lock_key(&format!("graph-message:{message_id}"))?;
+    conn.lock_key(&status_lock(message_id))?;
     let pending: Vec<StatusUpdate> = conn
         .prepare_cached(
             "SELECT graph_message_id, status, error_code, error_title, pricing_billable,

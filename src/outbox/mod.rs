@@ -15,8 +15,8 @@ pub mod row;
 pub mod unsure;
 mod window;
 pub use delivery::{
-    apply_pending, apply_status, may_requeue, move_reply_slots, prune_pending, Pricing,
-    StatusUpdate,
+    apply_pending, apply_status, may_requeue, move_reply_slots, prune_pending, status_lock,
+    Pricing, StatusUpdate,
 };
 pub use queue::{
     claim, depth, due_now_where_error, enqueue, enqueue_order, mark_dead, mark_retry, mark_sent,

@@ -225,7 +225,9 @@ pub fn next_due_at(conn: &Conn) -> Result<Option<i64>, DbError> {
 
 /// Meta accepted the message. A confirmation releases its link message and
 /// stamps the order. Guarded by the claim: an outcome is recorded once, and
-/// never by a sender whose lease was taken over.
+/// never by a sender whose lease was taken over. Best run holding
+/// `status_lock(message_id)` from its start (`Writer::run_blocking_locked`):
+/// on PostgreSQL it takes that lock first.
 #[allow(clippy::too_many_arguments)]
 pub fn mark_sent(
     conn: &Conn,
@@ -236,6 +238,9 @@ pub fn mark_sent(
     attempts: u32,
     now: i64,
 ) -> Result<(), DbError> {
+    if conn.dialect() == Dialect::Postgres {
+        return mark_sent_at_once(conn, id, claim, message_id, variant, attempts, now);
+    }
     let n = conn
         .prepare_cached(
             "UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3, attempts = $4,
@@ -260,6 +265,78 @@ pub fn mark_sent(
         return Ok(());
     }
     after_sent(conn, id, message_id, now)
+}
+
+/// `mark_sent` on PostgreSQL, where each statement is a round trip: the
+/// guarded update and what follows it (`after_sent`) in one statement,
+/// unless statuses that came before the send was recorded wait for it in
+/// `pending_statuses`; then those apply first, and the rest after them, as
+/// on SQLite. The statement runs after the status lock is held, so its
+/// snapshot sees every status that was kept before.
+#[allow(clippy::too_many_arguments)]
+fn mark_sent_at_once(
+    conn: &Conn,
+    id: &str,
+    claim: &str,
+    message_id: &str,
+    variant: Variant,
+    attempts: u32,
+    now: i64,
+) -> Result<(), DbError> {
+    conn.lock_key(&super::status_lock(message_id))?;
+    let (sent, early): (i64, bool) = conn
+        .prepare_cached(
+            "WITH early AS (
+                 SELECT EXISTS (SELECT 1 FROM pending_statuses WHERE graph_message_id = $2) AS waits
+             ), sent AS (
+                 UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3, attempts = $4,
+                        sent_at = $5, updated_at = $5, last_error = NULL,
+                        claimed_by = NULL, lease_until = NULL
+                 WHERE id = $1 AND status = $7 AND claimed_by = $8
+                 RETURNING order_id, kind, recipient, recipient_user_id
+             ), proofs AS (
+                 DELETE FROM unsure_proofs AS p USING sent AS s, early
+                 WHERE NOT early.waits AND p.order_id = s.order_id
+                   AND ((s.recipient <> '' AND p.recipient = s.recipient)
+                        OR (s.recipient_user_id IS NOT NULL
+                            AND p.recipient_user_id = s.recipient_user_id))
+             ), stamp AS (
+                 UPDATE orders SET last_confirmation_sent_at = $5, updated_at = $5
+                 FROM sent, early
+                 WHERE NOT early.waits AND orders.id = sent.order_id AND sent.kind = $9
+             ), link AS (
+                 UPDATE outbox AS l SET status = $10, next_attempt_at = $5, updated_at = $5,
+                        last_error = NULL
+                 FROM sent, early
+                 WHERE NOT early.waits AND sent.kind = $9 AND l.order_id = sent.order_id
+                   AND l.kind = $11 AND l.status IN ($12, $13)
+             )
+             SELECT (SELECT COUNT(*) FROM sent), early.waits FROM early",
+        )?
+        .query_row(
+            params![
+                id,
+                message_id,
+                variant,
+                attempts,
+                now,
+                Status::Sent,
+                Status::Sending,
+                claim,
+                Kind::Confirmation,
+                Status::Queued,
+                Kind::Link,
+                Status::Waiting,
+                Status::Cancelled
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+    if sent == 0 {
+        unsure::prove_row(conn, id, message_id, now)?;
+    } else if early {
+        after_sent(conn, id, message_id, now)?;
+    }
+    Ok(())
 }
 
 /// A transient failure: queued again for `next_at`, if the claim still

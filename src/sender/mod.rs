@@ -639,10 +639,14 @@ impl Sender {
             decision.clone(),
         );
         let (config, kind, claimed) = (Arc::clone(&self.shared.config), job.kind, job.variant);
-        self.shared
-            .db
-            .writer
-            .run_blocking(MayRunTwice::new(move |c| match decision.clone() {
+        // A send recorded holding its statuses' lock from the start: on
+        // PostgreSQL the lock rides with BEGIN (`outbox::mark_sent`).
+        let lock = match &decision {
+            Decision::Sent { message_id, .. } => Some(outbox::status_lock(message_id)),
+            _ => None,
+        };
+        let work = MayRunTwice::new(move |c: &crate::db::sql::Conn| {
+            match decision.clone() {
                 Decision::Sent {
                     message_id,
                     variant,
@@ -689,7 +693,13 @@ impl Sender {
                     }
                 }),
                 Decision::Fault { .. } => Ok(()),
-            }))
+            }
+        });
+        let writer = &self.shared.db.writer;
+        match lock {
+            Some(key) => writer.run_blocking_locked(key, work),
+            None => writer.run_blocking(work),
+        }
     }
 
     fn is_stopping(&self) -> bool {

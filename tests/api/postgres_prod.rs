@@ -220,20 +220,9 @@ fn outbox_status(c: &Conn, id: &str) -> String {
     .unwrap()
 }
 
-/// The race of issue 19: the merchant retries a dead link while the
-/// sender records its confirmation as sent. `mark_sent` releases the
-/// order's waiting links; a retry that read "confirmation not sent" before
-/// that commit and wrote `waiting` after it left the link waiting for
-/// ever. The retry now waits for the confirmation's outcome and reads it.
-#[test]
-#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
-fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() {
-    let test = "a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting";
-    let Some(scratch) = scratch_for(test) else {
-        return;
-    };
-    let sender = scratch.migrated();
-    let now = 1_800_000_000_000i64;
+/// Order ORD-RACE's confirmation (`conf`), claimed by `claim-1` and being
+/// sent, and its link (`link`) in `link_status`.
+fn confirmation_sending_and_link(sender: &Conn, now: i64, link_status: &str) {
     sender
         .execute(
             "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency,
@@ -263,9 +252,33 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
     sender
         .execute(
             insert,
-            params!["link", "link", "dead", now, None::<String>, None::<i64>],
+            params![
+                "link",
+                "link",
+                link_status,
+                now,
+                None::<String>,
+                None::<i64>
+            ],
         )
         .unwrap();
+}
+
+/// The race of issue 19: the merchant retries a dead link while the
+/// sender records its confirmation as sent. `mark_sent` releases the
+/// order's waiting links; a retry that read "confirmation not sent" before
+/// that commit and wrote `waiting` after it left the link waiting for
+/// ever. The retry now waits for the confirmation's outcome and reads it.
+#[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
+fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() {
+    let test = "a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting";
+    let Some(scratch) = scratch_for(test) else {
+        return;
+    };
+    let sender = scratch.migrated();
+    let now = 1_800_000_000_000i64;
+    confirmation_sending_and_link(&sender, now, "dead");
 
     // Act: the sender's outcome, open (not committed yet) ...
     sender.execute_batch("BEGIN").unwrap();
@@ -298,6 +311,74 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
     // Assert: the confirmation is sent, so the link is queued, not waiting.
     assert_eq!(outbox_status(&sender, "conf"), "sent");
     assert_eq!(answer, Requeue::Done(Status::Queued));
+    assert_eq!(outbox_status(&sender, "link"), "queued");
+}
+
+/// A status of a message whose send is being recorded: it came first, so
+/// it waits in `pending_statuses`, holding its lock, while `mark_sent`
+/// (one statement on PostgreSQL) waits for that lock. The statement must
+/// read after the lock is held, or it would not see the status, which
+/// would then never apply. It applies, and the confirmation's follow-ups
+/// run after it: the link is released and the order stamped.
+#[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
+fn a_status_kept_while_its_send_is_recorded_applies_and_the_link_is_released() {
+    let test = "a_status_kept_while_its_send_is_recorded_applies_and_the_link_is_released";
+    let Some(scratch) = scratch_for(test) else {
+        return;
+    };
+    let sender = scratch.migrated();
+    let now = 1_800_000_000_000i64;
+    confirmation_sending_and_link(&sender, now, "waiting");
+
+    // Arrange: the status, open (not committed yet): the row does not
+    // have its message id, so the status is kept.
+    let status = Conn::from(scratch.client());
+    status.execute_batch("BEGIN").unwrap();
+    let delivered = orderlink::outbox::StatusUpdate {
+        message_id: "wamid.early".into(),
+        state: orderlink::outbox::DeliveryState::Delivered,
+        error_code: None,
+        error_title: None,
+        pricing: None,
+    };
+    assert!(!orderlink::outbox::apply_status(&status, &delivered, now).unwrap());
+
+    // Act: the send's outcome, which waits for the status's lock ...
+    let url = scratch.url.clone();
+    let recorder = std::thread::spawn(move || {
+        let c = Conn::from(connect(&url).unwrap());
+        c.execute_batch("BEGIN").unwrap();
+        let variant = orderlink::outbox::Variant::Text;
+        orderlink::outbox::mark_sent(&c, "conf", "claim-1", "wamid.early", variant, 1, now)
+            .unwrap();
+        c.execute_batch("COMMIT").unwrap();
+    });
+    waits_on_a_lock_or_ends(&sender, &recorder, "the send's outcome");
+    // ... until the status commits.
+    status.execute_batch("COMMIT").unwrap();
+    recorder.join().unwrap();
+
+    // Assert
+    let (delivery, sent_at_order): (Option<String>, Option<i64>) = sender
+        .query_row(
+            "SELECT o.delivery_status, d.last_confirmation_sent_at
+             FROM outbox o JOIN orders d ON d.id = o.order_id WHERE o.id = 'conf'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        delivery.as_deref(),
+        Some("delivered"),
+        "the kept status applied"
+    );
+    assert_eq!(sent_at_order, Some(now), "the order is stamped");
+    let kept: i64 = sender
+        .query_row("SELECT COUNT(*) FROM pending_statuses", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 0);
+    assert_eq!(outbox_status(&sender, "conf"), "sent");
     assert_eq!(outbox_status(&sender, "link"), "queued");
 }
 
