@@ -5,7 +5,7 @@
 use super::follow_up::{after_sent, cancel_link_of_dead};
 use super::row::{truncate, Kind, Recipient, Status, Variant};
 use super::unsure;
-use crate::db::sql::{params, Conn, Dialect, OptionalExtension};
+use crate::db::sql::{params, Conn, Dialect, OptionalExtension, Param};
 use crate::db::DbError;
 
 /// A due message with everything needed to render it.
@@ -238,52 +238,63 @@ pub fn mark_sent(
     attempts: u32,
     now: i64,
 ) -> Result<(), DbError> {
-    if conn.dialect() == Dialect::Postgres {
-        return mark_sent_at_once(conn, id, claim, message_id, variant, attempts, now);
-    }
-    let n = conn
-        .prepare_cached(
-            "UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3, attempts = $4,
-                    sent_at = $5, updated_at = $5, last_error = NULL,
-                    claimed_by = NULL, lease_until = NULL
-             WHERE id = $1 AND status = $7 AND claimed_by = $8",
-        )?
-        .execute(params![
-            id,
-            message_id,
-            variant,
-            attempts,
-            now,
-            Status::Sent,
-            Status::Sending,
-            claim
-        ])?;
-    if n == 0 {
+    // The guarded update's values, `$1` to `$8` on both stores.
+    let guarded: [&dyn Param; 8] = [
+        &id,
+        &message_id,
+        &variant,
+        &attempts,
+        &now,
+        &Status::Sent,
+        &Status::Sending,
+        &claim,
+    ];
+    let (updated, follow_up) = match conn.dialect() {
+        Dialect::Sqlite => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3,
+                            attempts = $4, sent_at = $5, updated_at = $5, last_error = NULL,
+                            claimed_by = NULL, lease_until = NULL
+                     WHERE id = $1 AND status = $7 AND claimed_by = $8",
+                )?
+                .execute(&guarded[..])?;
+            (n > 0, true)
+        }
+        Dialect::Postgres => sent_at_once(conn, message_id, &guarded)?,
+    };
+    if !updated {
         // The claim no longer holds the row (its lease ran out, so it was
         // made unsure): the answer still proves Meta took it.
-        unsure::prove_row(conn, id, message_id, now)?;
-        return Ok(());
+        return unsure::prove_row(conn, id, message_id, now);
     }
-    after_sent(conn, id, message_id, now)
+    if follow_up {
+        after_sent(conn, id, message_id, now)?;
+    }
+    Ok(())
 }
 
-/// `mark_sent` on PostgreSQL, where each statement is a round trip: the
-/// guarded update and what follows it (`after_sent`) in one statement,
-/// unless statuses that came before the send was recorded wait for it in
-/// `pending_statuses`; then those apply first, and the rest after them, as
-/// on SQLite. The statement runs after the status lock is held, so its
-/// snapshot sees every status that was kept before.
-#[allow(clippy::too_many_arguments)]
-fn mark_sent_at_once(
+/// `mark_sent`'s update on PostgreSQL, where each statement is a round
+/// trip: with what follows it (`after_sent`) in one statement, unless
+/// statuses that came before the send was recorded wait for it in
+/// `pending_statuses`; then those must apply first, and the rest after
+/// them, as on SQLite: the second value says `after_sent` is still to run.
+/// The statement runs after the status lock is held, so its snapshot sees
+/// every status that was kept before.
+fn sent_at_once(
     conn: &Conn,
-    id: &str,
-    claim: &str,
     message_id: &str,
-    variant: Variant,
-    attempts: u32,
-    now: i64,
-) -> Result<(), DbError> {
+    guarded: &[&dyn Param; 8],
+) -> Result<(bool, bool), DbError> {
     conn.lock_key(&super::status_lock(message_id))?;
+    let follow: [&dyn Param; 5] = [
+        &Kind::Confirmation,
+        &Status::Queued,
+        &Kind::Link,
+        &Status::Waiting,
+        &Status::Cancelled,
+    ];
+    let values: Vec<&dyn Param> = guarded.iter().chain(&follow).copied().collect();
     let (sent, early): (i64, bool) = conn
         .prepare_cached(
             "WITH early AS (
@@ -313,30 +324,8 @@ fn mark_sent_at_once(
              )
              SELECT (SELECT COUNT(*) FROM sent), early.waits FROM early",
         )?
-        .query_row(
-            params![
-                id,
-                message_id,
-                variant,
-                attempts,
-                now,
-                Status::Sent,
-                Status::Sending,
-                claim,
-                Kind::Confirmation,
-                Status::Queued,
-                Kind::Link,
-                Status::Waiting,
-                Status::Cancelled
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-    if sent == 0 {
-        unsure::prove_row(conn, id, message_id, now)?;
-    } else if early {
-        after_sent(conn, id, message_id, now)?;
-    }
-    Ok(())
+        .query_row(&values[..], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((sent > 0, early))
 }
 
 /// A transient failure: queued again for `next_at`, if the claim still

@@ -220,9 +220,13 @@ fn outbox_status(c: &Conn, id: &str) -> String {
     .unwrap()
 }
 
-/// Order ORD-RACE's confirmation (`conf`), claimed by `claim-1` and being
-/// sent, and its link (`link`) in `link_status`.
-fn confirmation_sending_and_link(sender: &Conn, now: i64, link_status: &str) {
+/// A scratch database for `test` holding order ORD-RACE's confirmation
+/// (`conf`), claimed by `claim-1` and being sent, and its link (`link`) in
+/// `link_status`; a connection to it, and the time the rows were made.
+fn confirmation_sending_for(test: &str, link_status: &str) -> Option<(Scratch, Conn, i64)> {
+    let scratch = scratch_for(test)?;
+    let sender = scratch.migrated();
+    let now = 1_800_000_000_000i64;
     sender
         .execute(
             "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency,
@@ -262,6 +266,7 @@ fn confirmation_sending_and_link(sender: &Conn, now: i64, link_status: &str) {
             ],
         )
         .unwrap();
+    Some((scratch, sender, now))
 }
 
 /// The race of issue 19: the merchant retries a dead link while the
@@ -273,12 +278,9 @@ fn confirmation_sending_and_link(sender: &Conn, now: i64, link_status: &str) {
 #[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() {
     let test = "a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting";
-    let Some(scratch) = scratch_for(test) else {
+    let Some((scratch, sender, now)) = confirmation_sending_for(test, "dead") else {
         return;
     };
-    let sender = scratch.migrated();
-    let now = 1_800_000_000_000i64;
-    confirmation_sending_and_link(&sender, now, "dead");
 
     // Act: the sender's outcome, open (not committed yet) ...
     sender.execute_batch("BEGIN").unwrap();
@@ -324,12 +326,9 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
 #[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_status_kept_while_its_send_is_recorded_applies_and_the_link_is_released() {
     let test = "a_status_kept_while_its_send_is_recorded_applies_and_the_link_is_released";
-    let Some(scratch) = scratch_for(test) else {
+    let Some((scratch, sender, now)) = confirmation_sending_for(test, "waiting") else {
         return;
     };
-    let sender = scratch.migrated();
-    let now = 1_800_000_000_000i64;
-    confirmation_sending_and_link(&sender, now, "waiting");
 
     // Arrange: the status, open (not committed yet): the row does not
     // have its message id, so the status is kept.
