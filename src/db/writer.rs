@@ -384,9 +384,13 @@ where
             if let Err(e) = conn.begin(begin, key) {
                 // The lock may have failed after BEGIN (its wait timed
                 // out): the connection must not go back to the pool inside
-                // that aborted transaction.
+                // that aborted transaction. Its error says what it is, as
+                // it would from the job's own `lock_key`.
                 let _ = conn.end("ROLLBACK");
-                return Err(DbError::Commit(e.to_string()));
+                return Err(match key {
+                    Some(_) => e,
+                    None => DbError::Commit(e.to_string()),
+                });
             }
         }
         let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
