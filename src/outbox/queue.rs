@@ -2,6 +2,7 @@
 //! sender (`claim`, `release`), and its outcome recorded (`mark_sent`,
 //! `mark_retry`, `mark_dead`), each guarded by the claim.
 
+use super::delivery::status_lock;
 use super::follow_up::{after_sent, cancel_link_of_dead};
 use super::row::{truncate, Kind, Recipient, Status, Variant};
 use super::unsure;
@@ -286,7 +287,7 @@ fn sent_at_once(
     message_id: &str,
     guarded: &[&dyn Param; 8],
 ) -> Result<(bool, bool), DbError> {
-    conn.lock_key(&super::status_lock(message_id))?;
+    conn.lock_key(&status_lock(message_id))?;
     let follow: [&dyn Param; 5] = [
         &Kind::Confirmation,
         &Status::Queued,
