@@ -27,6 +27,4 @@ pub use row::{
     DeliveryState, Kind, LinkVia, Recipient, Status, Variant, CANCELLED, CONFIRMATION, DEAD,
     ELDER_REPLY, LINK, QUEUED, SENDING, SENT, WAITING,
 };
-pub use window::{
-    last_customer_message_at, retry_to_phone, set_link_via, window_open, LINK_WINDOW_MS,
-};
+pub use window::{last_customer_message_at, retry_to_phone, window_open, LINK_WINDOW_MS};

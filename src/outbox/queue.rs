@@ -4,8 +4,9 @@
 
 use super::delivery::status_lock;
 use super::follow_up::{after_sent, cancel_link_of_dead};
-use super::row::{truncate, Kind, Recipient, Status, Variant};
+use super::row::{truncate, Kind, LinkVia, Recipient, Status, Variant};
 use super::unsure;
+use super::window::set_link_via;
 use crate::db::sql::{params, Conn, Dialect, OptionalExtension, Param};
 use crate::db::DbError;
 
@@ -225,7 +226,8 @@ pub fn next_due_at(conn: &Conn) -> Result<Option<i64>, DbError> {
 }
 
 /// Meta accepted the message. A confirmation releases its link message and
-/// stamps the order. Guarded by the claim: an outcome is recorded once, and
+/// stamps the order; a link records how it went (`via`, SPEC §5's
+/// `link_via`). Guarded by the claim: an outcome is recorded once, and
 /// never by a sender whose lease was taken over. Best run holding
 /// `status_lock(message_id)` from its start (`Writer::run_blocking_locked`):
 /// on PostgreSQL it takes that lock first.
@@ -237,6 +239,7 @@ pub fn mark_sent(
     message_id: &str,
     variant: Variant,
     attempts: u32,
+    via: Option<LinkVia>,
     now: i64,
 ) -> Result<(), DbError> {
     // The guarded update's values, `$1` to `$8` on both stores.
@@ -252,6 +255,9 @@ pub fn mark_sent(
     ];
     let (updated, follow_up) = match conn.dialect() {
         Dialect::Sqlite => {
+            if let Some(via) = via {
+                set_link_via(conn, id, claim, via)?;
+            }
             let n = conn
                 .prepare_cached(
                     "UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3,
@@ -262,7 +268,7 @@ pub fn mark_sent(
                 .execute(&guarded[..])?;
             (n > 0, true)
         }
-        Dialect::Postgres => sent_at_once(conn, message_id, &guarded)?,
+        Dialect::Postgres => sent_at_once(conn, message_id, &guarded, via)?,
     };
     if !updated {
         // The claim no longer holds the row (its lease ran out, so it was
@@ -282,18 +288,23 @@ pub fn mark_sent(
 /// them, as on SQLite: the second value says `after_sent` is still to run.
 /// The statement runs after the status lock is held, so its snapshot sees
 /// every status that was kept before.
+/// The link's `via` rides on the guarded update: only the claim sets it,
+/// and a row claimed is a row `sending` (every write that clears the
+/// status clears the claim), so the guard is `set_link_via`'s own.
 fn sent_at_once(
     conn: &Conn,
     message_id: &str,
     guarded: &[&dyn Param; 8],
+    via: Option<LinkVia>,
 ) -> Result<(bool, bool), DbError> {
     conn.lock_key(&status_lock(message_id))?;
-    let follow: [&dyn Param; 5] = [
+    let follow: [&dyn Param; 6] = [
         &Kind::Confirmation,
         &Status::Queued,
         &Kind::Link,
         &Status::Waiting,
         &Status::Cancelled,
+        &via,
     ];
     let values: Vec<&dyn Param> = guarded.iter().chain(&follow).copied().collect();
     let (sent, early): (i64, bool) = conn
@@ -303,7 +314,7 @@ fn sent_at_once(
              ), sent AS (
                  UPDATE outbox SET status = $6, graph_message_id = $2, variant = $3, attempts = $4,
                         sent_at = $5, updated_at = $5, last_error = NULL,
-                        claimed_by = NULL, lease_until = NULL
+                        claimed_by = NULL, lease_until = NULL, link_via = COALESCE($14, link_via)
                  WHERE id = $1 AND status = $7 AND claimed_by = $8
                  RETURNING order_id, kind, recipient, recipient_user_id
              ), proofs AS (

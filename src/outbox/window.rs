@@ -40,8 +40,14 @@ pub fn last_customer_message_at(conn: &Conn, order_id: &str) -> Result<Option<i6
 }
 
 /// Records which way the link went on the row that carried it, while
-/// `claim` still holds it (before `mark_sent`, in the same transaction).
-pub fn set_link_via(conn: &Conn, id: &str, claim: &str, via: LinkVia) -> Result<(), DbError> {
+/// `claim` still holds it: SQLite's `mark_sent`, before its update
+/// (PostgreSQL's sets it in the update itself).
+pub(super) fn set_link_via(
+    conn: &Conn,
+    id: &str,
+    claim: &str,
+    via: LinkVia,
+) -> Result<(), DbError> {
     conn.prepare_cached("UPDATE outbox SET link_via = $3 WHERE id = $1 AND claimed_by = $2")?
         .execute(params![id, claim, via])?;
     Ok(())

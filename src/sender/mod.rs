@@ -652,10 +652,8 @@ impl Sender {
                     variant,
                     attempts,
                 } => {
-                    if let Some(via) = link_via(&config, kind, claimed, variant) {
-                        outbox::set_link_via(c, &id, &claim, via)?;
-                    }
-                    outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, now)
+                    let via = link_via(&config, kind, claimed, variant);
+                    outbox::mark_sent(c, &id, &claim, &message_id, variant, attempts, via, now)
                 }
                 Decision::ToPhone { error, attempts } => {
                     if outbox::retry_to_phone(c, &id, &claim, attempts, &error, now)? {

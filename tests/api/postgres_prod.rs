@@ -291,6 +291,7 @@ fn a_link_retried_while_its_confirmation_is_recorded_sent_is_not_left_waiting() 
         "wamid.race",
         orderlink::outbox::Variant::Text,
         1,
+        None,
         now,
     )
     .unwrap();
@@ -349,7 +350,7 @@ fn a_status_kept_while_its_send_is_recorded_applies_and_the_link_is_released() {
         let c = Conn::from(connect(&url).unwrap());
         c.execute_batch("BEGIN").unwrap();
         let variant = orderlink::outbox::Variant::Text;
-        orderlink::outbox::mark_sent(&c, "conf", "claim-1", "wamid.early", variant, 1, now)
+        orderlink::outbox::mark_sent(&c, "conf", "claim-1", "wamid.early", variant, 1, None, now)
             .unwrap();
         c.execute_batch("COMMIT").unwrap();
     });
