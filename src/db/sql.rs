@@ -160,25 +160,26 @@ impl Conn {
     }
 
     /// PostgreSQL: starts a transaction with `begin` (BEGIN, perhaps with
-    /// SET LOCAL) and, in the same round trip, takes the lock of `key`
-    /// (`lock_key`). A job whose first statement would be that lock saves
-    /// one round trip of its few.
-    pub(crate) fn begin(&self, begin: &str, key: Option<&str>) -> Result<(), DbError> {
+    /// SET LOCAL) and, in the same round trip, takes the locks of `keys`
+    /// in order (`lock_key`). A job whose first statements would be those
+    /// locks saves their round trips.
+    pub(crate) fn begin(&self, begin: &str, keys: &[String]) -> Result<(), DbError> {
         let Conn::Pg(s) = self else {
             return self.execute_batch(begin);
         };
-        let id = key.map(advisory_id);
-        let sql = match id {
-            // An integer we made: nothing to quote.
-            Some(id) => format!("{begin}; SELECT pg_advisory_xact_lock({id})"),
-            None => begin.to_owned(),
-        };
+        let ids: Vec<i64> = keys.iter().map(|k| advisory_id(k)).collect();
+        let mut sql = begin.to_owned();
+        for id in &ids {
+            // An integer we made: nothing to quote. One statement each, so
+            // they are taken in this order.
+            sql.push_str(&format!("; SELECT pg_advisory_xact_lock({id})"));
+        }
         let mut session = s.borrow_mut();
         session.held.clear();
         session.in_transaction = false;
         session.client.batch_execute(&sql).map_err(DbError::Pg)?;
         session.in_transaction = true;
-        session.held.extend(id);
+        session.held.extend(ids);
         Ok(())
     }
 

@@ -243,8 +243,26 @@ impl Writer {
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
-        self.submit_as(Priority::Background, Framing::Locked(key), work)
+        self.submit_as(Priority::Background, Framing::Locked(vec![key]), work)
             .blocking_recv()
+            .unwrap_or(Err(DbError::Closed))
+    }
+
+    /// `run` for a job that takes the locks of `keys`, in that order, before
+    /// anything else: on PostgreSQL they ride with BEGIN in one round trip
+    /// (`run_blocking_locked`). The order must be the one the job's own
+    /// `lock_key` calls follow, so that no two jobs wait for each other.
+    pub async fn run_locked<R, F>(
+        &self,
+        keys: Vec<String>,
+        MayRunTwice(work): MayRunTwice<F>,
+    ) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit_as(Priority::Request, Framing::Locked(keys), work)
+            .await
             .unwrap_or(Err(DbError::Closed))
     }
 
@@ -329,9 +347,9 @@ enum Framing {
     /// checkpoint carries them to disk. PostgreSQL turns
     /// `synchronous_commit` off for the transaction.
     Unsynced,
-    /// `Transaction` that holds the lock of this key (`Conn::lock_key`)
-    /// from its BEGIN, taken in the same round trip on PostgreSQL.
-    Locked(String),
+    /// `Transaction` that holds the locks of these keys (`Conn::lock_key`)
+    /// from its BEGIN, taken in order in the same round trip on PostgreSQL.
+    Locked(Vec<String>),
 }
 
 /// `BEGIN` for `Framing::Unsynced` on PostgreSQL, in the same round trip.
@@ -371,25 +389,26 @@ fn run_in_transaction<R, F>(conn: &Conn, framing: Framing, work: F) -> Result<R,
 where
     F: Fn(&Conn) -> Result<R, DbError>,
 {
-    let (begin, key) = match &framing {
-        Framing::Transaction => (Some(BEGIN), None),
-        Framing::Unsynced => (Some(BEGIN_UNSYNCED.as_str()), None),
-        Framing::Locked(key) => (Some(BEGIN), Some(key.as_str())),
-        Framing::Alone => (None, None),
+    let (begin, keys) = match &framing {
+        Framing::Transaction => (Some(BEGIN), &[][..]),
+        Framing::Unsynced => (Some(BEGIN_UNSYNCED.as_str()), &[][..]),
+        Framing::Locked(keys) => (Some(BEGIN), keys.as_slice()),
+        Framing::Alone => (None, &[][..]),
     };
     let framed = begin.is_some();
     let mut runs = 1;
     loop {
         if let Some(begin) = begin {
-            if let Err(e) = conn.begin(begin, key) {
+            if let Err(e) = conn.begin(begin, keys) {
                 // The lock may have failed after BEGIN (its wait timed
                 // out): the connection must not go back to the pool inside
                 // that aborted transaction. Its error says what it is, as
                 // it would from the job's own `lock_key`.
                 let _ = conn.end("ROLLBACK");
-                return Err(match key {
-                    Some(_) => e,
-                    None => DbError::Commit(e.to_string()),
+                return Err(if keys.is_empty() {
+                    DbError::Commit(e.to_string())
+                } else {
+                    e
                 });
             }
         }
