@@ -611,3 +611,120 @@ fn a_claim_reads_the_rows_it_takes_not_the_whole_backlog() {
         "the claim read {read} outbox rows to take 4 of a backlog of 3,000"
     );
 }
+
+/// On PostgreSQL a status's pricing, the metrics' counts that follow it and
+/// its delivery state are one statement (`apply_status`): after every
+/// status the kept counts equal a count over the outbox, on a sequence that
+/// moves messages between categories, in and out of billable and paid, and
+/// repeats a category (the statement's per-category sums).
+#[test]
+#[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
+fn a_status_s_pricing_and_the_counts_it_moves_agree_with_the_outbox_in_one_statement() {
+    use orderlink::outbox::{apply_status, DeliveryState, Pricing, StatusUpdate};
+    let test = "a_status_s_pricing_and_the_counts_it_moves_agree_with_the_outbox_in_one_statement";
+    let Some(scratch) = scratch_for(test) else {
+        return;
+    };
+    let c = scratch.migrated();
+    c.execute_batch(
+        "INSERT INTO orders (id, status, customer_phone_e164, total_amount, currency, created_at, updated_at)
+           VALUES ('ORD-1', 'PAID', '919876543210', 100, 'INR', 1, 1);
+         INSERT INTO outbox (id, order_id, kind, slot, recipient, status, variant, attempts,
+                             next_attempt_at, created_at, updated_at, graph_message_id)
+           VALUES ('r1', 'ORD-1', 'confirmation', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g1'),
+                  ('r2', 'ORD-1', 'link', '', '919876543210', 'sent', 'text', 1, 1, 1, 1, 'g2'),
+                  ('r3', 'ORD-1', 'elder_reply', '919811111111', '919811111111', 'sent', 'text', 1, 1, 1, 1, 'g3');",
+    )
+    .unwrap();
+    let counts = |sql: &str| -> Vec<(String, i64)> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let kept = |table: &str| {
+        counts(&format!(
+            "SELECT category, messages FROM {table} WHERE messages <> 0 ORDER BY 1"
+        ))
+    };
+    let counted = |verdict: &str| {
+        counts(&format!(
+            "SELECT COALESCE(pricing_category, ''), COUNT(*) FROM outbox
+             WHERE {verdict} = TRUE GROUP BY 1 ORDER BY 1"
+        ))
+    };
+    let status =
+        |id: &str, state, billable, category: Option<&str>, t: Option<&str>| StatusUpdate {
+            message_id: id.to_owned(),
+            state,
+            error_code: None,
+            error_title: None,
+            pricing: Some(Pricing {
+                billable,
+                category: category.map(str::to_owned),
+                pricing_type: t.map(str::to_owned),
+            }),
+        };
+
+    use DeliveryState::*;
+    for s in [
+        status("g1", Sent, Some(true), Some("utility"), Some("regular")),
+        status("g2", Delivered, Some(true), Some("marketing"), None),
+        status("g2", Read, Some(true), Some("marketing"), None),
+        status("g1", Read, Some(false), Some("utility"), None),
+        status(
+            "g3",
+            Delivered,
+            None,
+            Some("service"),
+            Some("free_customer_service"),
+        ),
+        status("g3", Read, Some(true), None, None),
+        status("g2", Read, Some(true), Some("utility"), Some("regular")),
+        status(
+            "g1",
+            Delivered,
+            Some(true),
+            Some("marketing"),
+            Some("regular"),
+        ),
+        status("g9", Sent, Some(true), Some("utility"), None),
+    ] {
+        apply_status(&c, &s, 2).unwrap();
+        assert_eq!(
+            kept("billable_counts"),
+            counted("pricing_billable"),
+            "after {s:?}"
+        );
+        assert_eq!(kept("paid_counts"), counted("pricing_paid"), "after {s:?}");
+    }
+
+    // The end state, spelled out; and the state only moved up.
+    assert_eq!(
+        kept("billable_counts"),
+        vec![
+            ("marketing".to_owned(), 1),
+            ("service".to_owned(), 1),
+            ("utility".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        kept("paid_counts"),
+        vec![("marketing".to_owned(), 1), ("utility".to_owned(), 1)]
+    );
+    let delivery: Vec<(String, String)> = {
+        let mut stmt = c
+            .prepare("SELECT graph_message_id, delivery_status FROM outbox ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let read = || "read".to_owned();
+    assert_eq!(
+        delivery,
+        vec![
+            ("g1".into(), read()),
+            ("g2".into(), read()),
+            ("g3".into(), read())
+        ]
+    );
+}
