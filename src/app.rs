@@ -240,6 +240,7 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         .manage(AppState {
             clicks,
             tokens: crate::token_cache::TokenCache::default(),
+            prune: crate::periodic::AtMostEvery::new(60_000),
             config,
             db,
             sender,

@@ -1,6 +1,7 @@
 //! A background thread that repeats its task until told to stop (the WAL
 //! checkpointer, the roster of instances): one way to wait between rounds
-//! that wakes at once on stop, and one way to stop and join.
+//! that wakes at once on stop, and one way to stop and join. And
+//! `AtMostEvery`, for housekeeping that rides on requests.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -63,6 +64,39 @@ impl Periodic {
     }
 }
 
+/// Says yes to one caller at a time, at most once per `every_ms`: for
+/// housekeeping that rides on a request (pruning week-old rows), so it
+/// does not cost every request a statement.
+pub struct AtMostEvery {
+    every_ms: i64,
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl AtMostEvery {
+    pub fn new(every_ms: i64) -> AtMostEvery {
+        AtMostEvery {
+            every_ms,
+            next: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Whether the task is due at `now`; a `true` books the next turn.
+    pub fn due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let next = self.next.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.every_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +118,15 @@ mod tests {
         t.stop();
         assert!(began.elapsed() < Duration::from_secs(10));
         assert_eq!(rounds.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn at_most_every_says_yes_first_then_once_per_interval() {
+        let every = AtMostEvery::new(60_000);
+        assert!(every.due(1_000));
+        assert!(!every.due(1_000));
+        assert!(!every.due(60_999));
+        assert!(every.due(61_000));
+        assert!(!every.due(61_001));
     }
 }

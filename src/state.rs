@@ -14,4 +14,6 @@ pub struct AppState {
     pub clicks: ClickLog,
     /// Invite tokens the redirect has seen or a webhook has just made.
     pub tokens: crate::token_cache::TokenCache,
+    /// When Meta's webhook next prunes week-old statuses and proofs.
+    pub prune: crate::periodic::AtMostEvery,
 }

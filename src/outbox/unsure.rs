@@ -44,6 +44,11 @@ pub struct Proof {
 const SKEW_MS: i64 = 2_000;
 
 impl Proof {
+    /// The lock `record_proof` takes first.
+    pub fn lock(&self) -> String {
+        order_lock(&self.order_id)
+    }
+
     /// The statuses of a webhook payload that can prove a send: those with
     /// an id, a `biz_opaque_callback_data` and a recipient. Field names:
     /// Meta's "Status messages" webhook reference (`statuses[].id`,
@@ -97,8 +102,14 @@ pub struct Proven {
     pub message_id: String,
 }
 
+/// The lock (`Conn::lock_key`) that makes an order's unsure sends and the
+/// proofs naming it take turns.
+fn order_lock(order_id: &str) -> String {
+    format!("unsure:{order_id}")
+}
+
 fn lock_order(conn: &Conn, order_id: &str) -> Result<(), DbError> {
-    conn.lock_key(&format!("unsure:{order_id}"))
+    conn.lock_key(&order_lock(order_id))
 }
 
 fn is_known(conn: &Conn, message_id: &str) -> Result<bool, DbError> {

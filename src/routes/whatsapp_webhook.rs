@@ -127,44 +127,56 @@ async fn receive(
     let requeues = statuses.iter().any(outbox::may_requeue);
     let news = std::sync::Arc::new(news);
     let reported = news.clone();
+    // Week-old statuses and proofs: a minute late is as good as now.
+    let prune = !statuses.is_empty() && state.prune.due(now);
+    // The locks the job takes, in its order: each proof's order, then each
+    // status's message. On PostgreSQL they ride with BEGIN.
+    let locks: Vec<String> = proofs
+        .iter()
+        .map(outbox::unsure::Proof::lock)
+        .chain(statuses.iter().map(|s| outbox::status_lock(&s.message_id)))
+        .collect();
     let (carried, results) = state
         .db
         .writer
-        .run(MayRunTwice::new(move |conn| {
-            // Before the messages: a notice of a new number comes with (or
-            // before) the first message from it.
-            let mut carried = Vec::with_capacity(changes.len());
-            for change in &changes {
-                carried.push((
-                    change.clone(),
-                    inbound::apply_identity_change(conn, change, now)?,
-                ));
-            }
-            let mut stored = Vec::with_capacity(messages.len());
-            for m in &messages {
-                stored.push((
-                    m.wamid.clone(),
-                    inbound::store_message(conn, m, reply_configured, now)?,
-                ));
-            }
-            // Before the statuses: a status that proves an unsure send
-            // records its message id, which the status then updates.
-            let mut proven = Vec::new();
-            for p in &proofs {
-                proven.extend(outbox::unsure::record_proof(conn, p, now)?);
-            }
-            for s in &statuses {
-                outbox::apply_status(conn, s, now)?;
-            }
-            if !statuses.is_empty() {
-                outbox::prune_pending(conn, now)?;
-                outbox::unsure::prune(conn, now)?;
-            }
-            if !news.is_empty() {
-                template_health::apply(conn, &news, now)?;
-            }
-            Ok((carried, (stored, proven)))
-        }))
+        .run_locked(
+            locks,
+            MayRunTwice::new(move |conn| {
+                // Before the messages: a notice of a new number comes with (or
+                // before) the first message from it.
+                let mut carried = Vec::with_capacity(changes.len());
+                for change in &changes {
+                    carried.push((
+                        change.clone(),
+                        inbound::apply_identity_change(conn, change, now)?,
+                    ));
+                }
+                let mut stored = Vec::with_capacity(messages.len());
+                for m in &messages {
+                    stored.push((
+                        m.wamid.clone(),
+                        inbound::store_message(conn, m, reply_configured, now)?,
+                    ));
+                }
+                // Before the statuses: a status that proves an unsure send
+                // records its message id, which the status then updates.
+                let mut proven = Vec::new();
+                for p in &proofs {
+                    proven.extend(outbox::unsure::record_proof(conn, p, now)?);
+                }
+                for s in &statuses {
+                    outbox::apply_status(conn, s, now)?;
+                }
+                if prune {
+                    outbox::prune_pending(conn, now)?;
+                    outbox::unsure::prune(conn, now)?;
+                }
+                if !news.is_empty() {
+                    template_health::apply(conn, &news, now)?;
+                }
+                Ok((carried, (stored, proven)))
+            }),
+        )
         .await?;
     let (results, proven) = results;
     for p in &proven {
