@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 pub const BUSINESS_NUMBER: &str = "919999900000";
+/// `WHATSAPP_APP_SECRET` of every child: what Meta's webhooks are signed with.
+pub const APP_SECRET: &str = "bench-app-secret";
 
 /// `--one-core`: the server children run pinned to CPU 0 and this process
 /// (load generator, fake Graph API) to CPU 1, as on a one-vCPU VPS with
@@ -243,7 +245,7 @@ impl Orderlink {
             .env("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID)
             .env("WHATSAPP_BUSINESS_NUMBER_E164", BUSINESS_NUMBER)
             .env("PAYMENT_WEBHOOK_SECRET", crate::events::SECRET)
-            .env("WHATSAPP_APP_SECRET", "bench-app-secret")
+            .env("WHATSAPP_APP_SECRET", APP_SECRET)
             .env("RAZORPAY_WEBHOOK_SECRET", crate::events::RAZORPAY_SECRET)
             .env("WHATSAPP_API_BASE", &o.api_base)
             .env("DATABASE_PATH", &db_path)

@@ -146,3 +146,47 @@ pub fn razorpay_webhooks(addr: SocketAddr, run: &str, n: usize) -> Vec<Vec<u8>> 
         })
         .collect()
 }
+
+/// A sent message as Meta's statuses name it: its id, the order it carried
+/// as `biz_opaque_callback_data`, and its recipient.
+pub struct Sent {
+    pub message_id: String,
+    pub order_id: String,
+    pub recipient: String,
+}
+
+/// One signed `POST /webhooks/whatsapp` per message: a `delivered` status
+/// priced as Meta prices per message since July 2025, in the shape of its
+/// "Status messages" webhook reference (`statuses[].pricing.type`).
+pub fn signed_statuses(addr: SocketAddr, sent: &[Sent]) -> Vec<Vec<u8>> {
+    let ts = (now_ms() / 1000).to_string();
+    sent.iter()
+        .map(|m| {
+            let body = serde_json::json!({
+                "object": "whatsapp_business_account",
+                "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": crate::child::BUSINESS_NUMBER,
+                                 "phone_number_id": crate::child::PHONE_NUMBER_ID},
+                    "statuses": [{
+                        "id": m.message_id,
+                        "status": "delivered",
+                        "timestamp": ts,
+                        "recipient_id": m.recipient,
+                        "biz_opaque_callback_data": m.order_id,
+                        "pricing": {"billable": true, "pricing_model": "PMP",
+                                    "category": "utility", "type": "regular"}
+                    }]
+                }}]}]
+            })
+            .to_string();
+            let sig = orderlink::signature::sign_meta(crate::child::APP_SECRET.as_bytes(), body.as_bytes());
+            format!(
+                "POST /webhooks/whatsapp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 X-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect()
+}

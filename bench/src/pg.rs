@@ -247,17 +247,32 @@ fn webhooks(
     deadline: Duration,
 ) -> LoadResult {
     let each = total / instances.len();
+    let requests = instances
+        .iter()
+        .enumerate()
+        .map(|(i, o)| events::signed_webhooks(o.addr, &format!("{run}{i}"), each))
+        .collect();
+    split_load(instances, requests, c, deadline)
+}
+
+/// Each instance takes its own requests, the `c` clients split between
+/// them; one result over all.
+fn split_load(
+    instances: &[&Orderlink],
+    requests: Vec<Vec<Vec<u8>>>,
+    c: usize,
+    deadline: Duration,
+) -> LoadResult {
     let results: Vec<LoadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = instances
             .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                let requests =
-                    Arc::new(events::signed_webhooks(o.addr, &format!("{run}{i}"), each));
+            .zip(requests)
+            .map(|(o, requests)| {
+                let total = requests.len();
                 let load = Load {
                     addr: o.addr,
-                    requests,
-                    total: each,
+                    requests: Arc::new(requests),
+                    total,
                     concurrency: (c / instances.len()).max(1),
                     deadline,
                     keep_bodies: true,
@@ -541,6 +556,41 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
         dups,
         fake.duplicate_examples(),
     );
+
+    // 4b. Meta's statuses for what was sent: one priced `delivered` per
+    // message, split between the two instances (SPEC §9's status path:
+    // the proof check, the pricing, its counts and the delivery state).
+    let sent = sent_messages(&db.url);
+    let halves: Vec<&[events::Sent]> = sent.chunks(sent.len().div_ceil(2).max(1)).collect();
+    let requests = [&a, &b]
+        .iter()
+        .zip(&halves)
+        .map(|(o, half)| events::signed_statuses(o.addr, half))
+        .collect();
+    let rs = split_load(&[&a, &b], requests, c, plan.phase_deadline);
+    let applied = delivered_count(&db.url);
+    say(format!(
+        "PostgreSQL statuses, two instances: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {applied} of {} messages delivered",
+        rs.completed,
+        rs.elapsed.as_secs_f64(),
+        rs.rate(),
+        rs.pct_ms(50.0),
+        rs.pct_ms(99.0),
+        sent.len()
+    ));
+    report.row(
+        Row::new(
+            &format!("PostgreSQL: status webhooks/s, two instances, c={c} split"),
+            rs.rate(),
+            "req/s",
+        )
+        .latency(&rs)
+        .note(&format!(
+            "one priced `delivered` per sent message; HTTP [{}]; {applied}/{} recorded delivered",
+            rs.statuses_text(),
+            sent.len()
+        )),
+    );
     let (da, dbb) = (a.stop(), b.stop());
     fake.stop();
     drop(db);
@@ -556,6 +606,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
             "one_instance": {"completed": r1.completed, "processed": ok1, "per_second": r1.rate(), "p50_ms": r1.pct_ms(50.0), "p99_ms": r1.pct_ms(99.0), "server_cpu_seconds": cpu1.as_secs_f64()},
             "one_instance_sending_held": {"completed": rq.completed, "processed": okq, "per_second": rq.rate(), "p50_ms": rq.pct_ms(50.0), "p99_ms": rq.pct_ms(99.0)},
             "two_instances": {"completed": r2.completed, "processed": ok2, "per_second": r2.rate(), "p50_ms": r2.pct_ms(50.0), "p99_ms": r2.pct_ms(99.0)},
+            "statuses_two_instances": {"completed": rs.completed, "messages": sent.len(), "delivered": applied, "per_second": rs.rate(), "p50_ms": rs.pct_ms(50.0), "p99_ms": rs.pct_ms(99.0)},
             "delivery_two_instances": {"orders": orders, "messages": messages, "distinct": unique, "duplicates": dups, "seconds": elapsed.as_secs_f64(), "per_second": rate, "hit_deadline": done.is_err()},
             "wake_latency": wake,
             "children": [&stopped1.exit, &sa.exit, &sb.exit, &da.exit, &dbb.exit, &wa.exit, &wb.exit],
@@ -574,6 +625,37 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     .into_iter()
     .filter_map(|(s, name)| s.peak_rss_kib.map(|k| (k, name.to_owned())))
     .collect()
+}
+
+/// What the delivery phase sent, as Meta's statuses will name it.
+fn sent_messages(url: &str) -> Vec<events::Sent> {
+    let conn = orderlink::db::pool::connect(url).expect("connect");
+    let mut stmt = conn
+        .prepare(
+            "SELECT graph_message_id, order_id, recipient FROM outbox
+             WHERE graph_message_id IS NOT NULL ORDER BY id",
+        )
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(events::Sent {
+                message_id: r.get(0)?,
+                order_id: r.get(1)?,
+                recipient: r.get(2)?,
+            })
+        })
+        .expect("sent messages");
+    rows.collect::<Result<_, _>>().expect("sent messages")
+}
+
+fn delivered_count(url: &str) -> i64 {
+    let conn = orderlink::db::pool::connect(url).expect("connect");
+    conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE delivery_status = 'delivered'",
+        [],
+        |r| r.get(0),
+    )
+    .expect("count delivered")
 }
 
 /// A roster row (`sender_instances`) that no instance owns: its id sorts
