@@ -289,9 +289,12 @@ impl Metrics {
         for (state, n) in DEPTH_STATES.iter().zip(depth) {
             self.outbox.with_label_values(&[state]).set(n);
         }
-        // Kept by `outbox::delivery` as statuses arrive: a few rows at any size.
-        let mut stmt = conn
-            .prepare_cached("SELECT category, messages FROM billable_counts WHERE messages > 0")?;
+        // Kept by `outbox::delivery` as statuses arrive: a few rows at any
+        // size, a category's count the sum of its slots (V17).
+        let mut stmt = conn.prepare_cached(
+            "SELECT category, CAST(SUM(messages) AS BIGINT) FROM billable_counts
+             GROUP BY category HAVING SUM(messages) > 0",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let rows = rows.collect::<Result<Vec<_>, _>>()?;
         // Rebuilt at each scrape from what the database holds now.
@@ -302,8 +305,10 @@ impl Metrics {
                 .add(n);
         }
         // Kept by `count_paid` the same way.
-        let mut stmt =
-            conn.prepare_cached("SELECT category, messages FROM paid_counts WHERE messages > 0")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT category, CAST(SUM(messages) AS BIGINT) FROM paid_counts
+             GROUP BY category HAVING SUM(messages) > 0",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let rows = rows.collect::<Result<Vec<_>, _>>()?;
         self.paid.reset();

@@ -417,7 +417,11 @@ mod tests {
                        VALUES ('c3', 'no-token', 'NO-ORDER', 7, FALSE)";
         assert!(conn.execute(unknown, []).is_err(), "V15 checks references");
 
-        assert_eq!(migrate(&mut conn).unwrap(), 1);
+        let report = embedded::migrations::runner()
+            .set_target(refinery::Target::Version(16))
+            .run(&mut conn)
+            .unwrap();
+        assert_eq!(report.applied_migrations().len(), 1);
 
         let clicks: Vec<(String, String, String, i64, Option<String>, bool)> = conn
             .prepare("SELECT * FROM invite_clicks ORDER BY id")
@@ -462,5 +466,53 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(indexes, ["invite_clicks_order", "invite_clicks_time"]);
+    }
+
+    /// V17 spreads each count over slots: what V16 counted is kept, in
+    /// slot 0, and a category may have a row per slot, which sum.
+    #[test]
+    fn v17_keeps_each_count_in_slot_0_and_a_category_sums_its_slots() {
+        let (_dir, _path, mut conn) = left_at(16);
+        conn.execute_batch(
+            "INSERT INTO billable_counts (category, messages) VALUES ('utility', 3), ('', 1);
+             INSERT INTO paid_counts (category, messages) VALUES ('utility', 2);",
+        )
+        .unwrap();
+
+        assert_eq!(migrate(&mut conn).unwrap(), 1);
+
+        let rows = |conn: &Connection, table: &str| -> Vec<(String, i64, i64)> {
+            conn.prepare(&format!(
+                "SELECT category, slot, messages FROM {table} ORDER BY 1, 2"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        };
+        assert_eq!(
+            rows(&conn, "billable_counts"),
+            [("".into(), 0, 1), ("utility".into(), 0, 3)]
+        );
+        assert_eq!(rows(&conn, "paid_counts"), [("utility".into(), 0, 2)]);
+        conn.execute_batch(
+            "INSERT INTO billable_counts (category, slot, messages) VALUES ('utility', 7, -1)",
+        )
+        .unwrap();
+        let again =
+            "INSERT INTO billable_counts (category, slot, messages) VALUES ('utility', 7, 1)";
+        assert!(
+            conn.execute(again, []).is_err(),
+            "one row per category and slot"
+        );
+        let utility: i64 = conn
+            .query_row(
+                "SELECT SUM(messages) FROM billable_counts WHERE category = 'utility'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(utility, 2);
     }
 }

@@ -182,11 +182,15 @@ impl Change<'_> {
     /// state in one statement, one round trip instead of up to six. Every
     /// part of it sees the row as it was before (`old`); the counts take
     /// the row out of its category and put it into the new one, summed per
-    /// category so that no count is written twice.
+    /// category so that no count is written twice. A count is the sum of
+    /// its slots (V17): this connection writes its own slot's row, so
+    /// statuses on other connections do not wait for this one's commit.
     fn write_at_once(&self, conn: &Conn) -> Result<(), DbError> {
         let p = self.pricing.cloned().unwrap_or_default();
         conn.prepare_cached(
-            "WITH old AS (
+            "WITH mine AS (
+                 SELECT pg_backend_pid() % 128 AS slot
+             ), old AS (
                  SELECT COALESCE(pricing_category, '') AS category, pricing_billable, pricing_paid
                  FROM outbox WHERE graph_message_id = $1
              ), new AS (
@@ -205,22 +209,22 @@ impl Change<'_> {
                  RETURNING COALESCE(pricing_category, '') AS category, pricing_billable,
                            pricing_paid
              ), billable AS (
-                 INSERT INTO billable_counts (category, messages)
-                 SELECT category, SUM(d) FROM (
+                 INSERT INTO billable_counts (category, slot, messages)
+                 SELECT category, (SELECT slot FROM mine), SUM(d) FROM (
                      SELECT category, -1 AS d FROM old WHERE pricing_billable = TRUE
                      UNION ALL SELECT category, 1 FROM new WHERE pricing_billable = TRUE
                  ) AS c
                  GROUP BY category HAVING SUM(d) <> 0
-                 ON CONFLICT (category) DO UPDATE
+                 ON CONFLICT (category, slot) DO UPDATE
                      SET messages = billable_counts.messages + excluded.messages
              ), paid AS (
-                 INSERT INTO paid_counts (category, messages)
-                 SELECT category, SUM(d) FROM (
+                 INSERT INTO paid_counts (category, slot, messages)
+                 SELECT category, (SELECT slot FROM mine), SUM(d) FROM (
                      SELECT category, -1 AS d FROM old WHERE pricing_paid = TRUE
                      UNION ALL SELECT category, 1 FROM new WHERE pricing_paid = TRUE
                  ) AS c
                  GROUP BY category HAVING SUM(d) <> 0
-                 ON CONFLICT (category) DO UPDATE
+                 ON CONFLICT (category, slot) DO UPDATE
                      SET messages = paid_counts.messages + excluded.messages
              )
              SELECT COUNT(*) FROM new",
@@ -316,10 +320,10 @@ pub fn move_reply_slots(conn: &Conn, from: &str, into: &str) -> Result<(), DbErr
 /// to make it (it reads the table: `metrics::Metrics::render`).
 fn count_billable(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(), DbError> {
     conn.prepare_cached(
-        "INSERT INTO billable_counts (category, messages)
-         SELECT COALESCE(pricing_category, ''), $2 FROM outbox
+        "INSERT INTO billable_counts (category, slot, messages)
+         SELECT COALESCE(pricing_category, ''), 0, $2 FROM outbox
           WHERE graph_message_id = $1 AND pricing_billable = TRUE
-         ON CONFLICT (category) DO UPDATE SET messages = billable_counts.messages + $2",
+         ON CONFLICT (category, slot) DO UPDATE SET messages = billable_counts.messages + $2",
     )?
     .execute(params![graph_message_id, delta])?;
     Ok(())
@@ -329,10 +333,10 @@ fn count_billable(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(),
 /// `paid_counts` equal to a count over `outbox`.
 fn count_paid(conn: &Conn, graph_message_id: &str, delta: i64) -> Result<(), DbError> {
     conn.prepare_cached(
-        "INSERT INTO paid_counts (category, messages)
-         SELECT COALESCE(pricing_category, ''), $2 FROM outbox
+        "INSERT INTO paid_counts (category, slot, messages)
+         SELECT COALESCE(pricing_category, ''), 0, $2 FROM outbox
           WHERE graph_message_id = $1 AND pricing_paid = TRUE
-         ON CONFLICT (category) DO UPDATE SET messages = paid_counts.messages + $2",
+         ON CONFLICT (category, slot) DO UPDATE SET messages = paid_counts.messages + $2",
     )?
     .execute(params![graph_message_id, delta])?;
     Ok(())
@@ -387,7 +391,10 @@ mod tests {
 
     fn kept(conn: &Conn) -> Vec<(String, i64)> {
         let mut stmt = conn
-            .prepare("SELECT category, messages FROM billable_counts WHERE messages > 0 ORDER BY 1")
+            .prepare(
+                "SELECT category, CAST(SUM(messages) AS BIGINT) FROM billable_counts
+                 GROUP BY category HAVING SUM(messages) > 0 ORDER BY 1",
+            )
             .unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
@@ -477,7 +484,10 @@ mod tests {
 
     fn paid_kept(conn: &Conn) -> Vec<(String, i64)> {
         let mut stmt = conn
-            .prepare("SELECT category, messages FROM paid_counts WHERE messages > 0 ORDER BY 1")
+            .prepare(
+                "SELECT category, CAST(SUM(messages) AS BIGINT) FROM paid_counts
+                 GROUP BY category HAVING SUM(messages) > 0 ORDER BY 1",
+            )
             .unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.collect::<Result<_, _>>().unwrap()

@@ -616,7 +616,8 @@ fn a_claim_reads_the_rows_it_takes_not_the_whole_backlog() {
 /// its delivery state are one statement (`apply_status`): after every
 /// status the kept counts equal a count over the outbox, on a sequence that
 /// moves messages between categories, in and out of billable and paid, and
-/// repeats a category (the statement's per-category sums).
+/// repeats a category (the statement's per-category sums), written from two
+/// connections (two slots of each count, V17).
 #[test]
 #[cfg_attr(not(orderlink_pg), ignore = "needs PostgreSQL: source .ci/postgres")]
 fn a_status_s_pricing_and_the_counts_it_moves_agree_with_the_outbox_in_one_statement() {
@@ -643,7 +644,8 @@ fn a_status_s_pricing_and_the_counts_it_moves_agree_with_the_outbox_in_one_state
     };
     let kept = |table: &str| {
         counts(&format!(
-            "SELECT category, messages FROM {table} WHERE messages <> 0 ORDER BY 1"
+            "SELECT category, CAST(SUM(messages) AS BIGINT) FROM {table}
+             GROUP BY category HAVING SUM(messages) <> 0 ORDER BY 1"
         ))
     };
     let counted = |verdict: &str| {
@@ -664,6 +666,14 @@ fn a_status_s_pricing_and_the_counts_it_moves_agree_with_the_outbox_in_one_state
                 pricing_type: t.map(str::to_owned),
             }),
         };
+
+    // Two connections take turns: each writes its own slot of a count.
+    let other = scratch.migrated();
+    let slot = |c: &Conn| -> i64 {
+        c.query_row("SELECT pg_backend_pid() % 128", [], |r| r.get(0))
+            .unwrap()
+    };
+    let mut on = [&c, &other].into_iter().cycle();
 
     use DeliveryState::*;
     for s in [
@@ -689,13 +699,24 @@ fn a_status_s_pricing_and_the_counts_it_moves_agree_with_the_outbox_in_one_state
         ),
         status("g9", Sent, Some(true), Some("utility"), None),
     ] {
-        apply_status(&c, &s, 2).unwrap();
+        apply_status(on.next().unwrap(), &s, 2).unwrap();
         assert_eq!(
             kept("billable_counts"),
             counted("pricing_billable"),
             "after {s:?}"
         );
         assert_eq!(kept("paid_counts"), counted("pricing_paid"), "after {s:?}");
+    }
+
+    if slot(&c) != slot(&other) {
+        let slots: i64 = c
+            .query_row(
+                "SELECT COUNT(DISTINCT slot) FROM billable_counts",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(slots, 2, "each connection counted in its own slot");
     }
 
     // The end state, spelled out; and the state only moved up.
