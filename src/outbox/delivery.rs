@@ -187,49 +187,7 @@ impl Change<'_> {
     /// statuses on other connections do not wait for this one's commit.
     fn write_at_once(&self, conn: &Conn) -> Result<(), DbError> {
         let p = self.pricing.cloned().unwrap_or_default();
-        conn.prepare_cached(
-            "WITH mine AS (
-                 SELECT pg_backend_pid() % 128 AS slot
-             ), old AS (
-                 SELECT COALESCE(pricing_category, '') AS category, pricing_billable, pricing_paid
-                 FROM outbox WHERE graph_message_id = $1
-             ), new AS (
-                 UPDATE outbox SET
-                        pricing_billable = CASE WHEN $2::BOOLEAN THEN $3::BOOLEAN
-                                                ELSE pricing_billable END,
-                        pricing_category = CASE WHEN $2 THEN $4::VARCHAR ELSE pricing_category END,
-                        pricing_type = CASE WHEN $2 THEN $5::VARCHAR ELSE pricing_type END,
-                        pricing_paid = CASE WHEN $2 THEN $6::BOOLEAN ELSE pricing_paid END,
-                        delivery_status = COALESCE($7::VARCHAR, delivery_status),
-                        delivery_error = CASE WHEN $7 IS NULL THEN delivery_error
-                                              ELSE COALESCE($8::VARCHAR, delivery_error) END,
-                        delivery_updated_at = CASE WHEN $7 IS NULL THEN delivery_updated_at
-                                                   ELSE $9::BIGINT END
-                 WHERE graph_message_id = $1
-                 RETURNING COALESCE(pricing_category, '') AS category, pricing_billable,
-                           pricing_paid
-             ), billable AS (
-                 INSERT INTO billable_counts (category, slot, messages)
-                 SELECT category, (SELECT slot FROM mine), SUM(d) FROM (
-                     SELECT category, -1 AS d FROM old WHERE pricing_billable = TRUE
-                     UNION ALL SELECT category, 1 FROM new WHERE pricing_billable = TRUE
-                 ) AS c
-                 GROUP BY category HAVING SUM(d) <> 0
-                 ON CONFLICT (category, slot) DO UPDATE
-                     SET messages = billable_counts.messages + excluded.messages
-             ), paid AS (
-                 INSERT INTO paid_counts (category, slot, messages)
-                 SELECT category, (SELECT slot FROM mine), SUM(d) FROM (
-                     SELECT category, -1 AS d FROM old WHERE pricing_paid = TRUE
-                     UNION ALL SELECT category, 1 FROM new WHERE pricing_paid = TRUE
-                 ) AS c
-                 GROUP BY category HAVING SUM(d) <> 0
-                 ON CONFLICT (category, slot) DO UPDATE
-                     SET messages = paid_counts.messages + excluded.messages
-             )
-             SELECT COUNT(*) FROM new",
-        )?
-        .query_row(
+        conn.prepare_cached(&STATUS_AT_ONCE)?.query_row(
             params![
                 self.message_id,
                 self.pricing.is_some(),
@@ -245,6 +203,55 @@ impl Change<'_> {
         )?;
         Ok(())
     }
+}
+
+/// `Change::write_at_once`'s statement: `$1` the message id, `$2` whether
+/// the status carried pricing, `$3`–`$6` the merged pricing and its paid
+/// verdict, `$7`–`$9` the next delivery state (NULL: none), its error and
+/// the time.
+static STATUS_AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH mine AS (
+             SELECT pg_backend_pid() % 128 AS slot
+         ), old AS (
+             SELECT COALESCE(pricing_category, '') AS category, pricing_billable, pricing_paid
+             FROM outbox WHERE graph_message_id = $1
+         ), new AS (
+             UPDATE outbox SET
+                    pricing_billable = CASE WHEN $2::BOOLEAN THEN $3::BOOLEAN
+                                            ELSE pricing_billable END,
+                    pricing_category = CASE WHEN $2 THEN $4::VARCHAR ELSE pricing_category END,
+                    pricing_type = CASE WHEN $2 THEN $5::VARCHAR ELSE pricing_type END,
+                    pricing_paid = CASE WHEN $2 THEN $6::BOOLEAN ELSE pricing_paid END,
+                    delivery_status = COALESCE($7::VARCHAR, delivery_status),
+                    delivery_error = CASE WHEN $7 IS NULL THEN delivery_error
+                                          ELSE COALESCE($8::VARCHAR, delivery_error) END,
+                    delivery_updated_at = CASE WHEN $7 IS NULL THEN delivery_updated_at
+                                               ELSE $9::BIGINT END
+             WHERE graph_message_id = $1
+             RETURNING COALESCE(pricing_category, '') AS category, pricing_billable, pricing_paid
+         ), {}, {}
+         SELECT COUNT(*) FROM new",
+        count_move("billable", "billable_counts", "pricing_billable"),
+        count_move("paid", "paid_counts", "pricing_paid"),
+    )
+});
+
+/// The CTE named `name` that moves this connection's slot of `table` by
+/// what `verdict` said of the row before (`old`, out) and after (`new`,
+/// in), summed per category.
+fn count_move(name: &str, table: &str, verdict: &str) -> String {
+    format!(
+        "{name} AS (
+             INSERT INTO {table} (category, slot, messages)
+             SELECT category, (SELECT slot FROM mine), SUM(d) FROM (
+                 SELECT category, -1 AS d FROM old WHERE {verdict} = TRUE
+                 UNION ALL SELECT category, 1 FROM new WHERE {verdict} = TRUE
+             ) AS c
+             GROUP BY category HAVING SUM(d) <> 0
+             ON CONFLICT (category, slot) DO UPDATE SET messages = {table}.messages + excluded.messages
+         )"
+    )
 }
 
 /// The lock (`Conn::lock_key`) that makes one message's statuses, and its
