@@ -171,8 +171,9 @@ pub fn build(config: Config, figment: Figment) -> Result<(Rocket<Build>, Service
         }
         None => {
             let (conn, lock) = open_database(&config)?;
-            let (writer, writer_thread) = Writer::start(conn);
-            let checkpointer = db::Checkpointer::start(&config.database_path)
+            let catch_up = db::CatchUp::default();
+            let (writer, writer_thread) = Writer::start_with(conn, catch_up.clone());
+            let checkpointer = db::Checkpointer::start(&config.database_path, catch_up)
                 .map_err(|e| format!("DATABASE_PATH {}: {e}", config.database_path.display()))?;
             let db = Db {
                 writer,

@@ -17,7 +17,7 @@ mod readers;
 pub mod sql;
 mod writer;
 
-pub use checkpointer::Checkpointer;
+pub use checkpointer::{CatchUp, Checkpointer};
 pub use error::DbError;
 pub use open::{
     copy_database, migrate, migrate_with_backup, open_reader, open_writer, pending_migrations,

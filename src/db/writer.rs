@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::checkpointer::CatchUp;
 use super::error::{DbError, MAX_RUNS};
 use super::pool::{PgJob, PgPool, Priority, Respond, Work, BEGIN};
 use super::sql::Conn;
@@ -107,12 +108,19 @@ impl<F> MayRunTwice<F> {
 }
 
 impl Writer {
+    /// A writer with no checkpointer beside it (tests, tools).
     pub fn start(conn: rusqlite::Connection) -> (Writer, JoinHandle<()>) {
+        Writer::start_with(conn, CatchUp::default())
+    }
+
+    /// A writer that copies the WAL's last frames when the checkpointer
+    /// asks (`CatchUp`).
+    pub fn start_with(conn: rusqlite::Connection, catch_up: CatchUp) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let conn = Conn::from(conn);
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, catch_up))
             .expect("spawn the database writer");
         (
             Writer {
@@ -441,7 +449,7 @@ where
     }
 }
 
-fn writer_loop(conn: Conn, rx: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(conn: Conn, rx: mpsc::Receiver<Box<dyn Job>>, catch_up: CatchUp) {
     // As `open_writer` left it.
     let mut synced = true;
     while let Ok(first) = rx.recv() {
@@ -459,6 +467,20 @@ fn writer_loop(conn: Conn, rx: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         run_batch(&conn, batch, &mut synced);
+        if catch_up.take() {
+            copy_the_wal_s_tail(&conn);
+        }
+    }
+}
+
+/// After a batch was answered and before the next begins, so no frame is
+/// appended meanwhile: copies what the checkpointer's last round left, and
+/// the next transaction starts the WAL over (`CatchUp`). Frames a reader
+/// still needs stay, and the WAL starts over after a later round instead.
+fn copy_the_wal_s_tail(conn: &Conn) {
+    let lite = conn.lite().expect("the batching writer is SQLite's");
+    if let Err(e) = lite.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        log::warn!("database: checkpoint between batches failed: {e}");
     }
 }
 
@@ -580,6 +602,49 @@ mod tests {
                 Ok(rows)
             })
             .unwrap()
+    }
+
+    /// A writer that is never idle for long must still start the WAL over
+    /// when the checkpointer asks, not extend it by every commit. Without
+    /// the writer's catch-up the WAL ended at 64 MB, every page committed;
+    /// with it, at 6 to 8 MB.
+    #[test]
+    fn a_busy_writer_starts_the_wal_over_when_the_checkpointer_asks() {
+        let (_dir, conn, path) = temp_db();
+        conn.execute_batch("CREATE TABLE blobs (b BLOB)").unwrap();
+        let catch_up = CatchUp::default();
+        let (writer, handle) = Writer::start_with(conn, catch_up.clone());
+        let checkpointer = crate::db::checkpointer::Checkpointer::start_every(
+            &path,
+            catch_up,
+            std::time::Duration::from_millis(5),
+        )
+        .unwrap();
+        // Eight callers keep a batch waiting while one commits; a row
+        // fills most of a 4 KiB page.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..1_250 {
+                        writer
+                            .run_blocking_unsynced(MayRunTwice::new(|c| {
+                                c.execute("INSERT INTO blobs VALUES (zeroblob(3500))", [])
+                            }))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let wal = std::fs::metadata(path.with_extension("db-wal"))
+            .unwrap()
+            .len();
+        writer.close();
+        handle.join().unwrap();
+        checkpointer.stop();
+        assert!(
+            wal < 24 << 20,
+            "the WAL grew to {wal} bytes: it never started over"
+        );
     }
 
     #[test]
