@@ -108,6 +108,60 @@ pub fn process_cpu_split(pid: u32) -> (Duration, Duration) {
     (at(0), at(1))
 }
 
+/// The whole machine's CPU so far, from /proc/stat's first line: busy
+/// (everything but idle and iowait) and all, in clock ticks.
+#[derive(Clone, Copy)]
+pub struct MachineCpu {
+    busy: u64,
+    all: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let all: u64 = ticks.iter().sum();
+        let idle = ticks.get(3).unwrap_or(&0) + ticks.get(4).unwrap_or(&0);
+        MachineCpu {
+            busy: all - idle,
+            all,
+        }
+    }
+
+    /// Share of all cores busy since `before`, 0 to 1.
+    pub fn busy_since(&self, before: &MachineCpu) -> f64 {
+        let all = self.all.saturating_sub(before.all);
+        if all == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(before.busy) as f64 / all as f64
+    }
+}
+
+/// CPU time of every live process named `postgres` (the server and its
+/// backends): what PostgreSQL spent, when it runs on this machine.
+pub fn postgres_cpu() -> Duration {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(process_cpu)
+        .sum()
+}
+
 /// VmHWM (peak resident set) of a live process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

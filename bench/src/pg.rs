@@ -6,7 +6,7 @@
 //! A, first sent by B). Each phase gets a database of its own on that
 //! server (the URL's user needs CREATEDB), dropped at the end.
 
-use crate::child::{Options, Orderlink, Stopped};
+use crate::child::{postgres_cpu, MachineCpu, Options, Orderlink, Stopped};
 use crate::events;
 use crate::fake_graph::FakeGraph;
 use crate::http::{self, Load, LoadResult};
@@ -341,6 +341,36 @@ fn start_with(
     )
 }
 
+/// What a webhook phase left of the machine: PostgreSQL, the instances
+/// and the bench share its cores here, so a second instance can only add
+/// what the first left idle.
+struct Shared {
+    machine: MachineCpu,
+    postgres: Duration,
+}
+
+impl Shared {
+    fn start() -> Shared {
+        Shared {
+            machine: MachineCpu::now(),
+            postgres: postgres_cpu(),
+        }
+    }
+
+    /// The machine's busy share over the phase, and PostgreSQL's and the
+    /// instances' CPU per webhook.
+    fn note(&self, instances: Duration, webhooks: usize) -> String {
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / webhooks.max(1) as f64;
+        format!(
+            "all {} cores {:.0} % busy; CPU per webhook: PostgreSQL {:.3} ms, orderlink {:.3} ms",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            MachineCpu::now().busy_since(&self.machine) * 100.0,
+            per(postgres_cpu().saturating_sub(self.postgres)),
+            per(instances)
+        )
+    }
+}
+
 /// The PostgreSQL rows of the table; the peak RSS of each orderlink child.
 pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Vec<(u64, String)> {
     let c = plan.concurrency;
@@ -385,9 +415,12 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     let db = Database::copy_of(admin, "one", &history);
     let server = start(o, &db.url, "pg-one", &fake.base_url(), 4);
     let cpu0 = server.cpu();
+    let shared = Shared::start();
     let r1 = webhooks(&[&server], "pg1_", plan.webhooks, c, plan.phase_deadline);
     let cpu1 = server.cpu().saturating_sub(cpu0);
+    let shared1 = shared.note(cpu1, r1.completed);
     let ok1 = processed(&r1);
+    say(format!("one instance: {shared1}"));
     say(format!(
         "orderlink on PostgreSQL, one instance: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {ok1} processed, server CPU {:.3} ms/req",
         r1.completed,
@@ -405,7 +438,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
         )
         .latency(&r1)
         .ceiling(one.rate(), "raw PostgreSQL tx/s, 1 client")
-        .note(&format!("{ok1}/{} processed", plan.webhooks))
+        .note(&format!("{ok1}/{} processed; {shared1}", plan.webhooks))
         .target("≥ 1.5× ceiling", r1.rate() >= 1.5 * one.rate()),
     );
     report.row(
@@ -466,8 +499,12 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
     let db = Database::copy_of(admin, "two", &history);
     let a = start(o, &db.url, "pg-two-a", &fake.base_url(), 4);
     let b = start(o, &db.url, "pg-two-b", &fake.base_url(), 4);
+    let cpu0 = a.cpu() + b.cpu();
+    let shared = Shared::start();
     let r2 = webhooks(&[&a, &b], "pg2_", plan.webhooks, c, plan.phase_deadline);
+    let shared2 = shared.note((a.cpu() + b.cpu()).saturating_sub(cpu0), r2.completed);
     let ok2 = processed(&r2);
+    say(format!("two instances: {shared2}"));
     say(format!(
         "orderlink on PostgreSQL, two instances: {} webhooks in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {ok2} processed",
         r2.completed,
@@ -484,7 +521,7 @@ pub fn measure(admin: &str, plan: &Plan, o: &Options, report: &mut Report) -> Ve
         )
         .latency(&r2)
         .ceiling(r1.rate(), "one instance req/s")
-        .note(&format!("{ok2}/{} processed", plan.webhooks)),
+        .note(&format!("{ok2}/{} processed; {shared2}", plan.webhooks)),
     );
     let (sa, sb) = (a.stop(), b.stop());
     drop(db);
