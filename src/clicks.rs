@@ -185,25 +185,28 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// disk: these clicks were answered already, and a crash would lose those
 /// still collected here just the same.
 fn store(writer: &Writer, batch: Arc<Vec<Click>>) -> Result<(), DbError> {
-    writer.run_blocking_unsynced(MayRunTwice::new(move |conn| {
-        for chunk in batch.chunks(ROWS_PER_INSERT) {
-            let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
-            let mut values: Vec<&dyn Param> = Vec::with_capacity(chunk.len() * 6);
-            for (c, id) in chunk.iter().zip(&ids) {
-                values.extend([
-                    id as &dyn Param,
-                    &c.token_id,
-                    &c.order_id,
-                    &c.at,
-                    &c.user_agent,
-                    &c.preview,
-                ]);
+    writer.run_blocking_unsynced(
+        None,
+        MayRunTwice::new(move |conn| {
+            for chunk in batch.chunks(ROWS_PER_INSERT) {
+                let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
+                let mut values: Vec<&dyn Param> = Vec::with_capacity(chunk.len() * 6);
+                for (c, id) in chunk.iter().zip(&ids) {
+                    values.extend([
+                        id as &dyn Param,
+                        &c.token_id,
+                        &c.order_id,
+                        &c.at,
+                        &c.user_agent,
+                        &c.preview,
+                    ]);
+                }
+                conn.prepare_cached(&INSERTS[chunk.len() - 1])?
+                    .execute(params_from_iter(values))?;
             }
-            conn.prepare_cached(&INSERTS[chunk.len() - 1])?
-                .execute(params_from_iter(values))?;
-        }
-        Ok(())
-    }))
+            Ok(())
+        }),
+    )
 }
 
 /// Clicks per INSERT: one statement per click was most of a click's cost

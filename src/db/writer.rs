@@ -172,7 +172,7 @@ impl Writer {
                     work,
                     result: None,
                     done: done_tx,
-                    synced: !matches!(framing, Framing::Unsynced),
+                    synced: !matches!(framing, Framing::Unsynced(_)),
                 }));
             }
             return done_rx;
@@ -274,20 +274,26 @@ impl Writer {
             .unwrap_or(Err(DbError::Closed))
     }
 
-    /// `run_blocking` for a write whose callers were answered before it was
-    /// written (the click log): committed without waiting for the disk
-    /// (`Framing::Unsynced`).
+    /// `run_blocking` for a write a power cut may lose (the click log, a
+    /// send's outcome): committed without waiting for the disk
+    /// (`Framing::Unsynced`), holding the lock of `lock` from its start as
+    /// `run_blocking_locked` does.
     pub fn run_blocking_unsynced<R, F>(
         &self,
+        lock: Option<String>,
         MayRunTwice(work): MayRunTwice<F>,
     ) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: Fn(&Conn) -> Result<R, DbError> + Send + 'static,
     {
-        self.submit_as(Priority::Background, Framing::Unsynced, work)
-            .blocking_recv()
-            .unwrap_or(Err(DbError::Closed))
+        self.submit_as(
+            Priority::Background,
+            Framing::Unsynced(lock.into_iter().collect()),
+            work,
+        )
+        .blocking_recv()
+        .unwrap_or(Err(DbError::Closed))
     }
 
     /// Whether jobs go to PostgreSQL, for the few callers that write a
@@ -345,16 +351,21 @@ enum Framing {
     /// PostgreSQL: the work's one statement alone, committed by PostgreSQL
     /// as it ends.
     Alone,
-    /// `Transaction` whose commit does not wait for the disk, for writes
-    /// whose callers were answered before they were written (the click
-    /// log): a power cut could lose them from memory just as well, and each
-    /// commit's fsync was a third of a click's CPU in the writer (6.06
-    /// against 4.12 µs, `bench/clicks/cost.py`). SQLite commits a batch of
-    /// only these with `synchronous=NORMAL`: the WAL keeps them in order
-    /// behind the commits before them, and the next synced commit or
-    /// checkpoint carries them to disk. PostgreSQL turns
-    /// `synchronous_commit` off for the transaction.
-    Unsynced,
+    /// `Transaction` whose commit does not wait for the disk, holding the
+    /// locks of these keys from its BEGIN as `Locked` does. For writes that
+    /// a power cut may lose without breaking a promise: the click log's
+    /// (its callers were answered before it was written, and each commit's
+    /// fsync was a third of a click's CPU in the writer: 6.06 against
+    /// 4.12 µs, `bench/clicks/cost.py`), and a send's outcome (the claim
+    /// before the send waited for the disk; an outcome lost leaves the
+    /// message claimed, and SPEC §5 makes it unsure, never sent again at
+    /// once). SQLite commits a batch of only these with
+    /// `synchronous=NORMAL`: the WAL keeps them in order behind the commits
+    /// before them, a crash of the process loses none of them, and the next
+    /// synced commit or checkpoint (the checkpointer's round comes every
+    /// 500 ms) carries them to disk. PostgreSQL turns `synchronous_commit` off for
+    /// the transaction.
+    Unsynced(Vec<String>),
     /// `Transaction` that holds the locks of these keys (`Conn::lock_key`)
     /// from its BEGIN, taken in order in the same round trip on PostgreSQL.
     Locked(Vec<String>),
@@ -399,7 +410,7 @@ where
 {
     let (begin, keys) = match &framing {
         Framing::Transaction => (Some(BEGIN), &[][..]),
-        Framing::Unsynced => (Some(BEGIN_UNSYNCED.as_str()), &[][..]),
+        Framing::Unsynced(keys) => (Some(BEGIN_UNSYNCED.as_str()), keys.as_slice()),
         Framing::Locked(keys) => (Some(BEGIN), keys.as_slice()),
         Framing::Alone => (None, &[][..]),
     };
@@ -627,9 +638,12 @@ mod tests {
                 s.spawn(|| {
                     for _ in 0..1_250 {
                         writer
-                            .run_blocking_unsynced(MayRunTwice::new(|c| {
-                                c.execute("INSERT INTO blobs VALUES (zeroblob(3500))", [])
-                            }))
+                            .run_blocking_unsynced(
+                                None,
+                                MayRunTwice::new(|c| {
+                                    c.execute("INSERT INTO blobs VALUES (zeroblob(3500))", [])
+                                }),
+                            )
                             .unwrap();
                     }
                 });
@@ -714,29 +728,41 @@ mod tests {
     }
 
     /// A batch of only unsynced jobs commits with `synchronous=NORMAL`
-    /// (1); one synced job makes its whole batch FULL (2), whatever the
-    /// batch before it was.
+    /// (1), a lock held or not (a send's outcome holds one); one synced job
+    /// makes its whole batch FULL (2), whatever the batch before it was.
     #[test]
     fn only_a_batch_of_unsynced_jobs_skips_the_wait_for_the_disk() {
         let (_dir, conn, _path) = temp_db();
         let (writer, handle) = Writer::start(conn);
-        let alone = writer.run_blocking_unsynced(MayRunTwice::new(sync_seen));
+        let alone = writer.run_blocking_unsynced(None, MayRunTwice::new(sync_seen));
         assert_eq!(alone.unwrap(), 1);
         let after = writer.run_blocking(MayRunTwice::new(sync_seen));
         assert_eq!(after.unwrap(), 2);
+        let locked = writer.run_blocking_unsynced(Some("m".into()), MayRunTwice::new(sync_seen));
+        assert_eq!(locked.unwrap(), 1);
+        let locked_synced = writer.run_blocking_locked("m".into(), MayRunTwice::new(sync_seen));
+        assert_eq!(locked_synced.unwrap(), 2);
 
         // A gate holds the writer, alone in its batch, while an unsynced
         // and a synced job queue behind it; they make the next batch.
         let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let (running_tx, go_rx) = (Mutex::new(running_tx), Mutex::new(go_rx));
-        let gate = writer.submit_as(Priority::Background, Framing::Unsynced, move |_| {
-            let _ = running_tx.lock().unwrap().send(());
-            let _ = go_rx.lock().unwrap().recv();
-            Ok(())
-        });
+        let gate = writer.submit_as(
+            Priority::Background,
+            Framing::Unsynced(Vec::new()),
+            move |_| {
+                let _ = running_tx.lock().unwrap().send(());
+                let _ = go_rx.lock().unwrap().recv();
+                Ok(())
+            },
+        );
         running_rx.recv().unwrap();
-        let unsynced = writer.submit_as(Priority::Background, Framing::Unsynced, sync_seen);
+        let unsynced = writer.submit_as(
+            Priority::Background,
+            Framing::Unsynced(Vec::new()),
+            sync_seen,
+        );
         let synced = writer.submit(MayRunTwice::new(sync_seen));
         go_tx.send(()).unwrap();
         gate.blocking_recv().unwrap().unwrap();
