@@ -42,9 +42,39 @@ const PREVIEW_AGENTS: [&str; 10] = [
     "skypeuripreview",
 ];
 
+/// For each byte, the agents whose name starts with it (either case), as
+/// bits: most bytes of a browser's `User-Agent` start none.
+const PREVIEW_STARTS: [u16; 256] = {
+    let mut starts = [0u16; 256];
+    let mut i = 0;
+    while i < PREVIEW_AGENTS.len() {
+        let b = PREVIEW_AGENTS[i].as_bytes()[0];
+        starts[b as usize] |= 1 << i;
+        starts[b.to_ascii_uppercase() as usize] |= 1 << i;
+        i += 1;
+    }
+    starts
+};
+
+/// Whether any of `PREVIEW_AGENTS` is in the text, ASCII case ignored. Read
+/// in place, once per redirect: lowercasing a copy and searching it ten
+/// times was 1,800 instructions of a redirect's 118,000 under callgrind.
 pub fn is_preview_fetcher(user_agent: &str) -> bool {
-    let ua = user_agent.to_ascii_lowercase();
-    PREVIEW_AGENTS.iter().any(|p| ua.contains(p))
+    let ua = user_agent.as_bytes();
+    ua.iter().enumerate().any(|(i, &c)| {
+        let mut agents = PREVIEW_STARTS[usize::from(c)];
+        while agents != 0 {
+            let p = PREVIEW_AGENTS[agents.trailing_zeros() as usize].as_bytes();
+            if ua
+                .get(i..i + p.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(p))
+            {
+                return true;
+            }
+            agents &= agents - 1;
+        }
+        false
+    })
 }
 
 /// Whether a request is a person's browser opening the link. No
@@ -255,6 +285,30 @@ mod tests {
         assert!(!is_preview_fetcher(
             "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"
         ));
+    }
+
+    proptest::proptest! {
+        /// The same answer as lowercasing the text and searching it for
+        /// each agent: any text, and texts holding an agent's name in
+        /// any case.
+        #[test]
+        fn preview_fetchers_are_found_as_a_lowercase_search_finds_them(
+            before in ".{0,40}",
+            after in ".{0,40}",
+            agent in 0..PREVIEW_AGENTS.len(),
+            upper in proptest::collection::vec(proptest::bool::ANY, 32),
+            with_agent in proptest::bool::ANY,
+        ) {
+            let name: String = PREVIEW_AGENTS[agent]
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, &up)| if up { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let text = if with_agent { format!("{before}{name}{after}") } else { format!("{before}{after}") };
+            let lower = text.to_ascii_lowercase();
+            let expected = PREVIEW_AGENTS.iter().any(|p| lower.contains(p));
+            proptest::prop_assert_eq!(is_preview_fetcher(&text), expected, "{:?}", text);
+        }
     }
 
     #[test]
